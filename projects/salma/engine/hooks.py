@@ -1,0 +1,72 @@
+"""Warm-up hooks: ramp the CMA residual and the auxiliary-loss weights from 0 to 1.
+
+Both ramps are linear over the first ``warmup_ratio`` of the training iterations and start at
+the first iteration: iteration ``i`` (0-based) trains with ``min(1, i / warmup_iters)``. They run
+before every iteration, so a resumed run recomputes the scale from the restored iteration.
+"""
+from __future__ import annotations
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..registry import HOOKS
+
+
+def linear_warmup(iteration: int, max_iters: int, warmup_ratio: float) -> float:
+    """Scale at 0-based ``iteration``: 0 at the first one, 1 from ``warmup_ratio * max_iters`` on."""
+    warmup_iters = warmup_ratio * max_iters
+    if warmup_iters <= 0:
+        return 1.0
+    return min(1.0, iteration / warmup_iters)
+
+
+class _WarmupHook(Hook):
+    """Calls ``setter_name(scale)`` on the model before each training iteration and logs it."""
+
+    priority = "NORMAL"
+    setter_name: str
+    log_key: str
+
+    def __init__(self, warmup_ratio: float) -> None:
+        if not 0 <= warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
+        self.warmup_ratio = warmup_ratio
+        self._train_scale: float | None = None
+
+    def _model(self, runner):
+        model = runner.model
+        while is_model_wrapper(model) or (hasattr(model, "module") and not hasattr(model, self.setter_name)):
+            model = model.module  # DDP / DeepSpeed engine
+        if not hasattr(model, self.setter_name):
+            raise AttributeError(f"{type(self).__name__}: the model has no {self.setter_name}()")
+        return model
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._train_scale = linear_warmup(runner.iter, runner.max_iters, self.warmup_ratio)
+        getattr(self._model(runner), self.setter_name)(self._train_scale)
+        runner.message_hub.update_scalar(f"train/{self.log_key}", self._train_scale)
+
+    def before_val(self, runner) -> None:
+        """Validation predicts with the full modules, as the exported model does."""
+        getattr(self._model(runner), self.setter_name)(1.0)
+
+    def after_val(self, runner) -> None:
+        """Back to the training scale when validation ran in the middle of training."""
+        if self._train_scale is not None:
+            getattr(self._model(runner), self.setter_name)(self._train_scale)
+
+
+@HOOKS.register_module()
+class CMAWarmupHook(_WarmupHook):
+    """Ramps the CMA residual (``gamma * scale``) so early, random CMA does not disturb SAM-2."""
+
+    setter_name = "set_cma_warmup_scale"
+    log_key = "cma_warmup_scale"
+
+
+@HOOKS.register_module()
+class AuxLossWarmupHook(_WarmupHook):
+    """Ramps the TMC and boundary weights so they act once the masks are meaningful."""
+
+    setter_name = "set_aux_loss_warmup_scale"
+    log_key = "aux_loss_warmup_scale"

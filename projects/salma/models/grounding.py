@@ -1,0 +1,217 @@
+"""SAM-2 grounding runner: image features, the structure prior, CMA injection, language decode.
+
+One training/inference step, for F frames and M (object, frame) pairs:
+
+1. ``encode_frames``: the (usually frozen) Hiera + FPN encoder gives three levels per frame;
+   ``no_mem_embed`` is added to the lowest-resolution level (single images have no memory).
+2. ``structure_prior``: one language-free decoder pass per *frame* (never per object), best of
+   three masks by predicted IoU, without gradient. ``mask_source='gt'`` uses the GT mask as an
+   oracle prior instead; ``'none'`` disables it.
+3. ``decode``: for every pair, CMA lets the frame's lowest-resolution feature attend to that
+   object's language tokens (gated by the prior), then the SAM-2 decoder decodes with the
+   ``[SEG]`` embedding appended to the sparse prompt tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Sam2Config, Sam2Model
+
+from ..registry import MODELS
+from .cma import CrossModalAttention2D
+
+MASK_SOURCES = ("pred", "gt", "none")
+
+# As in Sa2VA, only SAM-2's mask decoder trains (image encoder, prompt encoder and no-memory
+# embedding stay as pretrained). Two decoder heads never enter a loss of the language decode
+# (IoU and object-score predictions), so they stay frozen too: no rank then carries parameters
+# without gradient. The prior pass still reads the (pretrained) IoU head.
+UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head")
+
+
+@dataclass
+class FrameFeatures:
+    """SAM-2 features of F frames.
+
+    image_embeddings: (F, C, h, w) lowest resolution, ``no_mem_embed`` added (before CMA).
+    high_res: [(F, C/8, 4h, 4w), (F, C/4, 2h, 2w)] raw FPN levels (before conv_s0 / conv_s1).
+    """
+
+    image_embeddings: torch.Tensor
+    high_res: list[torch.Tensor]
+
+    def select(self, frame_index: torch.Tensor) -> FrameFeatures:
+        return FrameFeatures(self.image_embeddings[frame_index], [f[frame_index] for f in self.high_res])
+
+
+def build_sam2_model(spec: dict) -> Sam2Model:
+    """Build SAM-2 from ``checkpoint`` (Meta .pt or HF folder), ``size`` (random weights), or ``config``."""
+    spec = dict(spec)
+    if spec.get("checkpoint"):
+        from .convert.sam2 import load_sam2
+
+        return load_sam2(spec.pop("checkpoint"), **{k: v for k, v in spec.items() if k != "config"})
+    if spec.get("size"):
+        from .convert.sam2 import sam2_config_for
+
+        return Sam2Model(sam2_config_for(spec["size"], **{k: v for k, v in spec.items() if k in ("version",)}))
+    if spec.get("config"):
+        return Sam2Model(Sam2Config(**spec["config"]))
+    raise ValueError(f"sam2 spec needs 'checkpoint', 'size' or 'config'; got keys {sorted(spec)}")
+
+
+@MODELS.register_module()
+class SAM2GroundingRunner(nn.Module):
+    """SAM-2 with a structure-prior pre-pass and cross-modal attention on its lowest level.
+
+    Args:
+        sam2: how to build SAM-2 (see ``build_sam2_model``).
+        enable_cma: add ``CrossModalAttention2D`` before the language-conditioned decode.
+        cma: keyword arguments of ``CrossModalAttention2D`` (``dim`` is SAM-2's width).
+        mask_source: structure prior: 'pred' (language-free pre-pass), 'gt' (oracle), 'none'.
+        freeze_image_encoder: keep Hiera + FPN frozen (features computed without gradient).
+        freeze_decoder: keep the mask decoder frozen too (the prompt encoder always is).
+    """
+
+    def __init__(
+        self,
+        *,
+        sam2: dict,
+        enable_cma: bool = True,
+        cma: dict | None = None,
+        mask_source: str = "pred",
+        freeze_image_encoder: bool = True,
+        freeze_decoder: bool = False,
+    ) -> None:
+        super().__init__()
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        self.sam2 = build_sam2_model(sam2)
+        self.hidden_dim = self.sam2.config.mask_decoder_config.hidden_size
+        self.image_size = self.sam2.config.prompt_encoder_config.image_size
+        self.mask_source = mask_source if enable_cma else "none"
+        self.cma = CrossModalAttention2D(self.hidden_dim, **(cma or {})) if enable_cma else None
+        self.freeze_image_encoder = freeze_image_encoder
+        self.sam2.requires_grad_(False)
+        if not freeze_image_encoder:
+            self.sam2.vision_encoder.requires_grad_(True)
+        if not freeze_decoder:
+            self.sam2.mask_decoder.requires_grad_(True)
+            for name in UNTRAINED_DECODER_HEADS:
+                self.sam2.mask_decoder.get_submodule(name).requires_grad_(False)
+
+    # ------------------------------------------------------------------ features
+    def encode_frames(self, pixel_values: torch.Tensor) -> FrameFeatures:
+        """pixel_values: (F, 3, S, S) normalised SAM-2 input -> FrameFeatures."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_image_encoder):
+            if self.freeze_image_encoder:
+                self.sam2.vision_encoder.eval()  # frozen means frozen: no dropout / droppath
+            out = self.sam2.vision_encoder(pixel_values, return_dict=True)
+        levels = list(out.fpn_hidden_states)  # each (F, C, H_l, W_l), high resolution first
+        image_embeddings = levels[-1] + self.sam2.no_memory_embedding.view(1, -1, 1, 1)
+        return FrameFeatures(image_embeddings, levels[:-1])
+
+    def _high_res_for_decoder(self, features: FrameFeatures) -> list[torch.Tensor]:
+        """conv_s0 / conv_s1 belong to the (trainable) decoder, so they run here, with grad."""
+        decoder = self.sam2.mask_decoder
+        return [decoder.conv_s0(features.high_res[0]), decoder.conv_s1(features.high_res[1])]
+
+    # ------------------------------------------------------------------ decoder
+    def _run_decoder(
+        self,
+        image_embeddings: torch.Tensor,
+        high_res: list[torch.Tensor],
+        extra_sparse: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens.
+
+        image_embeddings: (B, C, h, w); extra_sparse: (B, K, C). Returns logits
+        (B, n_masks, 4h, 4w) and IoU predictions (B, n_masks).
+        """
+        batch = image_embeddings.shape[0]
+        points = torch.zeros(batch, 1, 1, 2, dtype=image_embeddings.dtype, device=image_embeddings.device)
+        labels = -torch.ones(batch, 1, 1, dtype=torch.int32, device=image_embeddings.device)
+        sparse, dense = self.sam2.prompt_encoder(
+            input_points=points, input_labels=labels, input_boxes=None, input_masks=None
+        )  # sparse (B, 1, 2, C): the padding point and its pad; dense (B, C, h, w)
+        if extra_sparse is not None:
+            sparse = torch.cat([sparse, extra_sparse.unsqueeze(1).to(sparse.dtype)], dim=2)
+        positional = self.sam2.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1)
+        masks, iou, _, _ = self.sam2.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_positional_embeddings=positional.to(image_embeddings.dtype),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense.to(image_embeddings.dtype),
+            multimask_output=multimask_output,
+            high_resolution_features=high_res,
+        )
+        return masks[:, 0], iou[:, 0]
+
+    @torch.no_grad()
+    def structure_prior(self, features: FrameFeatures) -> torch.Tensor:
+        """Language-free pass, one per frame: best of 3 masks by predicted IoU. -> (F, 1, 4h, 4w)."""
+        masks, iou = self._run_decoder(
+            features.image_embeddings, self._high_res_for_decoder(features), None, multimask_output=True
+        )
+        best = iou.argmax(dim=1)  # (F,)
+        return masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
+
+    def decode(
+        self,
+        features: FrameFeatures,
+        frame_index: torch.Tensor,
+        seg_embeddings: torch.Tensor,
+        text_tokens: torch.Tensor | None = None,
+        text_padding_mask: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Language-conditioned decode of M (object, frame) pairs.
+
+        Args:
+            features: features of F frames (pre-CMA).
+            frame_index: (M,) frame of each pair.
+            seg_embeddings: (M, C) projected ``[SEG]`` embeddings.
+            text_tokens: (M, N, C) CMA tokens (token 0 = ``[SEG]``), default ``seg_embeddings``.
+            text_padding_mask: (M, N) True on padding.
+            prior: (M, 1, h', w') prior logits per pair, or None.
+        Returns:
+            (M, 1, 4h, 4w) mask logits.
+        """
+        pairs = features.select(frame_index)
+        image_embeddings = pairs.image_embeddings
+        if self.cma is not None:
+            tokens = seg_embeddings[:, None] if text_tokens is None else text_tokens
+            image_embeddings = self.cma(image_embeddings, tokens, prior, text_padding_mask)
+        masks, _ = self._run_decoder(
+            image_embeddings, self._high_res_for_decoder(pairs), seg_embeddings[:, None], multimask_output=False
+        )
+        return masks[:, :1]
+
+    def prior_for_pairs(
+        self, features: FrameFeatures, frame_index: torch.Tensor, gt_masks: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The prior of each pair: the frame's pre-pass ('pred'), the GT ('gt'), or None."""
+        if self.mask_source == "none":
+            return None
+        if self.mask_source == "gt":
+            if gt_masks is None:
+                raise ValueError("mask_source='gt' needs GT masks (an oracle prior cannot run at inference)")
+            return (gt_masks.unsqueeze(1).float() * 2 - 1) * 10.0  # {0,1} -> logits ±10
+        return self.structure_prior(features)[frame_index]
+
+    def set_cma_warmup_scale(self, scale: float) -> None:
+        if self.cma is not None:
+            self.cma.set_warmup_scale(scale)
+
+    def low_res_size(self) -> tuple[int, int]:
+        """Spatial size of the decoder's logits (256² for 1024² input)."""
+        h, w = self.sam2.config.vision_config.backbone_feature_sizes[0]
+        return int(h), int(w)
+
+    def resize_to(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bilinear resize of (M, 1, h, w) logits to an original frame size (H, W)."""
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,327 @@
+"""VideoLLaVASAMModel: the SALMA model that trains, predicts and is exported.
+
+InternVL runs the conversation; the last hidden state at each ``[SEG]`` (and at the tokens of
+that object's expression) is projected by ``text_hidden_fcs`` to SAM-2's prompt width; the SAM-2
+runner decodes one mask per (object, frame) with CMA + structure prior. See DESIGN.md, "Data
+flow", for one training step.
+
+Batch contract (``projects.salma.datasets.collate``): ``input_ids``, ``attention_mask``,
+``labels``, ``expr_ids`` (B, L); ``pixel_values`` (N_tiles, 3, S, S) or None; per sample lists
+``g_pixel_values`` (T, 3, G, G) | None, ``masks`` (n_obj, T, H, W) | None, and ``meta`` dicts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import nn
+
+from ..constants import PHRASE_END, PHRASE_START
+from ..registry import MODELS
+from .grounding import FrameFeatures, SAM2GroundingRunner
+from .losses import boundary_loss, masked_avg_pool, point_sampled_mask_losses, tmc_loss
+from .mllm import InternVLMLLM
+
+
+@dataclass
+class SegQueries:
+    """Language side of every object in a batch (n objects).
+
+    seg: (n, C) projected ``[SEG]`` embeddings; tokens: (n, 1+N, C) CMA tokens ([SEG] first);
+    padding: (n, 1+N) True on padding.
+    """
+
+    seg: torch.Tensor
+    tokens: torch.Tensor
+    padding: torch.Tensor
+
+
+def resize_gt_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., H, W) {0,1} masks -> (..., h, w) float {0,1}: bilinear then > 0.5."""
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False) > 0.5
+    return resized.reshape(*masks.shape[:-2], *size).float()
+
+
+@MODELS.register_module()
+class VideoLLaVASAMModel(BaseModel):
+    """SALMA: InternVL2.5 + LoRA emitting ``[SEG]``, SAM-2 with Mask-Biased CMA, TMC + boundary losses.
+
+    Args:
+        mllm: config of ``InternVLMLLM``.
+        grounding_encoder: config of ``SAM2GroundingRunner``.
+        loss_llm_weight: weight of the LLM next-token CE.
+        loss_mask_weight / loss_dice_weight: point-sampled BCE / Dice weights.
+        loss_tmc_weight / loss_boundary_weight: auxiliary weights (times the aux warm-up scale).
+        tmc_temperature: InfoNCE temperature.
+        num_points / oversample_ratio / importance_sample_ratio: mask-loss point sampling.
+        max_expr_tokens: expression tokens per object given to CMA (besides ``[SEG]``).
+        data_preprocessor: mmengine data preprocessor config (moves the batch to the device).
+    """
+
+    def __init__(
+        self,
+        *,
+        mllm: dict,
+        grounding_encoder: dict,
+        loss_llm_weight: float = 1.0,
+        loss_mask_weight: float = 2.0,
+        loss_dice_weight: float = 0.5,
+        loss_tmc_weight: float = 0.0,
+        loss_boundary_weight: float = 0.0,
+        tmc_temperature: float = 0.07,
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        max_expr_tokens: int = 16,
+        data_preprocessor: dict | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.mllm: InternVLMLLM = MODELS.build(mllm)
+        self.grounding_encoder: SAM2GroundingRunner = MODELS.build(grounding_encoder)
+        in_dim, out_dim = self.mllm.hidden_size, self.grounding_encoder.hidden_dim
+        self.text_hidden_fcs = nn.Sequential(
+            nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim), nn.Dropout(0.0)
+        )
+        self.loss_llm_weight = loss_llm_weight
+        self.loss_mask_weight = loss_mask_weight
+        self.loss_dice_weight = loss_dice_weight
+        self.loss_tmc_weight = loss_tmc_weight
+        self.loss_boundary_weight = loss_boundary_weight
+        self.tmc_temperature = tmc_temperature
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.max_expr_tokens = max_expr_tokens
+        self.register_buffer("aux_loss_scale", torch.ones(()))
+
+    @property
+    def tokenizer(self):
+        return self.mllm.tokenizer
+
+    def set_aux_loss_warmup_scale(self, scale: float) -> None:
+        """Multiplier of the TMC and boundary weights (the aux warm-up hook ramps it 0 -> 1)."""
+        self.aux_loss_scale.fill_(float(scale))
+
+    def set_cma_warmup_scale(self, scale: float) -> None:
+        self.grounding_encoder.set_cma_warmup_scale(scale)
+
+    # ------------------------------------------------------------------ entry point
+    def forward(self, data: dict, data_samples=None, mode: str = "loss"):
+        if mode == "loss":
+            return self.compute_loss(data)
+        if mode == "predict":
+            return self.predict(data)
+        raise ValueError(f"mode must be 'loss' or 'predict', got {mode!r}")
+
+    # ------------------------------------------------------------------ language side
+    def _seg_queries(self, hidden: torch.Tensor, seg_positions: list[torch.Tensor], expr_positions) -> SegQueries:
+        """Project ``[SEG]`` and expression hidden states of n objects.
+
+        hidden: (B, L, D); seg_positions[b]: (n_b,) positions of row b's ``[SEG]`` tokens;
+        expr_positions[b][k]: (N_bk,) positions of the k-th object's expression tokens.
+        """
+        rows, cols, owner, slot = [], [], [], []
+        obj = 0
+        for b, seg_pos in enumerate(seg_positions):
+            for k, pos in enumerate(seg_pos.tolist()):
+                expr = expr_positions[b][k][: self.max_expr_tokens].tolist()
+                for j, p in enumerate([pos] + expr):
+                    rows.append(b)
+                    cols.append(p)
+                    owner.append(obj)
+                    slot.append(j)
+                obj += 1
+        device = hidden.device
+        projected = self.text_hidden_fcs(hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)])
+        owner_t, slot_t = torch.tensor(owner, device=device), torch.tensor(slot, device=device)
+        width = int(slot_t.max()) + 1
+        tokens = projected.new_zeros(obj, width, projected.shape[-1])
+        tokens[owner_t, slot_t] = projected  # (n, 1+N, C)
+        padding = torch.ones(obj, width, dtype=torch.bool, device=device)
+        padding[owner_t, slot_t] = False
+        return SegQueries(seg=tokens[:, 0], tokens=tokens, padding=padding)
+
+    def _expr_positions(self, expr_ids: torch.Tensor, row: int, n_objects: int) -> list[torch.Tensor]:
+        return [(expr_ids[row] == k).nonzero().flatten() for k in range(n_objects)]
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, data: dict) -> dict[str, torch.Tensor]:
+        hidden, loss_llm = self.mllm(
+            data["input_ids"], data["attention_mask"], data.get("pixel_values"), data["labels"]
+        )
+        losses = {"loss_llm": loss_llm * self.loss_llm_weight}
+
+        seg_rows = [b for b, m in enumerate(data["masks"]) if m is not None]
+        if not seg_rows:
+            losses["loss_mask"] = self._idle_grounding_loss(hidden)
+            return losses
+
+        seg_id = self.mllm.seg_token_id
+        seg_positions, expr_positions, gt, frames, frame_index, object_index = [], [], [], [], [], []
+        frame_offset, obj_offset = 0, 0
+        for b in seg_rows:
+            masks = data["masks"][b]  # (n_obj, T, H, W)
+            positions = (data["input_ids"][b] == seg_id).nonzero().flatten()
+            if positions.numel() != masks.shape[0]:
+                raise ValueError(
+                    f"sample {data['meta'][b].get('id', b)!r}: {positions.numel()} [SEG] tokens but "
+                    f"{masks.shape[0]} masks (truncation or a template bug)"
+                )
+            n_obj, n_frames = masks.shape[:2]
+            seg_positions.append(positions)
+            expr_positions.append(self._expr_positions(data["expr_ids"], b, n_obj))
+            frames.append(data["g_pixel_values"][b])
+            gt.append(resize_gt_masks(masks, self.grounding_encoder.low_res_size()).flatten(0, 1))
+            frame_index.append((torch.arange(n_frames) + frame_offset).repeat(n_obj))
+            object_index.append(torch.arange(n_obj).repeat_interleave(n_frames) + obj_offset)
+            frame_offset += n_frames
+            obj_offset += n_obj
+
+        device = hidden.device
+        queries = self._seg_queries(hidden, [seg_positions[i] for i in range(len(seg_rows))], expr_positions)
+        gt_masks = torch.cat(gt).to(device)  # (M, h, w)
+        frame_index = torch.cat(frame_index).to(device)  # (M,)
+        object_index = torch.cat(object_index).to(device)  # (M,)
+
+        features = self.grounding_encoder.encode_frames(torch.cat(frames).to(device))
+        logits = self._decode_pairs(features, frame_index, object_index, queries, gt_masks)  # (M,1,h,w)
+
+        bce, dice = point_sampled_mask_losses(
+            logits, gt_masks, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+        )
+        losses["loss_mask"] = bce * self.loss_mask_weight
+        losses["loss_dice"] = dice * self.loss_dice_weight
+        if self.loss_tmc_weight > 0:
+            losses["loss_tmc"] = self._tmc(features, frame_index, object_index, queries, gt_masks)
+        if self.loss_boundary_weight > 0:
+            scale = self.loss_boundary_weight * self.aux_loss_scale
+            losses["loss_boundary"] = boundary_loss(logits, gt_masks) * scale
+        return losses
+
+    def _decode_pairs(
+        self,
+        features: FrameFeatures,
+        frame_index: torch.Tensor,
+        object_index: torch.Tensor,
+        queries: SegQueries,
+        gt_masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        prior = self.grounding_encoder.prior_for_pairs(features, frame_index, gt_masks)
+        return self.grounding_encoder.decode(
+            features,
+            frame_index,
+            queries.seg[object_index],
+            queries.tokens[object_index],
+            queries.padding[object_index],
+            prior,
+        )
+
+    def _tmc(self, features, frame_index, object_index, queries: SegQueries, gt_masks) -> torch.Tensor:
+        """TMC on pairs whose object is visible: pre-CMA features pooled in the GT mask vs [SEG]."""
+        visible = gt_masks.flatten(1).sum(1) > 0
+        pooled = masked_avg_pool(features.image_embeddings[frame_index[visible]], gt_masks[visible])
+        loss = tmc_loss(pooled, queries.seg[object_index[visible]], self.tmc_temperature, object_index[visible])
+        return loss * self.loss_tmc_weight * self.aux_loss_scale
+
+    def _idle_grounding_loss(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A zero loss that touches every trainable grounding module.
+
+        Without it, a batch with no mask leaves the decoder, CMA and ``text_hidden_fcs`` out of
+        the graph, and ZeRO / DDP ranks disagree on which gradients exist.
+        """
+        runner = self.grounding_encoder
+        h, w = runner.sam2.config.vision_config.backbone_feature_sizes[-1]
+        channels = runner.sam2.config.vision_config.fpn_hidden_size
+        zeros = hidden.new_zeros(1, channels, int(h), int(w))
+        features = FrameFeatures(zeros, [hidden.new_zeros(1, channels, 4 * h, 4 * w), hidden.new_zeros(1, channels, 2 * h, 2 * w)])
+        seg = self.text_hidden_fcs(hidden[:1, 0])  # (1, C)
+        queries = SegQueries(seg=seg, tokens=seg[:, None], padding=torch.zeros(1, 1, dtype=torch.bool, device=hidden.device))
+        index = torch.zeros(1, dtype=torch.long, device=hidden.device)
+        gt = hidden.new_zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
+        logits = self._decode_pairs(features, index, index, queries, gt)
+        return logits.sum() * 0.0
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, data: dict, max_new_tokens: int = 32) -> list[dict]:
+        """Generate an answer per sample and decode one mask per generated ``[SEG]``.
+
+        Returns per sample: ``text`` (the decoded answer), ``masks`` bool (n_seg, T, H, W) at
+        the original size (n_seg may be 0), ``mask_logits`` low-res float (n_seg, T, h, w),
+        and ``meta``.
+        """
+        results = []
+        for b in range(data["input_ids"].shape[0]):
+            keep = data["attention_mask"][b].bool()
+            prompt = data["input_ids"][b][keep][None]  # (1, L_b) without padding
+            expr_ids = data["expr_ids"][b][keep]
+            pixel_values = self._tiles_of(data, b)
+            new_tokens = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens)[0]
+            new_tokens = self._until_eos(new_tokens)
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=False)
+            frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
+            meta = data["meta"][b] if data.get("meta") is not None else {}
+            result = {"text": text, "meta": meta}
+            if frames is not None:
+                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta))
+            results.append(result)
+        return results
+
+    def _tiles_of(self, data: dict, row: int) -> torch.Tensor | None:
+        """The InternVL tiles of one row, located by counting image-context tokens."""
+        if data.get("pixel_values") is None:
+            return None
+        image_token = self.mllm.model.config.image_token_id
+        per_tile = self.mllm.model.config.image_seq_length
+        counts = [int((ids == image_token).sum()) // per_tile for ids in data["input_ids"]]
+        start = sum(counts[:row])
+        return data["pixel_values"][start : start + counts[row]] if counts[row] else None
+
+    def _until_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        stop = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
+        return tokens[: int(stop.nonzero()[0])] if stop.any() else tokens
+
+    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta) -> dict:
+        """Teacher-force prompt + answer once, read [SEG] states, decode all frames."""
+        full = torch.cat([prompt[0], new_tokens])[None]  # (1, L)
+        hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values)
+        n_prompt = prompt.shape[1]
+        seg_positions = (new_tokens == self.mllm.seg_token_id).nonzero().flatten() + n_prompt
+        n_seg, n_frames = seg_positions.numel(), frames.shape[0]
+        size = tuple(meta.get("orig_size", frames.shape[-2:]))
+        if n_seg == 0:
+            empty = torch.zeros(0, n_frames, *size, dtype=torch.bool)
+            return {"masks": empty, "mask_logits": torch.zeros(0, n_frames, *self.grounding_encoder.low_res_size())}
+        expr = self._answer_expr_positions(full[0], n_prompt, seg_positions, expr_ids)
+        queries = self._seg_queries(hidden, [seg_positions], [expr])
+        features = self.grounding_encoder.encode_frames(frames.to(hidden.device))
+        frame_index = torch.arange(n_frames, device=hidden.device).repeat(n_seg)
+        object_index = torch.arange(n_seg, device=hidden.device).repeat_interleave(n_frames)
+        logits = self._decode_pairs(features, frame_index, object_index, queries)  # (n_seg*T, 1, h, w)
+        masks = self.grounding_encoder.resize_to(logits, size) > 0
+        return {
+            "masks": masks.view(n_seg, n_frames, *size).cpu(),
+            "mask_logits": logits.view(n_seg, n_frames, *logits.shape[-2:]).float().cpu(),
+        }
+
+    def _answer_expr_positions(self, ids, n_prompt, seg_positions, prompt_expr_ids) -> list[torch.Tensor]:
+        """Expression tokens of each generated [SEG]: the ``<p>..</p>`` phrase right before it in
+        the answer (grounded captions), else the prompt tokens tagged with its index."""
+        start_id = self.tokenizer.convert_tokens_to_ids(PHRASE_START)
+        end_id = self.tokenizer.convert_tokens_to_ids(PHRASE_END)
+        out = []
+        for k, pos in enumerate(seg_positions.tolist()):
+            phrase = torch.empty(0, dtype=torch.long, device=ids.device)
+            before = ids[n_prompt:pos]
+            ends = (before == end_id).nonzero().flatten()
+            if ends.numel():
+                starts = (before[: int(ends[-1])] == start_id).nonzero().flatten()
+                if starts.numel():
+                    phrase = torch.arange(int(starts[-1]) + 1, int(ends[-1]), device=ids.device) + n_prompt
+            if phrase.numel() == 0:
+                phrase = (prompt_expr_ids == k).nonzero().flatten()
+            out.append(phrase)
+        return out

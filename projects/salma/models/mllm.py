@@ -1,0 +1,146 @@
+"""The multimodal LLM: transformers' native InternVL, frozen, with LoRA on the language model.
+
+It owns the tokenizer (with SALMA's special tokens added and the embeddings resized), runs the
+conversation, returns the LLM loss and the last hidden states (read at ``[SEG]`` positions by the
+top-level model), and generates answers for inference.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, SEG_TOKEN
+from ..datasets.tokenizer import build_tokenizer
+from ..registry import MODELS
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@MODELS.register_module()
+class InternVLMLLM(nn.Module):
+    """InternVL2.5 (transformers-native) + LoRA + SALMA tokens.
+
+    Args:
+        tokenizer: tokenizer config dict (see ``datasets.tokenizer``), shared with the dataset.
+        model_path: local InternVL folder (native or original remote-code layout), or None.
+        config: ``InternVLConfig`` kwargs for a randomly initialised model (tiny tests, shapes).
+        freeze_llm / freeze_visual_encoder: freeze the LLM / the vision tower and projector.
+        llm_lora: ``dict(r, lora_alpha, lora_dropout, target_modules)`` or None (no LoRA).
+        trainable_embeddings: train the input embeddings and LM head (as Sa2VA does), so the
+            new ``[SEG]`` row is learnt; ignored when the LLM is not frozen.
+        torch_dtype: dtype to load weights in ('float32', 'bfloat16').
+        gradient_checkpointing: recompute LLM activations in backward.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokenizer: dict,
+        model_path: str | None = None,
+        config: dict | None = None,
+        freeze_llm: bool = True,
+        freeze_visual_encoder: bool = True,
+        llm_lora: dict | None = None,
+        trainable_embeddings: bool = True,
+        torch_dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if (model_path is None) == (config is None):
+            raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
+        self.tokenizer = build_tokenizer(tokenizer)
+        dtype = _DTYPES[torch_dtype]
+        if model_path is not None:
+            from .convert.internvl import load_internvl
+
+            self.model = load_internvl(model_path, dtype=dtype)
+        else:
+            self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(dtype)
+        self._sync_tokens()
+
+        self.model.requires_grad_(True)
+        if freeze_visual_encoder:
+            self.model.model.vision_tower.requires_grad_(False)
+            self.model.model.multi_modal_projector.requires_grad_(False)
+        if freeze_llm:
+            self.language_model.requires_grad_(False)
+            self.model.lm_head.requires_grad_(False)
+        if llm_lora is not None:
+            lora = dict(llm_lora)
+            lora.setdefault("target_modules", list(DEFAULT_LORA_TARGETS))
+            inject_adapter_in_model(LoraConfig(**lora), self.language_model)  # new params: trainable
+        if freeze_llm and trainable_embeddings:
+            self.model.get_input_embeddings().requires_grad_(True)
+            self.model.lm_head.requires_grad_(True)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.enable_input_require_grads()
+
+    def _sync_tokens(self) -> None:
+        """Resize embeddings to the tokenizer and point the model at its image-context id."""
+        if len(self.tokenizer) != self.model.get_input_embeddings().num_embeddings:
+            self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        self.model.config.image_token_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+        self.seg_token_id = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the conversation.
+
+        input_ids, attention_mask, labels: (B, L); pixel_values: (N_tiles, 3, S, S) or None.
+        Returns the last hidden states (B, L, D) and the next-token CE over answer tokens
+        (None without labels). The LM head runs only on supervised positions.
+        """
+        if pixel_values is not None:
+            pixel_values = pixel_values.to(self.model.dtype)
+        hidden = self.model.model(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=False
+        ).last_hidden_state  # (B, L, D)
+        if labels is None:
+            return hidden, None
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX  # (B, L-1)
+        logits = self.model.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
+        if logits.shape[0] == 0:
+            return hidden, logits.sum() * 0.0
+        return hidden, F.cross_entropy(logits.float(), targets[supervised])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+    ) -> torch.Tensor:
+        """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id."""
+        if pixel_values is not None:
+            pixel_values = pixel_values.to(self.model.dtype)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return out[:, input_ids.shape[1] :]

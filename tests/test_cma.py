@@ -1,0 +1,145 @@
+"""CrossModalAttention2D: identity at init, gate semantics, a 'bias' mode that matters, routing."""
+import pytest
+import torch
+
+from projects.salma.models.cma import CrossModalAttention2D
+
+B, C, H, W, N = 2, 32, 6, 5, 4
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, C, H, W, generator=g), torch.randn(B, N, C, generator=g)
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return CrossModalAttention2D(C, num_heads=4, **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_multi_token": True, "topk_tokens": 2}, {"use_film": True},
+                                {"enable_mask_bias": True, "mask_bias_mode": "bias"}])
+def test_zero_gamma_is_identity(kw):
+    cma = make(**kw)
+    visual, text = inputs()
+    prior = torch.randn(B, 1, 3, 3)
+    assert torch.equal(cma(visual, text, prior), visual)
+
+
+def test_single_token_input_and_warmup_scale_zero_is_identity():
+    cma = make()
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    visual, text = inputs()
+    assert not torch.allclose(cma(visual, text[:, 0]), visual)  # (B, C) text accepted
+    cma.set_warmup_scale(0.0)
+    assert torch.equal(cma(visual, text[:, 0]), visual)
+
+
+def test_gate_zero_region_keeps_input_and_gate_one_applies_attention():
+    cma = make(use_multi_token=True, enable_mask_bias=True, mask_bias_mode="gate")
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    visual, text = inputs()
+    prior = torch.full((B, 1, H, W), 30.0)  # gate ~ 1
+    prior[:, :, :3] = -30.0  # gate ~ 0 in the top half
+    out = cma(visual, text, prior)
+    assert torch.allclose(out[:, :, :3], visual[:, :, :3], atol=1e-6)
+    assert (out[:, :, 3:] - visual[:, :, 3:]).abs().mean() > 1e-2
+    # Where the gate is ~1 the result equals the ungated attention.
+    ungated = make(use_multi_token=True)
+    ungated.load_state_dict(cma.state_dict())
+    assert torch.allclose(out[:, :, 3:], ungated(visual, text)[:, :, 3:], atol=1e-5)
+
+
+def test_gate_strength_and_tau():
+    cma = make(enable_mask_bias=True, mask_bias_tau=2.0, mask_bias_strength=2.0)
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    visual, text = inputs()
+    plain = make()
+    plain.load_state_dict(cma.state_dict())
+    delta = plain(visual, text) - visual
+    prior = torch.full((B, 1, H, W), 2.0)
+    expected = visual + delta * torch.sigmoid(torch.tensor(1.0)) ** 2  # sigmoid(2 / tau) ** strength
+    assert torch.allclose(cma(visual, text, prior), expected, atol=1e-5)
+
+
+def test_bias_mode_changes_attention_distribution():
+    cma = make(use_multi_token=True, enable_mask_bias=True, mask_bias_mode="bias")
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+        cma.null_value.normal_()
+    visual, text = inputs()
+    fore = cma(visual, text, torch.full((B, 1, H, W), 10.0))
+    back = cma(visual, text, torch.full((B, 1, H, W), -10.0))
+    assert (fore - back).abs().mean() > 1e-2
+    # A background prior sends (almost) all attention to the null key: output = x + out_proj(null_value).
+    null_out = cma.out_proj(cma.null_value)[0, 0]
+    assert torch.allclose(back, visual + null_out.view(1, C, 1, 1), atol=1e-3)
+    # Without mask bias the prior is ignored.
+    off = make(use_multi_token=True)
+    off.load_state_dict(cma.state_dict())
+    assert torch.equal(off(visual, text, torch.full((B, 1, H, W), -10.0)), off(visual, text))
+
+
+def test_padding_and_single_token_mode_ignore_other_tokens():
+    visual, text = inputs()
+    changed = text.clone()
+    changed[:, 2:] = torch.randn(B, N - 2, C)
+    multi = make(use_multi_token=True)
+    with torch.no_grad():
+        multi.gamma_attn.fill_(1.0)
+    padding = torch.zeros(B, N, dtype=torch.bool)
+    padding[:, 2:] = True
+    assert torch.allclose(multi(visual, text, None, padding), multi(visual, changed, None, padding), atol=1e-6)
+    assert not torch.allclose(multi(visual, text), multi(visual, changed), atol=1e-4)
+    single = make(use_multi_token=False)
+    with torch.no_grad():
+        single.gamma_attn.fill_(1.0)
+    changed[:, 1] = torch.randn(B, C)
+    assert torch.equal(single(visual, text), single(visual, changed))
+    with pytest.raises(ValueError, match="first language token"):
+        multi(visual, text, None, torch.ones(B, N, dtype=torch.bool))
+
+
+def test_topk_router_gets_gradient_and_selects_k():
+    cma = make(use_multi_token=True, topk_tokens=2)
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    visual, text = inputs()
+    cma(visual, text).pow(2).sum().backward()
+    assert cma.router.weight.grad is not None and cma.router.weight.grad.abs().sum() > 0
+    bias = cma._key_bias(cma.norm_text(text), torch.zeros(B, N, dtype=torch.bool))
+    kept = bias > torch.finfo(bias.dtype).min / 2
+    assert kept.sum(1).tolist() == [2, 2]
+    assert torch.allclose(bias[kept].view(B, 2).exp().sum(1), torch.ones(B))  # softmax weights
+
+
+def test_film_branch_is_identity_at_init_and_modulates_when_trained():
+    cma = make(use_film=True, use_multi_token=True)
+    visual, text = inputs()
+    assert torch.equal(cma(visual, text), visual)
+    with torch.no_grad():
+        cma.gamma_film.fill_(1.0)
+        cma.film.bias.normal_()
+    assert not torch.allclose(cma(visual, text), visual)
+
+
+def test_all_parameters_get_gradient():
+    cma = make(use_multi_token=True, topk_tokens=2, use_film=True, enable_mask_bias=True, mask_bias_mode="bias")
+    with torch.no_grad():
+        cma.gamma_attn.fill_(0.5)
+        cma.gamma_film.fill_(0.5)
+        cma.film.weight.normal_(std=0.1)
+    visual, text = inputs()
+    cma(visual, text, torch.randn(B, 1, 3, 3)).pow(2).sum().backward()
+    missing = [n for n, p in cma.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="divisible"):
+        CrossModalAttention2D(30, num_heads=4)
+    with pytest.raises(ValueError, match="mask_bias_mode"):
+        CrossModalAttention2D(32, num_heads=4, mask_bias_mode="add")

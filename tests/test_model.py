@@ -1,0 +1,165 @@
+"""The tiny SALMA model: what trains, what is frozen, the prior pass, losses and prediction."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from projects.salma.registry import MODELS
+from projects.salma.testing import make_batch
+
+TINY = "configs/tiny/salma_tiny.py"
+SIZES = dict(tile_size=128, sam_size=128)
+
+
+def build(**overrides):
+    cfg = Config.fromfile(TINY)
+    model_cfg = copy.deepcopy(cfg.model)
+    for key, value in overrides.items():
+        target = model_cfg
+        *path, last = key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = value
+    torch.manual_seed(0)
+    return MODELS.build(model_cfg)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build()
+
+
+def frozen_and_trainable(model):
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return trainable, {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def test_frozen_and_trainable_parts(model):
+    trainable, frozen = frozen_and_trainable(model)
+    assert not any(n.startswith("mllm.model.model.vision_tower") for n in trainable)
+    assert not any(n.startswith("mllm.model.model.multi_modal_projector") for n in trainable)
+    assert not any(n.startswith("grounding_encoder.sam2.vision_encoder") for n in trainable)
+    llm_trainable = {n for n in trainable if ".language_model." in n}
+    assert llm_trainable and all("lora_" in n or "embed_tokens" in n for n in llm_trainable)
+    assert any(".base_layer." in n for n in frozen)  # the LLM's own weights under LoRA
+    for prefix in ("grounding_encoder.cma.", "grounding_encoder.sam2.mask_decoder.transformer", "text_hidden_fcs.",
+                   "mllm.model.lm_head"):
+        assert any(n.startswith(prefix) for n in trainable), prefix
+
+
+def test_training_step_gradients_flow_exactly_where_they_should(model):
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)  # let gradient reach CMA's inside
+    model.train()
+    losses = model(make_batch(model, [(2, 1), (1, 3)], **SIZES), mode="loss")
+    assert set(losses) == {"loss_llm", "loss_mask", "loss_dice", "loss_tmc", "loss_boundary"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    trainable, frozen = frozen_and_trainable(model)
+    params = dict(model.named_parameters())
+    assert [n for n in trainable if params[n].grad is None] == []
+    assert [n for n in frozen if params[n].grad is not None] == []
+    cma_without_signal = [n for n, p in model.grounding_encoder.cma.named_parameters() if p.grad.abs().sum() == 0]
+    assert cma_without_signal == []
+
+
+def test_one_optimizer_step_lowers_nothing_silently_and_moves_parameters(model):
+    model = copy.deepcopy(model)
+    model.train()
+    batch = make_batch(model, [(2, 1), (1, 2)], **SIZES)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = sum(model(batch, mode="loss").values())
+    loss.backward()
+    opt.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    trainable, frozen = frozen_and_trainable(model)
+    assert moved and moved <= trainable
+    assert "text_hidden_fcs.0.weight" in moved and "grounding_encoder.sam2.mask_decoder.mask_tokens.weight" in moved
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("samples", [[(1, 2)], [(3, 2)], [(2, 2), (1, 2)]])
+def test_prior_runs_once_per_frame_without_gradient(model, samples):
+    runner = model.grounding_encoder
+    calls = []
+    original = runner.structure_prior
+
+    def spy(features):
+        out = original(features)
+        calls.append((features.image_embeddings.shape[0], out.requires_grad))
+        return out
+
+    runner.structure_prior = spy
+    try:
+        model(make_batch(model, samples, **SIZES), mode="loss")
+    finally:
+        del runner.structure_prior
+    assert calls == [(sum(t for _, t in samples), False)]
+
+
+def test_batch_without_masks_still_touches_every_grounding_module(model):
+    model = copy.deepcopy(model)
+    losses = model(make_batch(model, [(0, 1)], **SIZES), mode="loss")
+    assert set(losses) == {"loss_llm", "loss_mask"} and losses["loss_mask"].item() == 0.0
+    sum(losses.values()).backward()
+    trainable, _ = frozen_and_trainable(model)
+    params = dict(model.named_parameters())
+    assert [n for n in trainable if params[n].grad is None] == []
+
+
+@pytest.mark.parametrize("overrides", [
+    {"grounding_encoder.mask_source": "gt"},
+    {"grounding_encoder.mask_source": "none"},
+    {"grounding_encoder.enable_cma": False, "loss_tmc_weight": 0.0, "loss_boundary_weight": 0.0},
+    {"grounding_encoder.cma.mask_bias_mode": "bias"},
+])
+def test_variants_train(overrides):
+    model = build(**overrides)
+    losses = model(make_batch(model, [(2, 2)], **SIZES), mode="loss")
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    if "loss_tmc_weight" in overrides:
+        assert "loss_tmc" not in losses and model.grounding_encoder.cma is None
+
+
+def test_gt_prior_needs_masks_at_inference():
+    model = build(**{"grounding_encoder.mask_source": "gt"})
+    runner = model.grounding_encoder
+    features = runner.encode_frames(torch.randn(1, 3, 128, 128))
+    with pytest.raises(ValueError, match="oracle"):
+        runner.prior_for_pairs(features, torch.zeros(1, dtype=torch.long))
+
+
+def test_aux_weights_follow_the_warmup_scale(model):
+    batch = make_batch(model, [(2, 1)], **SIZES)
+    torch.manual_seed(1)
+    full = model(batch, mode="loss")
+    model.set_aux_loss_warmup_scale(0.25)
+    torch.manual_seed(1)
+    quarter = model(batch, mode="loss")
+    model.set_aux_loss_warmup_scale(1.0)
+    for key in ("loss_tmc", "loss_boundary"):
+        assert torch.allclose(quarter[key], full[key] * 0.25, rtol=1e-4)
+    assert torch.allclose(quarter["loss_llm"], full["loss_llm"])
+
+
+def test_seg_count_mismatch_is_a_clear_error(model):
+    batch = make_batch(model, [(2, 1)], **SIZES)
+    batch["masks"][0] = batch["masks"][0][:1]
+    with pytest.raises(ValueError, match="dummy0.*2 \\[SEG\\] tokens but 1 masks"):
+        model(batch, mode="loss")
+
+
+def test_predict_returns_one_mask_per_generated_seg_at_original_size(model):
+    model.eval()
+    batch = make_batch(model, [(1, 1), (1, 3)], with_answer=False, mask_size=(40, 52), **SIZES)
+    results = model(batch, mode="predict")
+    assert len(results) == 2
+    for result, frames in zip(results, (1, 3)):
+        n_seg = result["text"].count("[SEG]")
+        assert result["masks"].dtype == torch.bool
+        assert result["masks"].shape == (n_seg, frames, 40, 52)
+        assert result["meta"]["orig_size"] == (40, 52)
