@@ -82,8 +82,12 @@ class InternVLMLLM(nn.Module):
             self.model.enable_input_require_grads()
 
     def _sync_tokens(self) -> None:
-        """Resize embeddings to the tokenizer and point the model at its image-context id."""
-        if len(self.tokenizer) != self.model.get_input_embeddings().num_embeddings:
+        """Grow the embeddings if the tokenizer outgrew them; point the model at its image id.
+
+        Checkpoints often pad the vocabulary (InternVL2.5-1B: 151674 rows for 151665 tokens),
+        so the new tokens may already have rows: the embeddings are never shrunk.
+        """
+        if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
         self.model.config.image_token_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
         self.seg_token_id = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)

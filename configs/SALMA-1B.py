@@ -1,0 +1,87 @@
+# SALMA-1B, faithful to the seed §5.1: InternVL2.5-1B (frozen, LoRA r128/α256/0.05), SAM-2.1
+# hiera-large (frozen encoder, trainable decoder), CMA + MBA gate, TMC + boundary losses with
+# warm-up, batch 2/GPU × accumulation 4, AdamW 4e-5, 5% linear warm-up then cosine, 1 epoch, bf16.
+#
+#   tools/dist_train.sh configs/SALMA-1B.py 8 [--deepspeed zero2]
+#
+# Data lives under SALMA_DATA_ROOT (default ./data), laid out as REFERENCE.md describes:
+#   refcoco/ refcoco+/ refcocog/ (refer layout) + coco/train2014/, mevis/train/, revos/,
+#   ref_ytvos/train/ (converted), glamm/ (GranDf, RefCOCOg-GCG), llava/ (llava_v1_5_mix665k.json).
+_base_ = ["./_base_/default_runtime.py", "./_base_/models/salma_1b.py"]
+
+data_root = "{{$SALMA_DATA_ROOT:data}}"
+
+# ------------------------------------------------------------------ data
+batch_size = 2
+accumulative_counts = 4
+num_workers = 4
+max_length = 8192
+image_args = dict(image_size=448, image_seq_length=256, min_dynamic_patch=1, max_dynamic_patch=12,
+                  sam_image_size=1024, max_length=max_length)
+
+refcoco_common = dict(type="RefCOCODataset", tokenizer={{_base_.tokenizer}}, mode="train",
+                      image_folder=data_root + "/coco/train2014", split="train", num_classes_per_sample=3,
+                      **image_args)
+video_common = dict(type="RefVOSDataset", tokenizer={{_base_.tokenizer}}, mode="train", num_frames=5,
+                    frame_sampling="random", num_expressions_per_sample=3, **image_args)
+
+train_dataset = dict(
+    type="DatasetMix",
+    # Seed §5.2 mix. Not included yet (no reader): video QA, SAM-2 pseudo-labels (Ref-SAV),
+    # PSG / Flickr GCG, Osprey visual prompts.
+    datasets=[
+        dict(refcoco_common, name="refcoco", data_root=data_root + "/refcoco", split_by="unc"),
+        dict(refcoco_common, name="refcoco+", data_root=data_root + "/refcoco+", split_by="unc"),
+        dict(refcoco_common, name="refcocog", data_root=data_root + "/refcocog", split_by="umd"),
+        dict(video_common, name="mevis", data_root=data_root + "/mevis/train",
+             expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
+        dict(video_common, name="revos", data_root=data_root + "/revos",
+             expression_file="meta_expressions_train_.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
+        dict(video_common, name="ref_ytvos", data_root=data_root + "/ref_ytvos/train",
+             expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.pkl"),
+        dict(type="GCGDataset", name="grandf", tokenizer={{_base_.tokenizer}}, mode="train",
+             data_file=data_root + "/glamm/GranDf_HA_GCG_train.json", image_folder=data_root + "/glamm/GranDf_HA_images/train",
+             **image_args),
+        dict(type="GCGDataset", name="refcocog_gcg", tokenizer={{_base_.tokenizer}}, mode="train",
+             data_file=data_root + "/glamm/RefCOCOg_GCG_train.json", image_folder=data_root + "/coco/train2014",
+             **image_args),
+        dict(type="LLaVADataset", name="llava", tokenizer={{_base_.tokenizer}}, mode="train",
+             data_file=data_root + "/llava/llava_v1_5_mix665k.json", image_folder=data_root + "/llava/images",
+             **image_args),
+    ],
+    repeats=[4, 4, 4, 4, 10, 4, 10, 1, 1],
+)
+
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=num_workers,
+    persistent_workers=True,
+    dataset=train_dataset,
+    sampler=dict(type="LengthGroupedSampler", per_device_batch_size=batch_size, seed=42),
+    collate_fn=dict(type="salma_collate"),
+)
+
+# ------------------------------------------------------------------ optimisation
+lr = 4e-5
+max_epochs = 1
+warmup_ratio = 0.05
+optim_wrapper = dict(
+    type="AmpOptimWrapper",
+    dtype="bfloat16",
+    optimizer=dict(type="AdamW", lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
+    clip_grad=dict(max_norm=1.0, error_if_nonfinite=False),
+    accumulative_counts=accumulative_counts,
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-5, by_epoch=True, begin=0, end=warmup_ratio * max_epochs,
+         convert_to_iter_based=True),
+    dict(type="CosineAnnealingLR", eta_min=0.0, by_epoch=True, begin=warmup_ratio * max_epochs, end=max_epochs,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs)
+
+custom_hooks = [
+    dict(type="CMAWarmupHook", warmup_ratio=warmup_ratio),
+    dict(type="AuxLossWarmupHook", warmup_ratio=0.2),
+    dict(type="DataSkipLoggerHook"),
+]

@@ -1,0 +1,81 @@
+"""Turn a config plus command-line choices into an mmengine Runner (or FlexibleRunner + DeepSpeed).
+
+``tools/train.py`` is a thin wrapper around ``build_runner``; tests call it directly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os.path as osp
+
+from mmengine.config import Config
+
+from .checkpoint import allow_mmengine_checkpoints
+
+# ZeRO-2 as shipped in configs/deepspeed_zero2.json; accumulation, clipping and micro-batch size
+# are taken from the config so one source of truth drives both runners.
+ZERO2 = "configs/deepspeed_zero2.json"
+
+
+def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
+    """mmengine DeepSpeedStrategy dict from a JSON file (``zero2`` = the shipped one)."""
+    path = ZERO2 if deepspeed == "zero2" else deepspeed
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"--deepspeed: no such JSON file: {path}")
+    with open(path) as f:
+        ds = json.load(f)
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        if key in ds:
+            raise ValueError(f"{path}: '{key}' comes from the mmengine config; remove it from the JSON")
+    optim = cfg.optim_wrapper
+    clip = (optim.get("clip_grad") or {}).get("max_norm")
+    return dict(
+        type="DeepSpeedStrategy",
+        **ds,
+        train_micro_batch_size_per_gpu=cfg.train_dataloader.batch_size,
+        gradient_accumulation_steps=optim.get("accumulative_counts", 1),
+        **({"gradient_clipping": clip} if clip else {}),
+    )
+
+
+def apply_cli(
+    cfg: Config,
+    *,
+    work_dir: str | None = None,
+    resume: str | bool | None = None,
+    deepspeed: str | None = None,
+    launcher: str = "none",
+    cfg_options: dict | None = None,
+    config_path: str | None = None,
+) -> Config:
+    """Merge command-line choices into the config (work dir, resume, launcher, DeepSpeed)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        stem = osp.splitext(osp.basename(config_path or "salma"))[0]
+        cfg.work_dir = osp.join("work_dirs", stem)
+    cfg.launcher = launcher
+    if resume:
+        cfg.resume = True
+        cfg.load_from = None if resume is True else resume  # None: the latest in work_dir
+    if deepspeed:
+        cfg.strategy = deepspeed_strategy(cfg, deepspeed)
+        optim = cfg.optim_wrapper
+        cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=optim.optimizer)
+        cfg.runner_type = "FlexibleRunner"
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """Runner, or FlexibleRunner when the config carries a DeepSpeed strategy."""
+    allow_mmengine_checkpoints()
+    if cfg.get("runner_type") == "FlexibleRunner":
+        from mmengine.runner import FlexibleRunner
+
+        return FlexibleRunner.from_cfg(cfg)
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(cfg)

@@ -1,0 +1,82 @@
+"""Every config builds (tiny ones for real; real-size ones are checked against the seed's values)."""
+import glob
+
+import pytest
+from mmengine.config import Config
+
+from projects.salma.registry import MODELS
+
+REAL_SIZE = sorted(glob.glob("configs/*.py") + glob.glob("configs/ablations/*.py"))
+
+
+@pytest.mark.parametrize("path", REAL_SIZE)
+def test_real_size_configs_parse_and_name_registered_types(path):
+    cfg = Config.fromfile(path)
+    for key in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg"):
+        assert key in cfg, f"{path}: no {key}"
+    assert MODELS.get(cfg.model.type) is not None
+
+
+def test_salma_1b_matches_the_seed():
+    cfg = Config.fromfile("configs/SALMA-1B.py")
+    mllm, sam = cfg.model.mllm, cfg.model.grounding_encoder
+    assert (mllm.freeze_llm, mllm.freeze_visual_encoder) == (True, True)
+    assert (mllm.llm_lora.r, mllm.llm_lora.lora_alpha, mllm.llm_lora.lora_dropout) == (128, 256, 0.05)
+    assert sam.sam2.size == "large" and sam.freeze_image_encoder and not sam.freeze_decoder
+    assert (sam.enable_cma, sam.mask_source) == (True, "pred")
+    assert dict(sam.cma) == dict(num_heads=8, use_multi_token=True, topk_tokens=2, use_film=False,
+                                 enable_mask_bias=True, mask_bias_mode="gate", mask_bias_tau=1.0,
+                                 mask_bias_strength=1.0)
+    m = cfg.model
+    assert (m.loss_mask_weight, m.loss_dice_weight, m.loss_tmc_weight, m.loss_boundary_weight,
+            m.tmc_temperature) == (2.0, 0.5, 0.1, 0.05, 0.15)
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    assert hooks["AuxLossWarmupHook"].warmup_ratio == 0.2 and "CMAWarmupHook" in hooks
+    assert cfg.train_dataloader.batch_size == 2 and cfg.optim_wrapper.accumulative_counts == 4
+    opt = cfg.optim_wrapper
+    assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 4e-5, 0.05)
+    assert opt.clip_grad.max_norm == 1.0 and opt.dtype == "bfloat16"
+    assert [s.type for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
+    assert cfg.param_scheduler[0].end == 0.05 and cfg.train_cfg.max_epochs == 1
+    assert cfg.train_dataset.repeats[:6] == [4, 4, 4, 4, 10, 4]
+
+
+def test_sa2va_baseline_turns_off_exactly_salma_additions():
+    salma, base = Config.fromfile("configs/SALMA-1B.py"), Config.fromfile("configs/Sa2VA-1B.py")
+    assert base.model.grounding_encoder.enable_cma is False and base.model.grounding_encoder.mask_source == "none"
+    assert base.model.loss_tmc_weight == 0 and base.model.loss_boundary_weight == 0
+    assert base.model.mllm == salma.model.mllm and base.optim_wrapper == salma.optim_wrapper
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("prev,row,expected", [
+    ("configs/Sa2VA-1B.py", "1_cma_no_mba", {"grounding_encoder.enable_cma": True,
+                                              "grounding_encoder.cma.enable_mask_bias": False,
+                                              "grounding_encoder.cma.topk_tokens": 0}),
+    ("configs/ablations/1_cma_no_mba.py", "2_mba_gate", {"grounding_encoder.mask_source": "pred",
+                                                         "grounding_encoder.cma.enable_mask_bias": True}),
+    ("configs/ablations/2_mba_gate.py", "3_topk_routing", {"grounding_encoder.cma.topk_tokens": 2}),
+    ("configs/ablations/3_topk_routing.py", "4_tmc", {"loss_tmc_weight": 0.1}),
+    ("configs/ablations/4_tmc.py", "5_boundary", {"loss_boundary_weight": 0.05}),
+])
+def test_each_ablation_row_flips_only_what_it_names(prev, row, expected):
+    before = flat(Config.fromfile(prev).model.to_dict())
+    after = flat(Config.fromfile(f"configs/ablations/{row}.py").model.to_dict())
+    changed = {k: after.get(k) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert {k: v for k, v in changed.items() if k in expected} == expected
+    allowed_extra = {"grounding_encoder.mask_source", "grounding_encoder.cma.use_multi_token", "tmc_temperature",
+                     "grounding_encoder.cma.mask_bias_mode"}
+    assert set(changed) - set(expected) <= allowed_extra
+
+
+def test_last_ablation_equals_salma():
+    assert Config.fromfile("configs/ablations/5_boundary.py").model == Config.fromfile("configs/SALMA-1B.py").model
