@@ -1,0 +1,111 @@
+"""Image inputs of the two encoders, and the mask resize the model uses.
+
+* InternVL2.5: dynamic tiling (``dynamic_preprocess``: the grid with ``min_num..max_num`` tiles whose
+  aspect ratio is closest to the image's, tiles of ``image_size`` px, plus a thumbnail when there is
+  more than one tile); video frames are one tile each (the 1x1 grid, i.e. a direct resize).
+* SAM-2: a direct resize to ``size`` x ``size`` without keeping the aspect ratio (Sa2VA's
+  DirectResize), as the SAM-2 encoder was fine-tuned on.
+Both normalise with the ImageNet statistics. PIL/numpy/torch only (no torchvision).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from .errors import DataError
+
+_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+
+
+def load_image(path: str) -> Image.Image:
+    """Open an image fully (so a truncated file fails here) as RGB; DataError names the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: image file not found", reason="missing_image") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
+
+
+def _target_grids(min_num: int, max_num: int) -> list[tuple[int, int]]:
+    # Same candidate order as InternVL2.5 (sorted by tile count), which decides ties below.
+    grids = {(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+             if min_num <= i * j <= max_num}
+    return sorted(grids, key=lambda g: g[0] * g[1])
+
+
+def closest_grid(width: int, height: int, *, min_num: int = 1, max_num: int = 12,
+                 image_size: int = 448) -> tuple[int, int]:
+    """(columns, rows) of the tile grid InternVL2.5 picks for a ``width`` x ``height`` image.
+
+    Closest aspect ratio wins; on a tie the larger grid wins when the image has more than half
+    the grid's pixel area (so large images get more tiles).
+    """
+    aspect = width / height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in _target_grids(min_num, max_num):
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and width * height > 0.5 * image_size * image_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def num_tiles(width: int, height: int, *, min_num: int = 1, max_num: int = 12, image_size: int = 448,
+              use_thumbnail: bool = True) -> int:
+    """Number of tiles ``dynamic_preprocess`` gives, without touching pixels (for length estimates)."""
+    cols, rows = closest_grid(width, height, min_num=min_num, max_num=max_num, image_size=image_size)
+    return cols * rows + int(use_thumbnail and cols * rows > 1)
+
+
+def dynamic_preprocess(image: Image.Image, *, min_num: int = 1, max_num: int = 12, image_size: int = 448,
+                       use_thumbnail: bool = True) -> list[Image.Image]:
+    """Split ``image`` into the InternVL2.5 tiles (row-major), thumbnail last when tiles > 1."""
+    cols, rows = closest_grid(*image.size, min_num=min_num, max_num=max_num, image_size=image_size)
+    resized = image.resize((cols * image_size, rows * image_size), Image.Resampling.BICUBIC)
+    tiles = [
+        resized.crop((c * image_size, r * image_size, (c + 1) * image_size, (r + 1) * image_size))
+        for r in range(rows) for c in range(cols)
+    ]
+    if use_thumbnail and len(tiles) > 1:
+        tiles.append(image.resize((image_size, image_size), Image.Resampling.BICUBIC))
+    return tiles
+
+
+def to_normalized_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL RGB -> float32 (3, size, size), direct bicubic resize, ImageNet normalisation."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+    return pixels.div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def internvl_pixel_values(image: Image.Image, *, image_size: int = 448, min_num: int = 1, max_num: int = 12,
+                          use_thumbnail: bool = True) -> torch.Tensor:
+    """InternVL2.5 input of one image: (n_tiles, 3, image_size, image_size)."""
+    tiles = dynamic_preprocess(image, min_num=min_num, max_num=max_num, image_size=image_size,
+                               use_thumbnail=use_thumbnail)
+    return torch.stack([to_normalized_tensor(t, image_size) for t in tiles])
+
+
+def sam_pixel_values(image: Image.Image, *, size: int = 1024) -> torch.Tensor:
+    """SAM-2 input of one image or frame: (3, size, size), aspect ratio not kept."""
+    return to_normalized_tensor(image, size)
+
+
+def resize_masks(masks: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize binary masks (..., H, W) to ``size``: bilinear, then > 0.5; keeps the input dtype."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()  # (N, 1, H, W)
+    if flat.shape[0] == 0:
+        return masks.new_zeros(*lead, *size)
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False) > 0.5
+    return out.reshape(*lead, *size).to(masks.dtype)
