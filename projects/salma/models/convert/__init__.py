@@ -1,6 +1,24 @@
-"""Readers for the published checkpoints in their original layouts (no hub, no remote code):
-Meta's SAM-2 ``.pt`` -> ``Sam2Model`` / ``Sam2VideoModel``. Every source key is mapped or reported."""
+"""Readers for the published checkpoints in their original layouts (no hub, no remote code).
+
+- SAM-2: Meta's ``sam2[.1]_hiera_*.pt`` -> transformers ``Sam2Model`` / ``Sam2VideoModel``
+  (:func:`load_sam2` also reads HF-format folders).
+- InternVL2.5: the remote-code ``InternVLChatModel`` layout -> ``InternVLForConditionalGeneration``
+  (:func:`load_internvl` also reads native folders).
+
+Every source key is mapped, listed as ignorable with its reason, or reported in a
+:class:`CheckpointMismatchError`.
+"""
 from .common import CheckpointMismatchError
+from .internvl import (
+    convert_internvl_checkpoint,
+    convert_internvl_state_dict,
+    convert_internvl_state_dict_to_original,
+    find_image_token_id,
+    internvl_config_from_original,
+    internvl_config_to_original,
+    load_internvl,
+    save_internvl_original_layout,
+)
 from .sam2 import (
     convert_sam2_checkpoint,
     convert_sam2_state_dict,
@@ -14,12 +32,20 @@ from .sam2 import (
 
 __all__ = [
     "CheckpointMismatchError",
+    "convert_internvl_checkpoint",
+    "convert_internvl_state_dict",
+    "convert_internvl_state_dict_to_original",
     "convert_sam2_checkpoint",
     "convert_sam2_state_dict",
+    "find_image_token_id",
     "infer_sam2_variant",
+    "internvl_config_from_original",
+    "internvl_config_to_original",
+    "load_internvl",
     "load_sam2",
     "load_sam2_from_hf",
     "load_sam2_from_meta",
     "sam2_config_for",
     "sam2_video_config_for",
+    "save_internvl_original_layout",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 _MAX_NAMES_IN_MESSAGE = 20
 
@@ -154,6 +154,25 @@ def load_safetensors_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         return load_file(str(single))
     raise FileNotFoundError(f"{folder}: neither model.safetensors.index.json nor model.safetensors found")
+
+
+def save_sharded_safetensors(state_dict: Mapping[str, torch.Tensor], folder: str | Path, *, num_shards: int) -> None:
+    """Write ``state_dict`` as ``model-0000i-of-0000n.safetensors`` shards plus
+    ``model.safetensors.index.json`` (the layout ``load_safetensors_folder`` reads)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state_dict)
+    if not 1 <= num_shards <= len(keys):
+        raise ValueError(f"num_shards must be in [1, {len(keys)}], got {num_shards}")
+    weight_map: dict[str, str] = {}
+    for i in range(num_shards):
+        name = f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+        shard = {k: state_dict[k].contiguous() for k in keys[i::num_shards]}
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total_size = sum(t.numel() * t.element_size() for t in state_dict.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def torch_load_state_dict(path: str | Path, *, key: str | None) -> dict[str, torch.Tensor]:
