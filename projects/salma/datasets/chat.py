@@ -31,7 +31,11 @@ class ExprSpan:
 
 @dataclass
 class Turn:
-    """One QA turn. ``expr_spans[i]`` belongs to the i-th ``[SEG]`` of ``answer`` (None: no text)."""
+    """One QA turn. ``expr_spans[i]`` belongs to the i-th ``[SEG]`` of ``answer`` (None: no text).
+
+    An unanswered turn (a generation prompt) may carry question spans: those of the ``[SEG]`` the
+    model is expected to generate.
+    """
 
     question: str
     answer: str | None = None
@@ -52,7 +56,8 @@ def render_conversation(turns: Sequence[Turn], *, system: str = DEFAULT_SYSTEM,
     """Render turns to prompt/target pieces, placing each expression span in piece coordinates.
 
     The last turn may have ``answer=None`` (a generation prompt). ``[SEG]`` indices count over the
-    whole conversation in order, which is the order of ``[SEG]`` ids in ``input_ids``.
+    whole conversation in order, which is the order of ``[SEG]`` ids in ``input_ids`` (and, for
+    a generation prompt, of the ``[SEG]`` to be generated).
     """
     pieces: list[Piece] = []
     prompt = f"{IM_START}system\n{system}{IM_END}\n" if system else ""
@@ -60,7 +65,7 @@ def render_conversation(turns: Sequence[Turn], *, system: str = DEFAULT_SYSTEM,
     for t, turn in enumerate(turns):
         if turn.answer is None and t != len(turns) - 1:
             raise ValueError("only the last turn may have no answer")
-        n_seg = 0 if turn.answer is None else turn.answer.count(seg_token)
+        n_seg = len(turn.expr_spans) if turn.answer is None else turn.answer.count(seg_token)
         if turn.expr_spans and len(turn.expr_spans) != n_seg:
             raise ValueError(f"turn {t}: {len(turn.expr_spans)} expression spans for {n_seg} {seg_token}")
         prompt += f"{IM_START}user\n"

@@ -47,7 +47,10 @@ def encode_conversation(
     drop_turns: bool = True,
     source: str = "",
 ) -> EncodedConversation:
-    """Encode ``turns`` (every turn answered) within ``max_length`` tokens.
+    """Encode ``turns`` within ``max_length`` tokens.
+
+    Every turn is answered, except possibly the last (a generation prompt: no labels, and it is
+    kept whole or the sample is rejected).
 
     Args:
         objects_per_turn: masks the sample has for each turn; the kept ``[SEG]`` ids must match
@@ -56,29 +59,32 @@ def encode_conversation(
         drop_turns: False for evaluation items, which must keep every sentence.
         source: names the sample in errors (``"<file>: <id>"``).
     """
-    if not turns or any(t.answer is None for t in turns):
-        raise ValueError(f"{source}: a training conversation needs answered turns")
+    if not turns or any(t.answer is None for t in turns[:-1]):
+        raise ValueError(f"{source}: only the last turn may be unanswered")
     pieces = render_conversation(turns, system=system)
     enc = tokenizer([p.text for p in pieces], add_special_tokens=False, return_offsets_mapping=True)
     ids = [list(x) for x in enc["input_ids"]]
     bos = _bos(tokenizer)
 
-    # Pieces: [prompt_0, answer_0, prompt_1, answer_1, ..., "\n"]; turn t = pieces 2t and 2t+1.
-    budget = max_length - len(bos) - len(ids[-1])
+    # Pieces: [prompt_0, answer_0, prompt_1, answer_1, ..., "\n"]: turn t = pieces 2t and 2t+1;
+    # a generation prompt ends with its prompt piece (no answer, no trailing "\n").
+    prompt_only = turns[-1].answer is None
+    tail = [] if prompt_only else [len(pieces) - 1]
+    budget = max_length - len(bos) - sum(len(ids[i]) for i in tail)
     kept = 0
     for t in range(len(turns)):
-        budget -= len(ids[2 * t]) + len(ids[2 * t + 1])
+        budget -= sum(len(ids[i]) for i in range(2 * t, min(2 * t + 2, len(pieces) - len(tail))))
         if budget < 0:
             break
         kept += 1
-    if kept == 0 or (kept < len(turns) and not drop_turns):
+    if kept == 0 or (kept < len(turns) and (not drop_turns or prompt_only)):
         total = len(bos) + sum(len(x) for x in ids)
         raise DataError(
             f"{source}: conversation of {total} tokens does not fit max_length={max_length} "
             f"({'first turn too long' if kept == 0 else 'evaluation items keep every turn'})",
             reason="too_long",
         )
-    keep = list(range(2 * kept)) + [len(pieces) - 1]
+    keep = list(range(min(2 * kept, len(pieces) - len(tail)))) + tail
 
     input_ids, labels, expr_ids = list(bos), [IGNORE_INDEX] * len(bos), [-1] * len(bos)
     for i in keep:
@@ -94,7 +100,7 @@ def encode_conversation(
 
     input_ids_t = torch.tensor(input_ids, dtype=torch.long)
     seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-    expected = (sum(t.answer.count(SEG_TOKEN) for t in turns[:kept]) if objects_per_turn is None
+    expected = (sum((t.answer or "").count(SEG_TOKEN) for t in turns[:kept]) if objects_per_turn is None
                 else int(sum(objects_per_turn[:kept])))
     found = int((input_ids_t == seg_id).sum())
     if found != expected:

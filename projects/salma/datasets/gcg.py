@@ -1,0 +1,116 @@
+"""Grounded caption generation (GCG) reader, GranD-f layout (GLaMM's published json).
+
+``[{"file_name" (or "image"): str, "caption": str, "groundings": {phrase: {"token_positives":
+[start, end], "rle_masks": [COCO RLE, ...], "segmentations"?: [COCO polygons or RLE, ...]}}}]``.
+``token_positives`` is the phrase's character span in the caption; a phrase's masks are unioned.
+(RefCOCOg-GCG / Flickr-GCG ship other layouts: convert them to this one.)
+
+The answer is the caption with each phrase replaced by ``<p> phrase </p> [SEG]`` (in caption
+order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... </p>``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..constants import PHRASE_END, PHRASE_START, SEG_TOKEN
+from ..registry import DATASETS
+from .base import SalmaDataset
+from .chat import ExprSpan, Turn
+from .errors import DataError
+from .masks import decode_segmentation
+from .templates import GCG_QUESTIONS, image_token_string
+from .transforms import load_image
+
+
+def tag_caption(caption: str, spans: list[tuple[int, int]]) -> tuple[str, list[ExprSpan]]:
+    """Caption with ``<p> phrase </p> [SEG]`` per span (sorted, disjoint) and the phrases' spans."""
+    out, phrase_spans, cursor = "", [], 0
+    for start, end in spans:
+        out += caption[cursor:start] + f"{PHRASE_START} "
+        phrase_spans.append(ExprSpan("answer", len(out), len(out) + end - start))
+        out += f"{caption[start:end]} {PHRASE_END} {SEG_TOKEN}"
+        cursor = end
+    return out + caption[cursor:], phrase_spans
+
+
+@DATASETS.register_module()
+class GCGDataset(SalmaDataset):
+    """Image + caption whose phrases are grounded by masks.
+
+    Args:
+        data_file: the json list (GranD-f layout above).
+        image_folder: folder the file names are relative to.
+        data_root: prefix joined to both when they are relative.
+        **kwargs: :class:`SalmaDataset` arguments.
+    """
+
+    def __init__(self, *, data_file: str, image_folder: str, data_root: str = "", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data_file = os.path.join(data_root, data_file)
+        self.image_folder = os.path.join(data_root, image_folder)
+        with open(self.data_file) as f:
+            records = json.load(f)
+        for i, rec in enumerate(records):
+            try:
+                item = self._parse(rec, i)
+            except DataError as err:
+                self.index_error(err)
+                continue
+            self.items.append(item)
+            # Unknown image size: count the largest tiling (lengths only steer batching).
+            tiles = self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
+            self.modality_lengths.append(tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())
+                                         + 8 * len(item["phrases"]))
+
+    def _parse(self, rec: dict, i: int) -> dict:
+        file_name = rec.get("file_name") or rec.get("image")
+        where = f"{self.data_file}: record {i} ({file_name})"
+        caption = str(rec.get("caption", "")).strip('"').strip()
+        if not file_name or not caption:
+            raise DataError(f"{where}: needs file_name and caption", reason="bad_record")
+        groundings = []
+        for phrase, g in (rec.get("groundings") or {}).items():
+            start, end = (int(x) for x in g["token_positives"])
+            masks = list(g.get("rle_masks", ())) + list(g.get("segmentations", ()))
+            if not 0 <= start < end <= len(caption) or not masks:
+                raise DataError(f"{where}: grounding {phrase!r} needs a span inside the caption and a mask",
+                                reason="bad_grounding")
+            groundings.append((start, end, phrase, masks))
+        if not groundings:
+            raise DataError(f"{where}: no grounded phrase", reason="empty_expression")
+        groundings.sort(key=lambda g: g[0])
+        for a, b in zip(groundings, groundings[1:]):
+            if b[0] < a[1]:
+                raise DataError(f"{where}: phrases {a[2]!r} and {b[2]!r} overlap", reason="bad_grounding")
+        return {"file_name": file_name, "caption": caption, "spans": [(s, e) for s, e, _, _ in groundings],
+                "phrases": [p for _, _, p, _ in groundings], "masks": [m for _, _, _, m in groundings]}
+
+    def prepare(self, index: int, rng: np.random.Generator) -> dict:
+        item = self.items[index]
+        path = os.path.join(self.image_folder, item["file_name"])
+        image = load_image(path)
+        width, height = image.size
+        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
+        question = GCG_QUESTIONS[0] if self.mode == "eval" else GCG_QUESTIONS[rng.integers(len(GCG_QUESTIONS))]
+        answer, phrase_spans = tag_caption(item["caption"], item["spans"])
+        prefix = image_token_string(len(pixel_values), self.image_seq_length)
+        n_obj = len(item["spans"])
+        source = f"{self.data_file}: {item['file_name']}"
+        image_tokens = len(pixel_values) * self.image_seq_length
+        turn = Turn(prefix + question, answer, phrase_spans)
+        enc = self.encode([turn], objects_per_turn=[n_obj], image_tokens=image_tokens, source=source)
+        masks = np.stack([
+            np.max([decode_segmentation(m, height, width, source=f"{self.data_file}: {item['file_name']} "
+                                        f"phrase {phrase!r}") for m in phrase_masks], axis=0)
+            for phrase, phrase_masks in zip(item["phrases"], item["masks"])
+        ])[:, None]  # (n_obj, 1, H, W)
+        meta = {"index": index, "sample_id": item["file_name"], "image_paths": [path], "orig_size": (height, width),
+                "caption": item["caption"], "phrases": item["phrases"], "questions": [question]}
+        if self.mode == "eval":  # one prompt; its answer should ground every phrase
+            meta["prompts"] = self.eval_prompts([turn], prefix=prefix, image_tokens=image_tokens, source=source)
+            meta["prompt_objects"] = [list(range(n_obj))]
+        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=self.sam_inputs([image]),
+                                masks=masks, meta=meta)

@@ -1,0 +1,81 @@
+"""LLaVA-format conversations (image VQA and text-only chat), so the LLM keeps its chat ability.
+
+``[{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value"}, ...]}]``; ``<image>`` marks
+where the image goes in the first human turn (prepended when absent). No masks, no ``[SEG]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..registry import DATASETS
+from .base import SalmaDataset
+from .chat import Turn
+from .errors import DataError
+from .templates import image_token_string
+from .transforms import load_image
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+@DATASETS.register_module()
+class LLaVADataset(SalmaDataset):
+    """Image (or text-only) conversations.
+
+    Args:
+        data_file: the json list.
+        image_folder: folder the ``image`` fields are relative to.
+        data_root: prefix joined to both when they are relative.
+        **kwargs: :class:`SalmaDataset` arguments.
+    """
+
+    def __init__(self, *, data_file: str, image_folder: str = "", data_root: str = "", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data_file = os.path.join(data_root, data_file)
+        self.image_folder = os.path.join(data_root, image_folder)
+        with open(self.data_file) as f:
+            records = json.load(f)
+        # Unknown image size: estimate with the largest tiling (lengths only steer batching).
+        max_tiles = self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
+        for i, rec in enumerate(records):
+            try:
+                turns = self._turns(rec, i)
+            except DataError as err:
+                self.index_error(err)
+                continue
+            self.items.append((rec.get("id", i), rec.get("image"), turns))
+            words = sum(len(t.question.split()) + len(t.answer.split()) for t in turns)
+            self.modality_lengths.append(max_tiles * self.image_seq_length + words if rec.get("image") else -words)
+
+    def _turns(self, rec: dict, i: int) -> list[Turn]:
+        where = f"{self.data_file}: record {i} (id {rec.get('id')})"
+        conv = rec.get("conversations") or []
+        if not conv or len(conv) % 2 or any(m.get("from") != ("human", "gpt")[j % 2] for j, m in enumerate(conv)):
+            raise DataError(f"{where}: conversations must alternate human/gpt, starting with human",
+                            reason="bad_conversation")
+        turns = [Turn(conv[j]["value"].strip(), conv[j + 1]["value"].strip()) for j in range(0, len(conv), 2)]
+        if not rec.get("image") and any(IMAGE_PLACEHOLDER in t.question for t in turns):
+            raise DataError(f"{where}: '{IMAGE_PLACEHOLDER}' without an image", reason="bad_conversation")
+        return turns
+
+    def prepare(self, index: int, rng: np.random.Generator) -> dict:
+        sample_id, image_name, turns = self.items[index]
+        pixel_values, paths, orig_size, image_tokens = None, [], None, 0
+        if image_name:
+            path = os.path.join(self.image_folder, image_name)
+            image = load_image(path)
+            pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
+            image_tokens = len(pixel_values) * self.image_seq_length
+            prefix = image_token_string(len(pixel_values), self.image_seq_length)
+            first = turns[0].question
+            first = (first.replace(IMAGE_PLACEHOLDER, prefix.rstrip("\n"), 1) if IMAGE_PLACEHOLDER in first
+                     else prefix + first)
+            turns = [Turn(first, turns[0].answer)] + [Turn(t.question.replace(IMAGE_PLACEHOLDER, "").strip(),
+                                                           t.answer) for t in turns[1:]]
+            paths, orig_size = [path], (image.size[1], image.size[0])
+        enc = self.encode(turns, objects_per_turn=[0] * len(turns), image_tokens=image_tokens,
+                          source=f"{self.data_file}: id {sample_id}")
+        meta = {"index": index, "sample_id": sample_id, "image_paths": paths, "orig_size": orig_size}
+        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=None, masks=None, meta=meta)

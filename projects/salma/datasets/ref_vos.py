@@ -1,0 +1,259 @@
+"""Referring video segmentation reader: MeViS, ReVOS, Ref-YouTube-VOS and Ref-DAVIS17 (converted).
+
+Layout: ``meta_expressions.json`` = ``{"videos": {vid: {"frames": [names], "expressions": {exp_id:
+{"exp", "obj_id": [...], "anno_id": [...], "type_id"?}}}}}``; ``mask_dict.json`` (or ``.pkl``) =
+``{str(anno_id): [COCO RLE | null per frame]}``; frames at ``<image_folder>/<vid>/<frame>.jpg``.
+The GT of an expression is the union over its anno_ids. ReVOS's optional
+``mask_dict_foreground.json`` = ``{vid: {"masks_rle": [RLE per frame]}}``.
+
+Training item = one video: ``num_frames`` frames and up to ``num_expressions_per_sample``
+expressions, both drawn without replacement (frames with replacement only when the video is
+shorter than ``num_frames``). Evaluation item = one video with all its expressions, the LLM frames
+(``num_frames``, sampled deterministically) and ALL frame paths in ``meta['all_frame_paths']`` for
+SAM-2 propagation; full-video GT via :meth:`load_gt_masks` (decoded lazily).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+
+from ..registry import DATASETS
+from .base import SalmaDataset
+from .errors import DataError
+from .masks import decode_rle
+from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_VIDEO_SEG_QUESTION, VIDEO_SEG_QUESTIONS,
+                        clean_expression, video_token_string)
+from .transforms import load_image
+
+_TURN_OVERHEAD = 30
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def sample_frame_indices(num_total: int, num_frames: int, strategy: str, rng: np.random.Generator) -> list[int]:
+    """Sorted frame indices.
+
+    ``'uniform'``: evenly spaced (deterministic); ``'random'``: drawn without replacement;
+    ``'first'``: the first ones (Sa2VA's evaluation). A video shorter than ``num_frames`` gives all
+    its frames plus random repeats, so every sample has ``num_frames`` frames.
+    """
+    if num_total <= 0:
+        raise ValueError("a video needs frames")
+    if num_total < num_frames:
+        extra = rng.integers(num_total, size=num_frames - num_total) if strategy == "random" else \
+            np.linspace(0, num_total - 1, num_frames - num_total).round().astype(int)
+        return sorted(list(range(num_total)) + [int(i) for i in extra])
+    if strategy == "uniform":
+        return [int(i) for i in np.linspace(0, num_total - 1, num_frames).round()]
+    if strategy == "random":
+        return sorted(int(i) for i in rng.choice(num_total, num_frames, replace=False))
+    if strategy == "first":
+        return list(range(num_frames))
+    raise ValueError(f"frame_sampling must be 'uniform', 'random' or 'first', got {strategy!r}")
+
+
+def _exp_key(exp_id: str):
+    return (0, int(exp_id), "") if str(exp_id).isdigit() else (1, 0, str(exp_id))
+
+
+def load_mask_dict(path: str) -> dict:
+    if path.endswith(".pkl"):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
+@DATASETS.register_module()
+class RefVOSDataset(SalmaDataset):
+    """Referring video object segmentation.
+
+    Args:
+        expression_file: ``meta_expressions.json``.
+        image_folder: folder holding ``<vid>/<frame>.jpg``.
+        mask_file: ``mask_dict.json`` / ``.pkl``; None for splits without GT (eval only).
+        foreground_file: ReVOS ``mask_dict_foreground.json`` (optional, eval).
+        data_root: prefix joined to the three paths above when they are relative.
+        num_frames: frames the LLM sees per sample (K).
+        frame_sampling: ``'random'`` | ``'uniform'`` | ``'first'`` (see :func:`sample_frame_indices`).
+        num_expressions_per_sample: expressions (objects) per training item.
+        frame_suffix: appended to frame names that have no image extension.
+        sam_all_frames: eval only: SAM-2 frames (``g_pixel_values``) and GT masks cover every frame
+            of the video, not just the LLM's ``num_frames`` (memory grows with the video length).
+        **kwargs: :class:`SalmaDataset` arguments.
+    """
+
+    def __init__(self, *, expression_file: str, image_folder: str, mask_file: str | None = None,
+                 foreground_file: str | None = None, data_root: str = "", num_frames: int = 5,
+                 frame_sampling: str = "random", num_expressions_per_sample: int = 3, frame_suffix: str = ".jpg",
+                 sam_all_frames: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        join = (lambda p: os.path.join(data_root, p) if p else p)  # noqa: E731
+        self.expression_file, self.image_folder = join(expression_file), join(image_folder)
+        self.mask_file, self.foreground_file = join(mask_file), join(foreground_file)
+        self.num_frames = num_frames
+        self.frame_sampling = frame_sampling
+        self.num_expressions_per_sample = num_expressions_per_sample
+        self.frame_suffix = frame_suffix
+        self.sam_all_frames = sam_all_frames
+        if sam_all_frames and self.mode != "eval":
+            raise ValueError(f"{self.name}: sam_all_frames is for evaluation items")
+        sample_frame_indices(1, 1, frame_sampling, np.random.default_rng(0))  # validate the strategy
+        if self.mode == "train" and not self.mask_file:
+            raise ValueError(f"{self.name}: training needs mask_file")
+        self.mask_dict = load_mask_dict(self.mask_file) if self.mask_file else None
+        self._foreground: dict | None = None
+        self._build_index()
+
+    def _build_index(self) -> None:
+        with open(self.expression_file) as f:
+            videos = json.load(f)["videos"]
+        for vid in sorted(videos):
+            video = videos[vid]
+            frames = list(video.get("frames", ()))
+            try:
+                if not frames:
+                    raise DataError(f"{self.expression_file}: video {vid} has no frames", reason="empty_video")
+            except DataError as err:
+                self.index_error(err)
+                continue
+            exps = []
+            for exp_id in sorted(video.get("expressions", {}), key=_exp_key):
+                exp = video["expressions"][exp_id]
+                try:
+                    exps.append(self._check_expression(vid, str(exp_id), exp, len(frames)))
+                except DataError as err:
+                    self.index_error(err)
+            if not exps:
+                continue
+            self.items.append({"vid": vid, "frames": frames, "exps": exps})
+            n_exp = len(exps) if self.mode == "eval" else min(len(exps), self.num_expressions_per_sample)
+            words = sum(len(e["exp"].split()) for e in exps[:n_exp])
+            self.modality_lengths.append(self.num_frames * (self.image_seq_length + 8) + n_exp * _TURN_OVERHEAD
+                                         + 2 * words)
+
+    def _check_expression(self, vid: str, exp_id: str, exp: dict, n_frames: int) -> dict:
+        where = f"{self.expression_file}: video {vid} exp {exp_id}"
+        text = clean_expression(str(exp.get("exp", "")))
+        if not text:
+            raise DataError(f"{where}: empty expression text", reason="empty_expression")
+        anno_ids = list(exp.get("anno_id", ()))
+        if self.mask_dict is not None:
+            if not anno_ids:
+                raise DataError(f"{where}: expression has no object (empty anno_id)", reason="empty_expression")
+            for anno_id in anno_ids:
+                rles = self.mask_dict.get(str(anno_id))
+                if rles is None:
+                    raise DataError(f"{self.mask_file}: anno_id {anno_id} (video {vid}, exp {exp_id}) not in "
+                                    f"the mask dict", reason="missing_anno")
+                if len(rles) != n_frames:
+                    raise DataError(f"{self.mask_file}: anno_id {anno_id} has {len(rles)} masks for {n_frames} "
+                                    f"frames (video {vid})", reason="mask_frames")
+        return {"exp_id": exp_id, "exp": text, "anno_ids": anno_ids, "obj_ids": list(exp.get("obj_id", ())),
+                "type_id": exp.get("type_id")}
+
+    def frame_path(self, vid: str, frame: str) -> str:
+        name = frame if frame.lower().endswith(_IMAGE_EXTENSIONS) else frame + self.frame_suffix
+        return os.path.join(self.image_folder, vid, name)
+
+    def _gt(self, vid: str, exp: dict, frame_indices: list[int], height: int, width: int) -> np.ndarray:
+        """Union over the expression's anno_ids: uint8 (T, H, W)."""
+        out = np.zeros((len(frame_indices), height, width), dtype=np.uint8)
+        for anno_id in exp["anno_ids"]:
+            rles = self.mask_dict[str(anno_id)]
+            for t, f in enumerate(frame_indices):
+                out[t] |= decode_rle(rles[f], height, width,
+                                     source=f"{self.mask_file}: anno_id {anno_id} frame {f} (video {vid})")
+        return out
+
+    def prepare(self, index: int, rng: np.random.Generator) -> dict:
+        item = self.items[index]
+        vid, frames, exps = item["vid"], item["frames"], item["exps"]
+        frame_indices = sample_frame_indices(len(frames), self.num_frames, self.frame_sampling, rng)
+        if self.mode == "train":
+            order = rng.permutation(len(exps))[: self.num_expressions_per_sample]
+            exps = [exps[i] for i in order]
+            templates, answers, turn_rng = VIDEO_SEG_QUESTIONS, ANSWER_LIST, rng
+        else:
+            templates, answers, turn_rng = (EVAL_VIDEO_SEG_QUESTION,), (EVAL_ANSWER,), None
+
+        sam_indices = list(range(len(frames))) if self.sam_all_frames else frame_indices
+        loaded = {f: self._load_frame(vid, frames[f]) for f in sorted(set(frame_indices) | set(sam_indices))}
+        width, height = loaded[frame_indices[0]].size
+        for f, im in loaded.items():
+            if im.size != (width, height):
+                raise DataError(f"{self.frame_path(vid, frames[f])}: frame size {im.size} differs from the "
+                                f"video's {(width, height)} (video {vid})", reason="size_mismatch")
+        images = [loaded[f] for f in frame_indices]
+        pixel_values, g_pixel_values = self.frame_inputs(images)  # (K, 3, S, S), (K, 3, G, G)
+        if self.sam_all_frames:
+            g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T_all, 3, G, G)
+
+        prefix = video_token_string(len(images), self.image_seq_length)
+        turns = self.seg_turns([e["exp"] for e in exps], prefix=prefix, templates=templates, answers=answers,
+                               rng=turn_rng)
+        source = f"{self.expression_file}: video {vid}"
+        image_tokens = len(images) * self.image_seq_length
+        enc = self.encode(turns, objects_per_turn=[1] * len(turns), image_tokens=image_tokens, source=source)
+        exps = exps[: enc.num_turns]
+        masks = None
+        if self.mask_dict is not None:
+            masks = np.stack([self._gt(vid, e, sam_indices, height, width) for e in exps])  # (n_obj, T, H, W)
+
+        meta = {
+            "index": index,
+            "sample_id": vid,
+            "video_id": vid,
+            "image_paths": [self.frame_path(vid, frames[f]) for f in frame_indices],
+            "frame_indices": frame_indices,  # frames the LLM sees
+            "sam_frame_indices": sam_indices,  # frames of g_pixel_values and masks
+            "orig_size": (height, width),
+            "exp_ids": [e["exp_id"] for e in exps],
+            "expressions": [e["exp"] for e in exps],
+            "obj_ids": [e["obj_ids"] for e in exps],
+            "anno_ids": [e["anno_ids"] for e in exps],
+            "type_ids": [e["type_id"] for e in exps],
+            "questions": [t.question[len(prefix):] if k == 0 else t.question
+                          for k, t in enumerate(turns[: enc.num_turns])],
+        }
+        if self.mode == "eval":
+            meta["all_frame_paths"] = [self.frame_path(vid, f) for f in frames]
+            meta["frame_names"] = list(frames)
+            meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source=source)
+            meta["prompt_objects"] = [[k] for k in range(len(exps))]
+        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=g_pixel_values, masks=masks,
+                                meta=meta)
+
+    # ---- evaluation helpers -------------------------------------------------------------------
+    def load_gt_masks(self, index: int, frame_indices: list[int] | None = None) -> np.ndarray | None:
+        """Full-video GT of item ``index``: uint8 (n_exp, n_frames, H, W), or None without masks."""
+        if self.mask_dict is None:
+            return None
+        item = self.items[index]
+        frame_indices = list(range(len(item["frames"]))) if frame_indices is None else frame_indices
+        height, width = self._frame_size(item)
+        return np.stack([self._gt(item["vid"], e, frame_indices, height, width) for e in item["exps"]])
+
+    def load_foreground_masks(self, index: int) -> np.ndarray:
+        """ReVOS foreground (all objects) of item ``index``: uint8 (n_frames, H, W)."""
+        if not self.foreground_file:
+            raise ValueError(f"{self.name}: no foreground_file configured")
+        if self._foreground is None:
+            self._foreground = load_mask_dict(self.foreground_file)
+        item = self.items[index]
+        entry = self._foreground.get(item["vid"])
+        if entry is None:
+            raise DataError(f"{self.foreground_file}: video {item['vid']} missing", reason="missing_anno")
+        rles = entry["masks_rle"] if isinstance(entry, dict) else entry
+        height, width = self._frame_size(item)
+        return np.stack([decode_rle(r, height, width, source=f"{self.foreground_file}: video {item['vid']} "
+                                    f"frame {f}") for f, r in enumerate(rles)])
+
+    def _load_frame(self, vid: str, frame: str):
+        return load_image(self.frame_path(vid, frame))
+
+    def _frame_size(self, item: dict) -> tuple[int, int]:
+        width, height = self._load_frame(item["vid"], item["frames"][0]).size
+        return height, width

@@ -1,0 +1,371 @@
+"""Synthetic data in the real on-disk formats, so the same readers run without downloads.
+
+Images and short videos of coloured circles, squares and triangles on a noisy background, with
+referring expressions that name exactly one object ("the red circle"; a ``relational_fraction``
+of relational ones: "the circle on the left", "the larger blue shape"). Every mask comes from the
+drawing: a shape is rasterised once (pycocotools, from the very polygon written to the
+annotation), painted through that mask, and later shapes occlude earlier ones (visible masks).
+
+Written under ``out``::
+
+    refcoco_synth/images/COCO_train2014_<id>.jpg, instances.json, refs(unc).p   (train/val splits)
+    mevis_synth/{train,valid_u}/JPEGImages/<vid>/<frame>.jpg, meta_expressions.json, mask_dict.json
+    llava_synth/llava.json      (images from refcoco_synth/images, plus text-only chats)
+    gcg_synth/gcg.json          (GranD-f layout, images from refcoco_synth/images)
+
+Deterministic: the same arguments give byte-identical files (each item has its own generator
+``default_rng([seed, kind, index])``; json is written with sorted keys).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from .masks import encode_mask
+
+COLORS = {
+    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+    "purple": (140, 60, 180), "orange": (240, 140, 30), "cyan": (40, 200, 210),
+}
+SHAPES = ("circle", "square", "triangle")
+CATEGORY_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
+_LEFT_RIGHT_MARGIN = 0.1  # of the image width: "on the left" needs a clear gap
+_SIZE_RATIO = 1.4  # "larger/smaller" needs sizes this far apart
+_KIND_IMAGE, _KIND_VIDEO, _KIND_TEXT = 0, 1, 2
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+@dataclass
+class Shape:
+    kind: str
+    color: str
+    cx: float
+    cy: float
+    r: float  # half size (circumradius for circles and triangles)
+    vx: float = 0.0
+    vy: float = 0.0
+
+
+def shape_polygon(s: Shape) -> list[float]:
+    """Flat [x0, y0, x1, y1, ...] outline, rounded as written to json (so masks are reproducible)."""
+    if s.kind == "circle":
+        angles = np.linspace(0, 2 * math.pi, 32, endpoint=False)
+    elif s.kind == "square":
+        angles = np.array([0.25, 0.75, 1.25, 1.75]) * math.pi
+    else:  # triangle, pointing up
+        angles = np.array([-0.5, 1 / 6, 5 / 6]) * math.pi
+    scale = s.r if s.kind != "square" else s.r * math.sqrt(2)
+    xy = np.stack([s.cx + scale * np.cos(angles), s.cy + scale * np.sin(angles)], axis=1)
+    return [round(float(v), 2) for v in xy.reshape(-1)]
+
+
+def rasterize(polygon: list[float], height: int, width: int) -> np.ndarray:
+    """uint8 (H, W) mask of a polygon, with pycocotools (what the readers decode)."""
+    return np.minimum(mask_utils.decode(mask_utils.frPyObjects([polygon], height, width)).max(axis=2), 1)
+
+
+def draw_scene(shapes: list[Shape], height: int, width: int, rng: np.random.Generator,
+               background: np.ndarray) -> tuple[Image.Image, list[np.ndarray], list[list[float]]]:
+    """Paint shapes in order on a noisy ``background`` colour; return image, visible masks, polygons."""
+    pixels = np.clip(background + rng.normal(0, 6, size=(height, width, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    polygons = [shape_polygon(s) for s in shapes]
+    full = [rasterize(p, height, width) for p in polygons]
+    for s, m in zip(shapes, full):
+        image.paste(COLORS[s.color], mask=Image.fromarray(m * 255, "L"))
+    visible, covered = [], np.zeros((height, width), dtype=np.uint8)
+    for m in reversed(full):  # a later shape hides the earlier ones
+        visible.append(m & (1 - covered))
+        covered |= m
+    return image, visible[::-1], polygons
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95, subsampling=0)
+    return buf.getvalue()
+
+
+# ---- scenes and expressions ------------------------------------------------------------------------
+def make_shapes(rng: np.random.Generator, height: int, width: int, *, min_objects: int = 3,
+                max_objects: int = 5, allow_overlap: bool = False) -> list[Shape]:
+    """Objects with unique (colour, shape); sometimes a repeated shape or colour for relations."""
+    side = min(height, width)
+    for _ in range(100):
+        n = int(rng.integers(min_objects, max_objects + 1))
+        colors = [str(c) for c in rng.choice(list(COLORS), size=n, replace=False)]
+        kinds = [str(k) for k in rng.choice(SHAPES, size=n)]
+        sizes = list(rng.uniform(0.09, 0.15, size=n) * side)
+        if n >= 2 and rng.random() < 0.5:  # two shapes of one colour, clearly different sizes
+            colors[1] = colors[0]
+            kinds[1] = str(rng.choice([k for k in SHAPES if k != kinds[0]]))
+            sizes[0], sizes[1] = 0.16 * side, 0.08 * side
+        if n >= 3 and rng.random() < 0.5:  # two objects of one shape (left / right)
+            kinds[2] = kinds[0] if colors[2] != colors[0] else kinds[2]
+        shapes = []
+        for kind, color, r in zip(kinds, colors, sizes):
+            for _ in range(200):
+                cx, cy = rng.uniform(r + 1, width - r - 1), rng.uniform(r + 1, height - r - 1)
+                if allow_overlap or all(math.hypot(cx - o.cx, cy - o.cy) > r + o.r + 2 for o in shapes):
+                    shapes.append(Shape(kind, color, float(cx), float(cy), float(r)))
+                    break
+            else:
+                break
+        if len(shapes) == n:
+            return shapes
+    raise RuntimeError("could not place the shapes; use a larger image")
+
+
+def relational_expressions(shapes: list[Shape], width: int, *, spatial: bool = True) -> dict[int, list[str]]:
+    """Relational expressions that pick exactly one object, per object index.
+
+    ``spatial=False`` (videos, where objects move) keeps the size relations only.
+    """
+    out: dict[int, list[str]] = {}
+    for kind in SHAPES if spatial else ():
+        group = sorted((s.cx, i) for i, s in enumerate(shapes) if s.kind == kind)
+        if len(group) >= 2:
+            if group[1][0] - group[0][0] > _LEFT_RIGHT_MARGIN * width:
+                out.setdefault(group[0][1], []).append(f"the {kind} on the left")
+            if group[-1][0] - group[-2][0] > _LEFT_RIGHT_MARGIN * width:
+                out.setdefault(group[-1][1], []).append(f"the {kind} on the right")
+    for color in COLORS:
+        group = sorted((s.r, i) for i, s in enumerate(shapes) if s.color == color)
+        if len(group) == 2 and group[1][0] > _SIZE_RATIO * group[0][0]:
+            out.setdefault(group[1][1], []).append(f"the larger {color} shape")
+            out.setdefault(group[0][1], []).append(f"the smaller {color} shape")
+    return out
+
+
+def resolve_expression(expression: str, shapes: list[Shape], width: int) -> list[int]:
+    """Indices of the objects an expression of this generator's grammar refers to."""
+    words = expression.split()
+    if len(words) == 5 and words[2:4] == ["on", "the"]:  # the <shape> on the left|right
+        group = [(s.cx, i) for i, s in enumerate(shapes) if s.kind == words[1]]
+        group.sort(reverse=words[4] == "right")
+        if len(group) >= 2 and abs(group[1][0] - group[0][0]) > _LEFT_RIGHT_MARGIN * width:
+            return [group[0][1]]
+        return [i for _, i in group] if len(group) == 1 else []
+    if len(words) == 4 and words[1] in ("larger", "smaller") and words[3] == "shape":
+        group = sorted((s.r, i) for i, s in enumerate(shapes) if s.color == words[2])
+        if len(group) == 2 and group[1][0] > _SIZE_RATIO * group[0][0]:
+            return [group[1][1] if words[1] == "larger" else group[0][1]]
+        return []
+    if len(words) == 5 and words[2:4] == ["that", "is"]:  # the <shape> that is <colour>
+        color, kind = words[4], words[1]
+    else:  # [the] <colour> <shape>
+        color, kind = words[-2], words[-1]
+    return [i for i, s in enumerate(shapes) if s.color == color and s.kind == kind]
+
+
+def object_sentences(shapes: list[Shape], width: int, rng: np.random.Generator, relational_fraction: float,
+                     *, spatial: bool = True) -> list[list[str]]:
+    """Two sentences per object: a relational or colour+shape one, then a colour+shape variant."""
+    relational = relational_expressions(shapes, width, spatial=spatial)
+    out = []
+    for i, s in enumerate(shapes):
+        first = f"the {s.color} {s.kind}"
+        if i in relational and rng.random() < relational_fraction:
+            first = relational[i][int(rng.integers(len(relational[i])))]
+        variant = f"the {s.kind} that is {s.color}" if rng.random() < 0.5 else f"{s.color} {s.kind}"
+        out.append([first, variant])
+    return out
+
+
+# ---- writers ---------------------------------------------------------------------------------------
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_refcoco(out: str, *, seed: int, num_images: int, num_val_images: int, height: int, width: int,
+                  relational_fraction: float) -> list[dict]:
+    """RefCOCO layout; returns per-image scene records (for the LLaVA and GCG writers)."""
+    root = os.path.join(out, "refcoco_synth")
+    images, annotations, refs, scenes = [], [], [], []
+    ann_id = ref_id = sent_id = 0
+    for k in range(num_images + num_val_images):
+        rng = np.random.default_rng([seed, _KIND_IMAGE, k])
+        image_id = k + 1
+        shapes = make_shapes(rng, height, width)
+        image, visible, polygons = draw_scene(shapes, height, width, rng, rng.integers(150, 256, size=3))
+        file_name = f"COCO_train2014_{image_id:012d}.jpg"
+        _write(os.path.join(root, "images", file_name), jpeg_bytes(image))
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        split = "train" if k < num_images else "val"
+        sentences = object_sentences(shapes, width, rng, relational_fraction)
+        ann_ids = []
+        for s, mask, poly, sents in zip(shapes, visible, polygons, sentences):
+            ann_id += 1
+            ann_ids.append(ann_id)
+            use_polygon = ann_id % 2 == 0 and bool((mask == rasterize(poly, height, width)).all())
+            ys, xs = np.nonzero(mask)
+            annotations.append({
+                "id": ann_id, "image_id": image_id, "category_id": CATEGORY_IDS[s.kind], "iscrowd": 0,
+                "area": int(mask.sum()),
+                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                "segmentation": [poly] if use_polygon else encode_mask(mask),
+            })
+            ref_id += 1
+            sent_records = []
+            for sent in sents:
+                sent_id += 1
+                sent_records.append({"sent": sent, "raw": sent, "sent_id": sent_id, "tokens": sent.split()})
+            refs.append({"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "split": split,
+                         "category_id": CATEGORY_IDS[s.kind], "file_name": f"{file_name[:-4]}_{ann_id}.jpg",
+                         "sent_ids": [r["sent_id"] for r in sent_records], "sentences": sent_records})
+        scenes.append({"file_name": file_name, "shapes": shapes, "masks": visible, "ann_ids": ann_ids,
+                       "split": split})
+    categories = [{"id": i, "name": s, "supercategory": "shape"} for s, i in CATEGORY_IDS.items()]
+    _write(os.path.join(root, "instances.json"),
+           _json_bytes({"images": images, "annotations": annotations, "categories": categories}))
+    _write(os.path.join(root, "refs(unc).p"), pickle.dumps(refs, protocol=4))
+    return scenes
+
+
+def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames: int, height: int, width: int,
+                relational_fraction: float, index_offset: int = 0) -> None:
+    """MeViS layout for one split; objects move (and bounce), so they may occlude each other."""
+    root = os.path.join(out, "mevis_synth", split)
+    videos, mask_dict = {}, {}
+    anno_id = 0
+    for v in range(num_videos):
+        rng = np.random.default_rng([seed, _KIND_VIDEO, index_offset + v])
+        vid = f"video_{index_offset + v:04d}"
+        shapes = make_shapes(rng, height, width, min_objects=2, max_objects=4)
+        for s in shapes:  # 3-10 % of the image side per frame, in each direction
+            speed = rng.uniform(0.03, 0.1, size=2) * rng.choice([-1, 1], size=2) * min(height, width)
+            s.vx, s.vy = float(speed[0]), float(speed[1])
+        background = rng.integers(150, 256, size=3)
+        frames, per_frame_masks = [], []
+        for t in range(num_frames):
+            image, visible, _ = draw_scene(shapes, height, width, rng, background)
+            name = f"{t:05d}"
+            _write(os.path.join(root, "JPEGImages", vid, name + ".jpg"), jpeg_bytes(image))
+            frames.append(name)
+            per_frame_masks.append(visible)
+            for s in shapes:  # move, bouncing off the borders
+                s.cx, s.vx = _bounce(s.cx + s.vx, s.vx, s.r, width)
+                s.cy, s.vy = _bounce(s.cy + s.vy, s.vy, s.r, height)
+        # Expressions on constant attributes only (colour, shape, size): valid in every frame.
+        sentences = object_sentences(shapes, width, rng, relational_fraction, spatial=False)
+        expressions = {}
+        for obj_id, sents in enumerate(sentences):
+            for sent in sents[: 1 + int(rng.random() < 0.5)]:
+                anno_id += 1
+                mask_dict[str(anno_id)] = [
+                    encode_mask(m[obj_id]) if m[obj_id].any() else None for m in per_frame_masks
+                ]
+                expressions[str(len(expressions))] = {"exp": sent, "obj_id": [obj_id], "anno_id": [anno_id]}
+        videos[vid] = {"frames": frames, "expressions": expressions}
+    _write(os.path.join(root, "meta_expressions.json"), _json_bytes({"videos": videos}))
+    _write(os.path.join(root, "mask_dict.json"), _json_bytes(mask_dict))
+
+
+def _bounce(pos: float, vel: float, r: float, size: int) -> tuple[float, float]:
+    if pos - r < 1 or pos + r > size - 1:
+        vel = -vel
+        pos = min(max(pos, r + 1), size - r - 1)
+    return pos, vel
+
+
+_TEXT_QA = (
+    ("Which shape has three sides?", "A triangle has three sides."),
+    ("How many corners does a square have?", "A square has four corners."),
+    ("What colour do you get by mixing red and blue?", "Mixing red and blue gives purple."),
+    ("Is a circle round?", "Yes, a circle is round."),
+)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _describe(shapes: list[Shape]) -> str:
+    names = [f"{_article(s.color)} {s.color} {s.kind}" for s in shapes]
+    return (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else names[0]
+
+
+def write_llava(out: str, scenes: list[dict], *, num_items: int) -> None:
+    """LLaVA json: two-turn chats about refcoco_synth images; every fourth record text-only."""
+    records = []
+    train = [s for s in scenes if s["split"] == "train"]
+    for k in range(num_items):
+        if k % 4 == 3:  # a text-only chat every fourth record
+            q, a = _TEXT_QA[(k // 4) % len(_TEXT_QA)]
+            records.append({"id": f"text_{k}", "conversations": [{"from": "human", "value": q},
+                                                                 {"from": "gpt", "value": a}]})
+            continue
+        scene = train[k % len(train)]
+        shapes = scene["shapes"]
+        names = _describe(shapes)
+        records.append({"id": f"image_{k}", "image": scene["file_name"], "conversations": [
+            {"from": "human", "value": "<image>\nHow many shapes are there in this image?"},
+            {"from": "gpt", "value": f"There are {len(shapes)} shapes."},
+            {"from": "human", "value": "Name the shapes you see."},
+            {"from": "gpt", "value": names[0].upper() + names[1:] + "."},
+        ]})
+    _write(os.path.join(out, "llava_synth", "llava.json"), _json_bytes(records))
+
+
+def write_gcg(out: str, scenes: list[dict], *, num_items: int) -> None:
+    """GranD-f layout: one phrase per shape kind ("a red circle", "two squares"), RLE masks."""
+    records = []
+    train = [s for s in scenes if s["split"] == "train"]
+    for scene in train[:num_items]:
+        parts, groundings = [], []
+        for kind in SHAPES:
+            idx = [i for i, s in enumerate(scene["shapes"]) if s.kind == kind]
+            if not idx:
+                continue
+            s0 = scene["shapes"][idx[0]]
+            phrase = f"{_article(s0.color)} {s0.color} {kind}" if len(idx) == 1 else f"{_NUMBER_WORDS[len(idx)]} {kind}s"
+            parts.append(phrase)
+            groundings.append((phrase, [encode_mask(scene["masks"][i]) for i in idx]))
+        caption = "The picture shows "
+        spans = {}
+        for j, (phrase, _) in enumerate(groundings):
+            if j:
+                caption += " and " if j == len(groundings) - 1 else ", "
+            spans[phrase] = [len(caption), len(caption) + len(phrase)]
+            caption += phrase
+        caption += "."
+        records.append({"file_name": scene["file_name"], "caption": caption, "groundings": {
+            phrase: {"token_positives": spans[phrase], "rle_masks": rles} for phrase, rles in groundings}})
+    _write(os.path.join(out, "gcg_synth", "gcg.json"), _json_bytes(records))
+
+
+def make_synthetic(out: str, *, seed: int = 0, num_images: int = 300, num_val_images: int = 50,
+                   num_videos: int = 20, num_val_videos: int = 8, num_frames: int = 8, height: int = 96,
+                   width: int = 128, relational_fraction: float = 0.25, num_llava: int = 40,
+                   num_gcg: int = 40) -> dict[str, str]:
+    """Write every synthetic set under ``out``; returns the roots readers take (see module doc)."""
+    scenes = write_refcoco(out, seed=seed, num_images=num_images, num_val_images=num_val_images,
+                           height=height, width=width, relational_fraction=relational_fraction)
+    write_mevis(out, "train", seed=seed, num_videos=num_videos, num_frames=num_frames, height=height,
+                width=width, relational_fraction=relational_fraction)
+    write_mevis(out, "valid_u", seed=seed, num_videos=num_val_videos, num_frames=num_frames, height=height,
+                width=width, relational_fraction=relational_fraction, index_offset=num_videos)
+    write_llava(out, scenes, num_items=num_llava)
+    write_gcg(out, scenes, num_items=num_gcg)
+    return {
+        "refcoco": os.path.join(out, "refcoco_synth"),
+        "refcoco_images": os.path.join(out, "refcoco_synth", "images"),
+        "mevis_train": os.path.join(out, "mevis_synth", "train"),
+        "mevis_valid_u": os.path.join(out, "mevis_synth", "valid_u"),
+        "llava": os.path.join(out, "llava_synth", "llava.json"),
+        "gcg": os.path.join(out, "gcg_synth", "gcg.json"),
+    }

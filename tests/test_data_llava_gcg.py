@@ -1,0 +1,81 @@
+"""LLaVA conversations (image and text-only) and grounded captions (GranD-f layout)."""
+import json
+
+import pytest
+import torch
+
+from projects.salma.constants import IGNORE_INDEX, IM_END, IMG_CONTEXT_TOKEN, SEG_TOKEN
+from projects.salma.datasets.errors import DataError
+from projects.salma.datasets.gcg import tag_caption
+
+
+def test_llava_image_and_text_only(build_data, data_cfgs, tiny_tokenizer, synthetic_data):
+    ds = build_data(data_cfgs["llava"])
+    records = json.load(open(synthetic_data["llava"]))
+    assert len(ds) == len(records) == 8
+    assert [n > 0 for n in ds.modality_lengths] == ["image" in r for r in records]
+    img = ds[0]
+    assert img["masks"] is None and img["g_pixel_values"] is None and img["pixel_values"].shape[1:] == (3, 64, 64)
+    n_ctx = int((img["input_ids"] == tiny_tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)).sum())
+    assert n_ctx == img["pixel_values"].shape[0] * 16
+    text = tiny_tokenizer.decode(img["input_ids"])
+    assert "<image>" not in text and text.index("</img>") < text.index("How many shapes")
+    answers = [c["value"] for c in records[0]["conversations"][1::2]]
+    assert tiny_tokenizer.decode(img["labels"][img["labels"] != IGNORE_INDEX]) == "".join(a + IM_END for a in answers)
+    txt = ds[3]
+    assert txt["pixel_values"] is None and txt["masks"] is None and txt["meta"]["image_paths"] == []
+    assert (txt["expr_ids"] == -1).all()
+
+
+def test_llava_bad_records(tmp_path, build_data, data_cfgs):
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps([
+        {"id": "a", "conversations": [{"from": "gpt", "value": "hi"}]},
+        {"id": "b", "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "x"}]},
+        {"id": "c", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+    ]))
+    with pytest.raises(DataError, match=r"llava.json: record 0 \(id a\).*alternate"):
+        build_data(data_cfgs["llava"], data_file=str(path))
+    ds = build_data(data_cfgs["llava"], data_file=str(path), on_error="skip")
+    assert len(ds) == 1 and ds.skip_counts == {"bad_conversation": 2}
+
+
+def test_tag_caption():
+    answer, spans = tag_caption("A red circle and two squares.", [(2, 12), (17, 28)])
+    assert answer == f"A <p> red circle </p> {SEG_TOKEN} and <p> two squares </p> {SEG_TOKEN}."
+    assert [answer[s.start:s.end] for s in spans] == ["red circle", "two squares"]
+
+
+def test_gcg_item(build_data, data_cfgs, tiny_tokenizer, synthetic_data):
+    ds = build_data(data_cfgs["gcg"])
+    records = json.load(open(synthetic_data["gcg"]))
+    assert len(ds) == len(records) == 6
+    for i in range(len(ds)):
+        s = ds[i]
+        rec = records[i]
+        phrases = sorted(rec["groundings"], key=lambda p: rec["groundings"][p]["token_positives"][0])
+        n = len(phrases)
+        assert s["masks"].shape == (n, 1, 96, 128) and set(s["masks"].unique().tolist()) <= {0, 1}
+        ids = s["input_ids"]
+        assert int((ids == tiny_tokenizer.convert_tokens_to_ids(SEG_TOKEN)).sum()) == n
+        for k, phrase in enumerate(phrases):
+            assert tiny_tokenizer.decode(ids[s["expr_ids"] == k]).strip() == phrase
+            assert (s["labels"][s["expr_ids"] == k] != IGNORE_INDEX).all()  # phrases are in the answer
+            # a phrase naming several shapes has the union of their masks
+            n_parts = len(rec["groundings"][phrase]["rle_masks"])
+            assert s["masks"][k].sum() > 0 and (n_parts == 1 or phrase.split()[0] in ("two", "three", "four"))
+        answer = tiny_tokenizer.decode(s["labels"][s["labels"] != IGNORE_INDEX])
+        assert answer.count("<p>") == n and answer.endswith(IM_END)
+    ev = build_data(data_cfgs["gcg"], mode="eval")[0]
+    assert len(ev["meta"]["prompts"]) == 1 and ev["meta"]["prompt_objects"] == [list(range(ev["masks"].shape[0]))]
+
+
+def test_gcg_bad_groundings(tmp_path, build_data, data_cfgs, synthetic_data):
+    rec = json.load(open(synthetic_data["gcg"]))[0]
+    bad = dict(rec, groundings={p: dict(g, token_positives=[0, 500]) for p, g in rec["groundings"].items()})
+    path = tmp_path / "gcg.json"
+    path.write_text(json.dumps([rec, bad]))
+    with pytest.raises(DataError, match=r"gcg.json: record 1 .*grounding"):
+        build_data(data_cfgs["gcg"], data_file=str(path))
+    ds = build_data(data_cfgs["gcg"], data_file=str(path), on_error="skip")
+    assert len(ds) == 1 and ds.skip_counts == {"bad_grounding": 1}
