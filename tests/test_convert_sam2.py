@@ -251,7 +251,7 @@ def test_missing_key_is_named(meta_model, tmp_path):
     sd = dict(meta_model.state_dict())
     del sd["sam_mask_decoder.conv_s1.bias"]
     with pytest.raises(CheckpointMismatchError, match=r"mask_decoder\.conv_s1\.bias") as err:
-        load_sam2_from_meta(_meta_pt(tmp_path, sd), target="image", config=_hf_image_config())
+        load_sam2(_meta_pt(tmp_path, sd), target="image", config=_hf_image_config())
     assert err.value.missing == ["mask_decoder.conv_s1.bias"] and not err.value.unexpected
 
 
@@ -345,3 +345,13 @@ def test_cli_pt_to_hf_folder_roundtrip(meta_model, hf_image, hf_video, image, tm
     assert torch.equal(actual.pred_masks, expected.pred_masks) and torch.equal(actual.iou_scores, expected.iou_scores)
     for name, tensor in hf_video.state_dict().items():
         assert torch.equal(from_folder_video.state_dict()[name], tensor), name
+
+
+def test_image_only_hf_folder(hf_image, tmp_path):
+    hf_image.save_pretrained(tmp_path / "image")
+    loaded = load_sam2(tmp_path / "image")
+    assert type(loaded) is Sam2Model
+    for name, tensor in hf_image.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="no memory weights"):
+        load_sam2(tmp_path / "image", target="video")

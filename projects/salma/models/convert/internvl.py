@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, LlamaConfig, Qwen2Config
+from transformers import (
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLVisionConfig,
+    LlamaConfig,
+    Qwen2Config,
+)
 
 from ...constants import IMG_CONTEXT_TOKEN
 from .common import (
@@ -67,7 +73,8 @@ PREPROCESSING_KEYS = ("template", "dynamic_image_size", "use_thumbnail", "min_dy
 
 def is_original_internvl(config_dict: Mapping) -> bool:
     """Whether a config.json is the original remote-code layout."""
-    return "InternVLChatModel" in (config_dict.get("architectures") or []) or config_dict.get("model_type") == "internvl_chat"
+    architectures = config_dict.get("architectures") or []
+    return "InternVLChatModel" in architectures or config_dict.get("model_type") == "internvl_chat"
 
 
 def find_image_token_id(folder: str | Path, token: str = IMG_CONTEXT_TOKEN) -> int:
@@ -296,12 +303,13 @@ def convert_internvl_state_dict(orig_sd: Mapping[str, torch.Tensor], config: Int
     for key in qkv_keys:
         fused = orig_sd[key]
         if fused.shape[0] != 3 * dim:
+            expected = (3 * dim, *fused.shape[1:])
             raise CheckpointMismatchError(
-                mismatched=[(key, tuple(fused.shape), (3 * dim, *fused.shape[1:]))], source="original InternVL state dict"
+                mismatched=[(key, tuple(fused.shape), expected)], source="original InternVL state dict"
             )
-        prefix = key.replace("vision_model.encoder.layers.", "model.vision_tower.encoder.layer.").replace(".attn.qkv.", ".attention.{}.")
+        layer, param = re.fullmatch(_QKV, key).groups()
         for name, part in zip(("q_proj", "k_proj", "v_proj"), fused.split(dim, dim=0)):
-            out[prefix.format(name)] = part
+            out[f"model.vision_tower.encoder.layer.{layer}.attention.{name}.{param}"] = part
     if config.tie_word_embeddings:
         embed = out["model.language_model.embed_tokens.weight"]
         if "lm_head.weight" in out and not torch.equal(out["lm_head.weight"], embed):
@@ -325,7 +333,8 @@ def convert_internvl_state_dict_to_original(
         groups.setdefault(f"vision_model.encoder.layers.{layer}.attn.qkv.{param}", {})[proj] = native_sd[key]
     for fused_key, parts in groups.items():
         if sorted(parts) != ["k_proj", "q_proj", "v_proj"]:
-            raise CheckpointMismatchError(missing=[f"{fused_key} ({p})" for p in {"q_proj", "k_proj", "v_proj"} - set(parts)])
+            absent = {"q_proj", "k_proj", "v_proj"} - set(parts)
+            raise CheckpointMismatchError(missing=[f"{fused_key} ({p})" for p in absent], source="native InternVL state dict")
         out[fused_key] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
     return out
 
@@ -405,7 +414,8 @@ def load_internvl(
         return _load_original(folder, config_dict, dtype, image_token_id, **model_kwargs)
     if config_dict.get("model_type") == "internvl":
         if image_token_id is not None and image_token_id != config_dict.get("image_token_id"):
-            raise ValueError(f"{folder}: image_token_id {image_token_id} given, config has {config_dict.get('image_token_id')}")
+            found = config_dict.get("image_token_id")
+            raise ValueError(f"{folder}: image_token_id {image_token_id} given, its config has {found}")
         return _load_native(folder, dtype, **model_kwargs)
     raise ValueError(f"{folder}: neither an original InternVLChatModel nor a native 'internvl' config")
 

@@ -89,7 +89,9 @@ _VERSIONS = {"2": "2.0", "2.0": "2.0", "2.1": "2.1"}
 def _canonical_size(size: str) -> str:
     size = _SIZE_ALIASES.get(size, size)
     if size not in SAM2_SIZES:
-        raise ValueError(f"unknown SAM-2 size {size!r}; expected one of {sorted(SAM2_SIZES)} (or {sorted(_SIZE_ALIASES)})")
+        raise ValueError(
+            f"unknown SAM-2 size {size!r}; expected one of {sorted(SAM2_SIZES)} (or {sorted(_SIZE_ALIASES)})"
+        )
     return size
 
 
@@ -190,16 +192,21 @@ def _mlp3(meta_prefix: str, hf_prefix: str) -> list[RenameRule]:
 
 # Image model: Hiera trunk, FPN neck, prompt encoder, mask decoder.
 # (The 4 point embeddings are stacked separately, see ``_stack_point_embeddings``.)
+_BLK, _HF_BLK = r"image_encoder\.trunk\.blocks\.(\d+)", r"vision_encoder.backbone.blocks.\1"
+_TWL, _HF_TWL = r"sam_mask_decoder\.transformer\.layers\.(\d+)", r"mask_decoder.transformer.layers.\1"
+_TWL_ATTN = r"(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+_FINAL = r"sam_mask_decoder\.transformer\.final_attn_token_to_image"
+_HF_FINAL = "mask_decoder.transformer.final_attn_token_to_image"
+_PE, _HF_PE = r"sam_prompt_encoder\.mask_downscaling", "prompt_encoder.mask_embed"
 _IMAGE_RULES: list[RenameRule] = [
     # Hiera trunk
     RenameRule(r"image_encoder\.trunk\.(pos_embed|pos_embed_window)", r"vision_encoder.backbone.\1"),
     RenameRule(rf"image_encoder\.trunk\.patch_embed\.proj\.{_WB}", r"vision_encoder.backbone.patch_embed.projection.\1"),
-    RenameRule(rf"image_encoder\.trunk\.blocks\.(\d+)\.norm([12])\.{_WB}", r"vision_encoder.backbone.blocks.\1.layer_norm\2.\3"),
-    RenameRule(rf"image_encoder\.trunk\.blocks\.(\d+)\.attn\.(qkv|proj)\.{_WB}", r"vision_encoder.backbone.blocks.\1.attn.\2.\3"),
-    RenameRule(rf"image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.0\.{_WB}", r"vision_encoder.backbone.blocks.\1.mlp.proj_in.\2"),
-    RenameRule(rf"image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.1\.{_WB}", r"vision_encoder.backbone.blocks.\1.mlp.proj_out.\2"),
-    # stage-transition blocks project channels (dim -> 2*dim)
-    RenameRule(rf"image_encoder\.trunk\.blocks\.(\d+)\.proj\.{_WB}", r"vision_encoder.backbone.blocks.\1.proj.\2"),
+    RenameRule(rf"{_BLK}\.norm([12])\.{_WB}", rf"{_HF_BLK}.layer_norm\2.\3"),
+    RenameRule(rf"{_BLK}\.attn\.(qkv|proj)\.{_WB}", rf"{_HF_BLK}.attn.\2.\3"),
+    RenameRule(rf"{_BLK}\.mlp\.layers\.0\.{_WB}", rf"{_HF_BLK}.mlp.proj_in.\2"),
+    RenameRule(rf"{_BLK}\.mlp\.layers\.1\.{_WB}", rf"{_HF_BLK}.mlp.proj_out.\2"),
+    RenameRule(rf"{_BLK}\.proj\.{_WB}", rf"{_HF_BLK}.proj.\2"),  # stage-transition blocks: dim -> 2*dim
     # FPN neck: Meta wraps each lateral 1x1 conv in a Sequential named ``conv``
     RenameRule(rf"image_encoder\.neck\.convs\.(\d+)\.conv\.{_WB}", r"vision_encoder.neck.convs.\1.\2"),
     # added to the lowest-resolution feature of a single image ("no memory")
@@ -210,33 +217,23 @@ _IMAGE_RULES: list[RenameRule] = [
         r"prompt_encoder.shared_embedding.positional_embedding",
     ),
     RenameRule(r"sam_prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight", r"prompt_encoder.\1.weight"),
-    RenameRule(rf"sam_prompt_encoder\.mask_downscaling\.0\.{_WB}", r"prompt_encoder.mask_embed.conv1.\1"),
-    RenameRule(rf"sam_prompt_encoder\.mask_downscaling\.1\.{_WB}", r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    RenameRule(rf"sam_prompt_encoder\.mask_downscaling\.3\.{_WB}", r"prompt_encoder.mask_embed.conv2.\1"),
-    RenameRule(rf"sam_prompt_encoder\.mask_downscaling\.4\.{_WB}", r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    RenameRule(rf"sam_prompt_encoder\.mask_downscaling\.6\.{_WB}", r"prompt_encoder.mask_embed.conv3.\1"),
+    RenameRule(rf"{_PE}\.0\.{_WB}", rf"{_HF_PE}.conv1.\1"),
+    RenameRule(rf"{_PE}\.1\.{_WB}", rf"{_HF_PE}.layer_norm1.\1"),
+    RenameRule(rf"{_PE}\.3\.{_WB}", rf"{_HF_PE}.conv2.\1"),
+    RenameRule(rf"{_PE}\.4\.{_WB}", rf"{_HF_PE}.layer_norm2.\1"),
+    RenameRule(rf"{_PE}\.6\.{_WB}", rf"{_HF_PE}.conv3.\1"),
     # mask decoder: tokens, two-way transformer, upscaling, high-res projections, heads
     RenameRule(r"sam_mask_decoder\.(iou_token|mask_tokens|obj_score_token)\.weight", r"mask_decoder.\1.weight"),
+    RenameRule(rf"{_TWL}\.{_TWL_ATTN}\.{_ATTN}\.{_WB}", rf"{_HF_TWL}.\2.\3.\4"),
+    RenameRule(rf"{_TWL}\.{_TWL_ATTN}\.out_proj\.{_WB}", rf"{_HF_TWL}.\2.o_proj.\3"),
+    RenameRule(rf"{_TWL}\.norm([1-4])\.{_WB}", rf"{_HF_TWL}.layer_norm\2.\3"),
+    RenameRule(rf"{_TWL}\.mlp\.layers\.0\.{_WB}", rf"{_HF_TWL}.mlp.proj_in.\2"),
+    RenameRule(rf"{_TWL}\.mlp\.layers\.1\.{_WB}", rf"{_HF_TWL}.mlp.proj_out.\2"),
+    RenameRule(rf"{_FINAL}\.{_ATTN}\.{_WB}", rf"{_HF_FINAL}.\1.\2"),
+    RenameRule(rf"{_FINAL}\.out_proj\.{_WB}", rf"{_HF_FINAL}.o_proj.\1"),
     RenameRule(
-        rf"sam_mask_decoder\.transformer\.layers\.(\d+)\.(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)\.{_ATTN}\.{_WB}",
-        r"mask_decoder.transformer.layers.\1.\2.\3.\4",
+        rf"sam_mask_decoder\.transformer\.norm_final_attn\.{_WB}", r"mask_decoder.transformer.layer_norm_final_attn.\1"
     ),
-    RenameRule(
-        rf"sam_mask_decoder\.transformer\.layers\.(\d+)\.(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)\.out_proj\.{_WB}",
-        r"mask_decoder.transformer.layers.\1.\2.o_proj.\3",
-    ),
-    RenameRule(rf"sam_mask_decoder\.transformer\.layers\.(\d+)\.norm([1-4])\.{_WB}", r"mask_decoder.transformer.layers.\1.layer_norm\2.\3"),
-    RenameRule(rf"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.0\.{_WB}", r"mask_decoder.transformer.layers.\1.mlp.proj_in.\2"),
-    RenameRule(rf"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.1\.{_WB}", r"mask_decoder.transformer.layers.\1.mlp.proj_out.\2"),
-    RenameRule(
-        rf"sam_mask_decoder\.transformer\.final_attn_token_to_image\.{_ATTN}\.{_WB}",
-        r"mask_decoder.transformer.final_attn_token_to_image.\1.\2",
-    ),
-    RenameRule(
-        rf"sam_mask_decoder\.transformer\.final_attn_token_to_image\.out_proj\.{_WB}",
-        r"mask_decoder.transformer.final_attn_token_to_image.o_proj.\1",
-    ),
-    RenameRule(rf"sam_mask_decoder\.transformer\.norm_final_attn\.{_WB}", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
     RenameRule(rf"sam_mask_decoder\.output_upscaling\.0\.{_WB}", r"mask_decoder.upscale_conv1.\1"),
     RenameRule(rf"sam_mask_decoder\.output_upscaling\.1\.{_WB}", r"mask_decoder.upscale_layer_norm.\1"),
     RenameRule(rf"sam_mask_decoder\.output_upscaling\.3\.{_WB}", r"mask_decoder.upscale_conv2.\1"),
@@ -249,6 +246,8 @@ _IMAGE_RULES: list[RenameRule] = [
 # Video-only: memory attention, memory encoder, object pointers. ``Sam2Model`` (the image model)
 # has none of these, so for target="image" exactly these Meta keys are ignored (they are used only
 # to propagate masks across frames); ``Sam2VideoModel`` maps them all.
+_MAL, _HF_MAL = r"memory_attention\.layers\.(\d+)", r"memory_attention.layers.\1"
+_FUSER, _HF_FUSER = r"memory_encoder\.fuser\.layers\.(\d+)", r"memory_encoder.memory_fuser.layers.\1"
 _VIDEO_ONLY_RULES: list[RenameRule] = [
     RenameRule(r"no_mem_pos_enc", r"no_memory_positional_encoding"),
     RenameRule(r"maskmem_tpos_enc", r"memory_temporal_positional_encoding"),
@@ -257,26 +256,17 @@ _VIDEO_ONLY_RULES: list[RenameRule] = [
     RenameRule(rf"mask_downsample\.{_WB}", r"mask_downsample.\1"),
     *_mlp3(r"obj_ptr_proj", r"object_pointer_proj"),
     RenameRule(rf"obj_ptr_tpos_proj\.{_WB}", r"temporal_positional_encoding_projection_layer.\1"),  # sam2.1 only
-    RenameRule(
-        rf"memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.{_ATTN}\.{_WB}",
-        r"memory_attention.layers.\1.\2.\3.\4",
-    ),
-    RenameRule(
-        rf"memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.{_WB}",
-        r"memory_attention.layers.\1.\2.o_proj.\3",
-    ),
-    RenameRule(rf"memory_attention\.layers\.(\d+)\.(linear1|linear2)\.{_WB}", r"memory_attention.layers.\1.\2.\3"),
-    RenameRule(rf"memory_attention\.layers\.(\d+)\.norm([123])\.{_WB}", r"memory_attention.layers.\1.layer_norm\2.\3"),
+    RenameRule(rf"{_MAL}\.(self_attn|cross_attn_image)\.{_ATTN}\.{_WB}", rf"{_HF_MAL}.\2.\3.\4"),
+    RenameRule(rf"{_MAL}\.(self_attn|cross_attn_image)\.out_proj\.{_WB}", rf"{_HF_MAL}.\2.o_proj.\3"),
+    RenameRule(rf"{_MAL}\.(linear1|linear2)\.{_WB}", rf"{_HF_MAL}.\2.\3"),
+    RenameRule(rf"{_MAL}\.norm([123])\.{_WB}", rf"{_HF_MAL}.layer_norm\2.\3"),
     RenameRule(rf"memory_attention\.norm\.{_WB}", r"memory_attention.layer_norm.\1"),
     # mask_downsampler.encoder.N: see _mask_downsampler_rule (needs the depth of the Sequential)
     RenameRule(rf"memory_encoder\.pix_feat_proj\.{_WB}", r"memory_encoder.feature_projection.\1"),
-    RenameRule(r"memory_encoder\.fuser\.layers\.(\d+)\.gamma", r"memory_encoder.memory_fuser.layers.\1.scale"),
-    RenameRule(rf"memory_encoder\.fuser\.layers\.(\d+)\.dwconv\.{_WB}", r"memory_encoder.memory_fuser.layers.\1.depthwise_conv.\2"),
-    RenameRule(rf"memory_encoder\.fuser\.layers\.(\d+)\.norm\.{_WB}", r"memory_encoder.memory_fuser.layers.\1.layer_norm.\2"),
-    RenameRule(
-        rf"memory_encoder\.fuser\.layers\.(\d+)\.pwconv([12])\.{_WB}",
-        r"memory_encoder.memory_fuser.layers.\1.pointwise_conv\2.\3",
-    ),
+    RenameRule(rf"{_FUSER}\.gamma", rf"{_HF_FUSER}.scale"),
+    RenameRule(rf"{_FUSER}\.dwconv\.{_WB}", rf"{_HF_FUSER}.depthwise_conv.\2"),
+    RenameRule(rf"{_FUSER}\.norm\.{_WB}", rf"{_HF_FUSER}.layer_norm.\2"),
+    RenameRule(rf"{_FUSER}\.pwconv([12])\.{_WB}", rf"{_HF_FUSER}.pointwise_conv\2.\3"),
     RenameRule(rf"memory_encoder\.out_proj\.{_WB}", r"memory_encoder.projection.\1"),
 ]
 _MASK_DOWNSAMPLER = r"memory_encoder\.mask_downsampler\.encoder\.(\d+)\.(weight|bias)"
@@ -389,7 +379,7 @@ def load_sam2_from_meta(
     if config is None:
         found_size, found_version = infer_sam2_variant(meta_sd)
         if size is not None and _canonical_size(size) != found_size:
-            raise ValueError(f"{source}: --size {size} requested but the checkpoint is hiera {found_size}")
+            raise ValueError(f"{source}: size {size!r} requested but the checkpoint is hiera {found_size}")
         if version is not None and _canonical_version(version) != found_version:
             raise ValueError(f"{source}: version {version} requested but the checkpoint is sam{found_version}")
         config_fn = sam2_config_for if target == "image" else sam2_video_config_for
@@ -439,7 +429,9 @@ def load_sam2_from_hf(
     if model_type not in ("sam2", "sam2_video"):
         raise ValueError(f"{folder}: model_type {model_type!r} is not 'sam2' or 'sam2_video'")
     if target == "video" and model_type == "sam2":
-        raise ValueError(f"{folder} is an image-only SAM-2 (model_type 'sam2'): it has no memory weights for the video model")
+        raise ValueError(
+            f"{folder} is an image-only SAM-2 (model_type 'sam2'): it has no memory weights for the video model"
+        )
     state_dict = load_safetensors_folder(folder)
     if model_type == "sam2":
         config = Sam2Config.from_pretrained(folder, local_files_only=True)
@@ -462,14 +454,20 @@ def load_sam2(
     target: str = "image",
     size: str | None = None,
     version: str | None = None,
+    config: Sam2Config | Sam2VideoConfig | None = None,
     image_size: int = 1024,
     dtype: torch.dtype | None = None,
 ) -> Sam2Model | Sam2VideoModel:
-    """One entry point: a Meta ``.pt`` / ``.pth`` file is converted, an HF folder is loaded."""
+    """One entry point: a Meta ``.pt`` / ``.pth`` file is converted (see :func:`load_sam2_from_meta`
+    for size / version / config), an HF folder is loaded (:func:`load_sam2_from_hf`)."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth"):
-        return load_sam2_from_meta(path, size, version, target=target, image_size=image_size, dtype=dtype)
+        return load_sam2_from_meta(
+            path, size, version, target=target, config=config, image_size=image_size, dtype=dtype
+        )
     if path.is_dir() and (path / "config.json").is_file():
+        if size is not None or version is not None or config is not None:
+            raise ValueError(f"{path} is an HF folder: its config.json defines the model (no size/version/config)")
         return load_sam2_from_hf(path, target=target, dtype=dtype)
     raise FileNotFoundError(f"{path}: neither a Meta SAM-2 .pt/.pth file nor a folder with config.json")
 
