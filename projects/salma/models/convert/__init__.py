@@ -27,6 +27,7 @@ from .sam2 import (
     load_sam2_from_hf,
     load_sam2_from_meta,
     sam2_config_for,
+    sam2_config_from_json,
     sam2_video_config_for,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "load_sam2_from_hf",
     "load_sam2_from_meta",
     "sam2_config_for",
+    "sam2_config_from_json",
     "sam2_video_config_for",
     "save_internvl_original_layout",
 ]
