@@ -1,0 +1,257 @@
+"""Video inference: the LLM sees K frames, SAM-2's memory carries the masks to every frame.
+
+For one video and its expressions (one generation prompt each, the K LLM frames as one InternVL
+tile per frame):
+
+1. ``model.predict`` generates every answer and decodes each generated ``[SEG]`` on the K LLM
+   frames exactly as in training: SAM-2 features, the structure-prior pre-pass, CMA gated by the
+   prior, the decoder with the ``[SEG]`` embedding appended to the sparse prompts.
+2. ``propagation='memory'`` (default): :class:`SAM2MemoryTracker` runs transformers'
+   ``Sam2VideoModel`` on *all* frames. The K decoded masks enter as SAM-2 mask inputs on their
+   frames (conditioning frames: mask as output, memory encoded from it, object pointer from the
+   decoder's mask-prompt pass), then SAM-2's memory attention + object pointers track every
+   object through the other frames, forwards and, when the first LLM frame is not frame 0,
+   backwards. This is Sa2VA's inference (language-prompted conditioning frames, memory-tracked
+   rest). On the K conditioning frames the output is the language decode itself; on tracked
+   frames the decoder sees memory-conditioned features and no language, so CMA and the prior
+   (which exist only for language-conditioned decodes, as in training) are not applied there.
+3. ``propagation='decode_all'`` (ablation, Sa2VA's "no memory" variant): every frame is decoded
+   independently with the same ``[SEG]`` embedding (CMA + prior on every frame), no memory.
+   All frames are decoded in one call, so long videos need memory accordingly.
+
+The tracker shares the grounding runner's image encoder, prompt encoder and (fine-tuned) mask
+decoder by reference (``tracker_decoder='shared'``); ``'original'`` keeps the SAM-2 checkpoint's
+own prompt encoder and decoder for tracking (Sa2VA-i's choice: the fine-tuned decoder never saw
+memory-conditioned features). The video-only modules (memory encoder, memory attention, object
+pointer projection, temporal encodings) come from the Meta SAM-2 checkpoint, or are random for
+tiny test models (``memory_weights='random'``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Sam2VideoConfig, Sam2VideoModel
+from transformers.models.sam2_video.configuration_sam2_video import (
+    Sam2VideoMaskDecoderConfig,
+    Sam2VideoPromptEncoderConfig,
+)
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+from .grounding import SAM2GroundingRunner
+
+PROPAGATION_MODES = ("memory", "decode_all")
+TRACKER_DECODERS = ("shared", "original")
+RANDOM_MEMORY = "random"
+
+
+def video_config_from_image(runner: SAM2GroundingRunner) -> Sam2VideoConfig:
+    """A ``Sam2VideoConfig`` whose image part equals the runner's SAM-2 and whose memory modules
+    have the image model's width (Meta's video modules are 256 wide because SAM-2's FPN is)."""
+    config = runner.sam2.config
+    width = config.vision_config.fpn_hidden_size
+    lowest = [int(s) for s in config.vision_config.backbone_feature_sizes[-1]]
+    return Sam2VideoConfig(
+        vision_config=config.vision_config,
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(**config.prompt_encoder_config.to_dict()),
+        mask_decoder_config=Sam2VideoMaskDecoderConfig(**config.mask_decoder_config.to_dict()),
+        image_size=runner.image_size,
+        memory_attention_rope_feat_sizes=lowest,
+        memory_attention_hidden_size=width,
+        memory_encoder_hidden_size=width,
+        mask_downsampler_embed_dim=width,
+        memory_fuser_embed_dim=width,
+    )
+
+
+class SAM2MemoryTracker(nn.Module):
+    """SAM-2's memory machinery around the grounding runner's modules.
+
+    Args:
+        runner: the model's ``SAM2GroundingRunner`` (its modules are shared, never copied).
+        memory_weights: Meta SAM-2 ``.pt`` or HF ``sam2_video`` folder holding the memory
+            modules, or ``'random'`` (tiny test models only: seeded random memory modules).
+        tracker_decoder: ``'shared'`` tracks with the runner's (fine-tuned) prompt encoder and
+            mask decoder; ``'original'`` with the checkpoint's (needs a checkpoint).
+        seed: seed of the random memory modules.
+    """
+
+    def __init__(
+        self,
+        runner: SAM2GroundingRunner,
+        *,
+        memory_weights: str,
+        tracker_decoder: str = "shared",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if tracker_decoder not in TRACKER_DECODERS:
+            raise ValueError(f"tracker_decoder must be one of {TRACKER_DECODERS}, got {tracker_decoder!r}")
+        if memory_weights == RANDOM_MEMORY:
+            if tracker_decoder == "original":
+                raise ValueError("tracker_decoder='original' needs a SAM-2 checkpoint, not memory_weights='random'")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                video = Sam2VideoModel(video_config_from_image(runner))
+        else:
+            from .convert.sam2 import load_sam2
+
+            video = load_sam2(memory_weights, target="video", image_size=runner.image_size)
+        image_state = runner.sam2.state_dict(keep_vars=True)
+        if tracker_decoder == "original":  # only the (frozen) image encoder is shared
+            image_state = {k: v for k, v in image_state.items() if k.startswith("vision_encoder.")}
+        # assign=True makes the video model hold the runner's Parameter objects: one copy of the
+        # weights, and a fine-tuned decoder loaded into the runner is what tracking uses.
+        result = video.load_state_dict(image_state, strict=False, assign=True)
+        if result.unexpected_keys:
+            raise RuntimeError(
+                f"SAM-2 image weights without a place in Sam2VideoModel: {sorted(result.unexpected_keys)[:10]}"
+            )
+        video.requires_grad_(False)
+        self.video = video.eval().to(device=self._device_of(runner), dtype=self._dtype_of(runner))
+        self.image_size = runner.image_size
+
+    @staticmethod
+    def _device_of(runner: nn.Module) -> torch.device:
+        return next(runner.parameters()).device
+
+    @staticmethod
+    def _dtype_of(runner: nn.Module) -> torch.dtype:
+        return next(runner.parameters()).dtype
+
+    @torch.no_grad()
+    def track(
+        self,
+        frames: torch.Tensor,
+        cond_masks: dict[int, torch.Tensor],
+        out_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Track n objects through N frames from masks given on some frames.
+
+        Args:
+            frames: (N, 3, S, S) SAM-2 input of every frame (may stay on the CPU; frames move to
+                the model's device one at a time).
+            cond_masks: {frame index: (n, h, w) mask logits or booleans} of the conditioning
+                frames (any resolution; resized to S x S and thresholded at 0).
+            out_size: (H, W) of the returned masks.
+        Returns:
+            bool (n, N, H, W); conditioning frames hold SAM-2's version of the given masks.
+        """
+        if not cond_masks:
+            raise ValueError("tracking needs at least one conditioning frame")
+        n_frames = frames.shape[0]
+        cond_frames = sorted(cond_masks)
+        if cond_frames[0] < 0 or cond_frames[-1] >= n_frames:
+            raise ValueError(f"conditioning frames {cond_frames} outside the video's {n_frames} frames")
+        n_obj = {int(m.shape[0]) for m in cond_masks.values()}
+        if len(n_obj) != 1:
+            raise ValueError(f"every conditioning frame needs the same objects, got counts {sorted(n_obj)}")
+        n_obj = n_obj.pop()
+        device, dtype = self._device_of(self.video), self._dtype_of(self.video)
+        session = Sam2VideoInferenceSession(
+            video=frames, video_height=out_size[0], video_width=out_size[1], inference_device=device,
+            inference_state_device=device, video_storage_device=frames.device, dtype=dtype,
+        )
+        for t in cond_frames:
+            masks = self._as_mask_input(cond_masks[t])  # (n, 1, S, S) {0, 1}
+            for obj in range(n_obj):
+                session.add_mask_inputs(session.obj_id_to_idx(obj), t, masks[obj : obj + 1])
+        for t in cond_frames:  # register each conditioning frame (mask as output + memory)
+            session.obj_with_new_inputs = list(range(n_obj))
+            self.video(session, frame_idx=t)
+
+        low_res: dict[int, torch.Tensor] = {}
+        for reverse in (False, True):
+            if reverse and cond_frames[0] == 0:
+                break
+            for out in self.video.propagate_in_video_iterator(session, start_frame_idx=cond_frames[0], reverse=reverse):
+                low_res[out.frame_idx] = out.pred_masks  # (n, 1, h, w)
+        missing = [t for t in range(n_frames) if t not in low_res]
+        if missing:
+            raise RuntimeError(f"SAM-2 propagation left frames {missing[:10]} without a mask")
+        masks = torch.empty(n_obj, n_frames, *out_size, dtype=torch.bool)
+        for t in range(n_frames):
+            logits = F.interpolate(low_res[t].float(), size=out_size, mode="bilinear", align_corners=False)
+            masks[:, t] = (logits[:, 0] > 0).cpu()
+        return masks
+
+    def _as_mask_input(self, masks: torch.Tensor) -> torch.Tensor:
+        """(n, h, w) logits or booleans -> (n, 1, S, S) float {0, 1} at SAM-2's input size."""
+        logits = masks.float() if masks.dtype != torch.bool else masks.float() * 2 - 1
+        resized = F.interpolate(logits[:, None], size=(self.image_size, self.image_size), mode="bilinear",
+                                align_corners=False)
+        return (resized > 0).float()
+
+
+class VideoPredictor:
+    """Answers and masks on every frame for the expressions of one video.
+
+    Args:
+        model: the SALMA model (``VideoLLaVASAMModel``), in eval mode.
+        propagation: ``'memory'`` (default) or ``'decode_all'`` (see the module docstring).
+        tracker: required for ``'memory'``.
+        max_new_tokens: generation budget per answer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        propagation: str = "memory",
+        tracker: SAM2MemoryTracker | None = None,
+        max_new_tokens: int = 32,
+    ) -> None:
+        if propagation not in PROPAGATION_MODES:
+            raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
+        if propagation == "memory" and tracker is None:
+            raise ValueError("propagation='memory' needs a SAM2MemoryTracker")
+        self.model = model
+        self.propagation = propagation
+        self.tracker = tracker
+        self.max_new_tokens = max_new_tokens
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch: dict,
+        frames: torch.Tensor,
+        llm_frame_indices: Sequence[int],
+        out_size: tuple[int, int],
+    ) -> list[dict]:
+        """Predict every row of ``batch`` (one expression per row, all of one video).
+
+        Args:
+            batch: collated rows whose ``g_pixel_values`` are the K LLM frames (K, 3, S, S).
+            frames: (N, 3, S, S) SAM-2 input of every frame of the video.
+            llm_frame_indices: (K,) index in the video of each LLM frame (repeats allowed).
+            out_size: the video's (H, W).
+        Returns:
+            per row: ``text``, ``masks`` bool (n_seg, N, H, W) on every frame, ``meta``.
+        """
+        if self.propagation == "decode_all":
+            rows = len(batch["g_pixel_values"])
+            outputs = self.model.predict(dict(batch, g_pixel_values=[frames] * rows), self.max_new_tokens)
+            return [{"text": o["text"], "masks": o["masks"], "meta": o["meta"]} for o in outputs]
+
+        outputs = self.model.predict(batch, self.max_new_tokens)  # masks on the K LLM frames
+        first = {}  # video frame -> position among the LLM frames (a repeated frame: its first copy)
+        for k, t in enumerate(llm_frame_indices):
+            first.setdefault(int(t), k)
+        owners = [(row, s) for row, o in enumerate(outputs) for s in range(o["masks"].shape[0])]
+        tracked = None
+        if owners:
+            cond = {
+                t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in owners])  # (n, h, w)
+                for t, k in first.items()
+            }
+            tracked = self.tracker.track(frames, cond, out_size)  # (n, N, H, W)
+            for t, k in first.items():  # the LLM frames keep the language decode itself
+                tracked[:, t] = torch.stack([outputs[row]["masks"][s, k] for row, s in owners])
+        results = []
+        for row, o in enumerate(outputs):
+            picks = [i for i, (r, _) in enumerate(owners) if r == row]
+            masks = tracked[picks] if picks else torch.zeros(0, frames.shape[0], *out_size, dtype=torch.bool)
+            results.append({"text": o["text"], "masks": masks, "meta": o["meta"]})
+        return results

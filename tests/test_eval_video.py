@@ -1,0 +1,100 @@
+"""Video propagation: the SAM-2 memory tracker shares the model's modules, conditions on the
+language-decoded frames and covers every frame; the predictor keeps the language decode on the
+LLM frames."""
+import pytest
+import torch
+from mmengine.config import Config
+
+from projects.salma.models.mllm import InternVLMLLM
+from projects.salma.models.video import SAM2MemoryTracker, VideoPredictor
+from projects.salma.registry import MODELS
+from projects.salma.testing import make_batch
+
+TINY = "configs/tiny/salma_tiny.py"
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MODELS.build(Config.fromfile(TINY).model).eval()
+
+
+@pytest.fixture(scope="module")
+def tracker(model):
+    return SAM2MemoryTracker(model.grounding_encoder, memory_weights="random", seed=0)
+
+
+def _always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+
+
+def test_tracker_shares_the_runner_modules(model, tracker):
+    sam2 = model.grounding_encoder.sam2
+    video = tracker.video
+    assert video.mask_decoder.iou_token.weight is sam2.mask_decoder.iou_token.weight
+    assert video.prompt_encoder.no_mask_embed.weight is sam2.prompt_encoder.no_mask_embed.weight
+    first = next(iter(sam2.vision_encoder.parameters()))
+    assert any(p is first for p in video.vision_encoder.parameters())
+    assert video.no_memory_embedding is sam2.no_memory_embedding
+
+
+def test_original_decoder_needs_a_checkpoint(model):
+    with pytest.raises(ValueError, match="checkpoint"):
+        SAM2MemoryTracker(model.grounding_encoder, memory_weights="random", tracker_decoder="original")
+
+
+@pytest.mark.parametrize("cond_frames", [(0, 3), (3,)])
+def test_track_covers_every_frame_from_conditioning_masks(tracker, cond_frames):
+    torch.manual_seed(1)
+    frames = torch.randn(6, 3, 128, 128)
+    mask = torch.zeros(2, 32, 32, dtype=torch.bool)
+    mask[0, 4:20, 6:24] = True
+    mask[1, 16:30, 2:12] = True
+    out = tracker.track(frames, {t: mask for t in cond_frames}, SIZE)
+    assert out.shape == (2, 6, *SIZE) and out.dtype == torch.bool
+    expected = torch.nn.functional.interpolate(mask[:, None].float(), size=SIZE, mode="nearest")[:, 0].bool()
+    for t in cond_frames:  # a conditioning frame's output is (SAM-2's version of) the given mask
+        inter = (out[:, t] & expected).flatten(1).sum(1).float()
+        union = (out[:, t] | expected).flatten(1).sum(1).float()
+        assert (inter / union > 0.9).all()
+
+
+def test_predictor_memory_keeps_language_decode_on_llm_frames(model, tracker, monkeypatch):
+    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+    batch = make_batch(model, [(1, 3), (1, 3)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    torch.manual_seed(2)
+    frames = torch.randn(7, 3, 128, 128)
+    llm = [0, 3, 6]
+    batch["g_pixel_values"] = [frames[llm], frames[llm]]
+    direct = model.predict(batch)
+    out = VideoPredictor(model, propagation="memory", tracker=tracker)(batch, frames, llm, SIZE)
+    assert [o["masks"].shape for o in out] == [(1, 7, *SIZE)] * 2
+    for o, d in zip(out, direct):
+        assert torch.equal(o["masks"][:, llm], d["masks"])  # the LLM frames: the CMA + prior decode
+        assert o["text"] == d["text"]
+
+
+def test_predictor_decode_all_decodes_every_frame(model, monkeypatch):
+    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+    batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    frames = torch.randn(5, 3, 128, 128)
+    out = VideoPredictor(model, propagation="decode_all")(batch, frames, [0, 4], SIZE)
+    direct = model.predict(dict(batch, g_pixel_values=[frames]))
+    assert torch.equal(out[0]["masks"], direct[0]["masks"]) and out[0]["masks"].shape == (1, 5, *SIZE)
+
+
+def test_predictor_without_seg_gives_no_masks(model, tracker):
+    batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    frames = torch.randn(4, 3, 128, 128)
+    out = VideoPredictor(model, propagation="memory", tracker=tracker)(batch, frames, [0, 1], SIZE)
+    assert "[SEG]" not in out[0]["text"]  # the random tiny model does not emit [SEG]
+    assert out[0]["masks"].shape == (0, 4, *SIZE)
+
+
+def test_memory_mode_needs_a_tracker(model):
+    with pytest.raises(ValueError, match="SAM2MemoryTracker"):
+        VideoPredictor(model, propagation="memory")
+    with pytest.raises(ValueError, match="propagation"):
+        VideoPredictor(model, propagation="nearest")
