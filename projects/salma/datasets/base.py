@@ -26,7 +26,7 @@ from .encode import EncodedConversation, encode_conversation
 from .errors import DataError, SkipLog, check_on_error
 from .templates import REASONING_SUFFIX, fill_template
 from .tokenizer import build_tokenizer
-from .transforms import internvl_pixel_values, sam_pixel_values, to_normalized_tensor
+from .transforms import internvl_pixel_values, stack_normalized
 
 _TOKENIZERS: dict[str, PreTrainedTokenizerBase] = {}
 
@@ -162,11 +162,11 @@ class SalmaDataset(Dataset):
 
     def frame_inputs(self, frames: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         """Video: one InternVL tile per frame (T, 3, S, S) and SAM-2 frames (T, 3, G, G)."""
-        pixel_values = torch.stack([to_normalized_tensor(f, self.image_size) for f in frames])
-        return pixel_values, self.sam_inputs(frames)
+        return stack_normalized(list(frames), self.image_size), self.sam_inputs(frames)
 
     def sam_inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return torch.stack([sam_pixel_values(im, size=self.sam_image_size) for im in images])
+        """SAM-2 input (T, 3, G, G): direct resize, see :func:`transforms.sam_pixel_values`."""
+        return stack_normalized(list(images), self.sam_image_size)
 
     def seg_turns(self, expressions: Sequence[str], *, prefix: str, templates: Sequence[str],
                   answers: Sequence[str], rng: np.random.Generator | None) -> list[Turn]:

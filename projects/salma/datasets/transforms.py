@@ -17,8 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+# (x / 255 - mean) / std as one multiply-subtract: x * _SCALE - _OFFSET.
+_SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, dtype=torch.float32))).view(3, 1, 1)
+_OFFSET = (torch.tensor(IMAGENET_MEAN, dtype=torch.float32) / torch.tensor(IMAGENET_STD, dtype=torch.float32)).view(3, 1, 1)
 
 
 def load_image(path: str) -> Image.Image:
@@ -79,12 +80,24 @@ def dynamic_preprocess(image: Image.Image, *, min_num: int = 1, max_num: int = 1
     return tiles
 
 
-def to_normalized_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """PIL RGB -> float32 (3, size, size), direct bicubic resize, ImageNet normalisation."""
+def to_normalized_tensor(image: Image.Image, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """PIL RGB -> float32 (3, size, size), direct bicubic resize, ImageNet normalisation.
+
+    ``out``: a (3, size, size) float32 tensor to write into (saves a copy when stacking frames).
+    """
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-    return pixels.div_(255.0).sub_(_MEAN).div_(_STD)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, S, S) uint8 view
+    out = torch.empty(3, size, size) if out is None else out
+    return out.copy_(pixels).mul_(_SCALE).sub_(_OFFSET)
+
+
+def stack_normalized(images: list[Image.Image], size: int) -> torch.Tensor:
+    """Several images -> float32 (N, 3, size, size), each as :func:`to_normalized_tensor`."""
+    out = torch.empty(len(images), 3, size, size)
+    for i, image in enumerate(images):
+        to_normalized_tensor(image, size, out=out[i])
+    return out
 
 
 def internvl_pixel_values(image: Image.Image, *, image_size: int = 448, min_num: int = 1, max_num: int = 12,
@@ -92,7 +105,7 @@ def internvl_pixel_values(image: Image.Image, *, image_size: int = 448, min_num:
     """InternVL2.5 input of one image: (n_tiles, 3, image_size, image_size)."""
     tiles = dynamic_preprocess(image, min_num=min_num, max_num=max_num, image_size=image_size,
                                use_thumbnail=use_thumbnail)
-    return torch.stack([to_normalized_tensor(t, image_size) for t in tiles])
+    return stack_normalized(tiles, image_size)
 
 
 def sam_pixel_values(image: Image.Image, *, size: int = 1024) -> torch.Tensor:
