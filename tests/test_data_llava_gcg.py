@@ -1,5 +1,6 @@
 """LLaVA conversations (image and text-only) and grounded captions (GranD-f layout)."""
 import json
+import os
 
 import pytest
 import torch
@@ -79,3 +80,24 @@ def test_gcg_bad_groundings(tmp_path, build_data, data_cfgs, synthetic_data):
         build_data(data_cfgs["gcg"], data_file=str(path))
     ds = build_data(data_cfgs["gcg"], data_file=str(path), on_error="skip")
     assert len(ds) == 1 and ds.skip_counts == {"bad_grounding": 1}
+
+
+def test_refcocog_gcg_conversion(tmp_path, build_data, data_cfgs, synthetic_data):
+    from projects.salma.datasets.gcg import convert_refcocog_gcg
+
+    name = sorted(os.listdir(synthetic_data["refcoco_images"]))[0]
+    square = [[10, 10, 40, 10, 40, 40, 10, 40]]
+    src = [{"x": {"img_file_name": name, "caption": "\"A Red box next to a blue box.\"", "refs": [
+        {"sentence": "a blue box", "segmentation": [[60, 10, 90, 10, 90, 40, 60, 40]]},
+        {"sentence": "a red box", "segmentation": square},
+        {"sentence": "red", "segmentation": square},  # overlaps "A Red box"
+        {"sentence": "a green box", "segmentation": square},  # not in the caption
+    ]}}, {"y": {"img_file_name": name, "caption": "Nothing.", "refs": []}}]
+    records, dropped = convert_refcocog_gcg(src)
+    assert dropped == {"phrase_not_in_caption": 1, "overlapping_phrase": 1, "record_without_phrase": 1}
+    assert records[0]["caption"] == "A Red box next to a blue box."
+    assert list(records[0]["groundings"]) == ["A Red box", "a blue box"]
+    path = tmp_path / "gcg.json"
+    path.write_text(json.dumps(records))
+    s = build_data(data_cfgs["gcg"], data_file=str(path))[0]
+    assert s["masks"].shape == (2, 1, 96, 128) and int(s["masks"][1].sum()) == 30 * 30

@@ -3,7 +3,8 @@
 ``[{"file_name" (or "image"): str, "caption": str, "groundings": {phrase: {"token_positives":
 [start, end], "rle_masks": [COCO RLE, ...], "segmentations"?: [COCO polygons or RLE, ...]}}}]``.
 ``token_positives`` is the phrase's character span in the caption; a phrase's masks are unioned.
-(RefCOCOg-GCG / Flickr-GCG ship other layouts: convert them to this one.)
+RefCOCOg-GCG ships another layout: :func:`convert_refcocog_gcg` (``tools/data/convert_gcg.py``)
+turns it into this one; phrases may then carry COCO polygons in ``"segmentations"``.
 
 The answer is the caption with each phrase replaced by ``<p> phrase </p> [SEG]`` (in caption
 order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... </p>``.
@@ -23,6 +24,38 @@ from .errors import DataError
 from .masks import decode_segmentation
 from .templates import GCG_QUESTIONS, image_token_string
 from .transforms import load_image
+
+
+def convert_refcocog_gcg(records: list) -> tuple[list[dict], dict[str, int]]:
+    """GLaMM's RefCOCOg-GCG json -> GranD-f layout; returns the records and what was dropped.
+
+    Input: ``[{key: {"img_file_name", "caption", "refs": [{"sentence", "segmentation": [polygons]}]}}]``.
+    A ref whose sentence does not occur in the caption (case-insensitive) or overlaps an earlier
+    phrase is dropped (GLaMM drops / trims them silently); a record left without phrases too.
+    """
+    out, dropped = [], {"phrase_not_in_caption": 0, "overlapping_phrase": 0, "record_without_phrase": 0}
+    for rec in records:
+        info = next(iter(rec.values())) if len(rec) == 1 and "refs" not in rec else rec
+        caption = str(info["caption"]).strip('"').strip()
+        found = []
+        for ref in info.get("refs", ()):
+            start = caption.lower().find(ref["sentence"].lower())
+            if start < 0:
+                dropped["phrase_not_in_caption"] += 1
+                continue
+            found.append((start, start + len(ref["sentence"]), ref["segmentation"]))
+        groundings, end = {}, -1
+        for start, stop, segm in sorted(found, key=lambda f: f[:2]):
+            if start < end or caption[start:stop] in groundings:
+                dropped["overlapping_phrase"] += 1
+                continue
+            groundings[caption[start:stop]] = {"token_positives": [start, stop], "segmentations": [segm]}
+            end = stop
+        if not groundings:
+            dropped["record_without_phrase"] += 1
+            continue
+        out.append({"file_name": info["img_file_name"], "caption": caption, "groundings": groundings})
+    return out, dropped
 
 
 def tag_caption(caption: str, spans: list[tuple[int, int]]) -> tuple[str, list[ExprSpan]]:
