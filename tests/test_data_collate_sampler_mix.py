@@ -102,3 +102,25 @@ def test_mix_repeats(build_data, data_cfgs):
     sampler = LengthGroupedSampler(mix, per_device_batch_size=2, seed=0)
     assert sorted(sampler) == list(range(len(mix)))
     assert isinstance(mix, DatasetMix)
+
+
+def test_runner_builds_the_tiny_train_dataloader(data_cfgs):
+    """Config strings resolve through mmengine's root registries under scope 'salma', as in Runner."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    init_default_scope("salma")
+    loader = Runner.build_dataloader(dict(
+        batch_size=2, num_workers=0,
+        dataset=dict(type="DatasetMix", datasets=[data_cfgs["refcoco_train"], data_cfgs["mevis_train"]], repeats=[1, 2]),
+        sampler=dict(type="LengthGroupedSampler", per_device_batch_size=2),
+        collate_fn=dict(type="salma.salma_collate"),  # root FUNCTIONS.get needs the scope
+    ), seed=0)
+    assert isinstance(loader.sampler, LengthGroupedSampler) and len(loader.dataset) == 24 + 2 * 6
+    batch = next(iter(loader))
+    assert batch["data"]["input_ids"].shape[0] == 2 and batch["data_samples"] is None
+    val = Runner.build_dataloader(dict(batch_size=1, num_workers=0, dataset=data_cfgs["refcoco_val"],
+                                       sampler=dict(type="DefaultSampler", shuffle=False),
+                                       collate_fn=dict(type="salma.salma_eval_collate")), seed=0)
+    rows = next(iter(val))["data"]
+    assert rows["input_ids"].shape[0] == len(rows["meta"]) == len(val.dataset[0]["meta"]["sent_ids"])

@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from projects.salma.constants import IGNORE_INDEX, IM_END, IMG_CONTEXT_TOKEN, SEG_TOKEN
 from projects.salma.datasets.errors import DataError
