@@ -26,8 +26,10 @@ from projects.salma.testing import make_batch
 def build_real_size_model(config: str, dtype: str):
     cfg = Config.fromfile(config)
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.mllm.update(model_path=None, config=cfg.internvl2_5_1b_arch, torch_dtype=dtype,
-                          tokenizer=dict(type="build_tiny_tokenizer"))
+    model_cfg.mllm.model_path = None
+    model_cfg.mllm.config = cfg.internvl2_5_1b_arch
+    model_cfg.mllm.torch_dtype = dtype
+    model_cfg.mllm.tokenizer = dict(type="build_tiny_tokenizer")  # no tokenizer files needed
     model_cfg.grounding_encoder.sam2 = dict(size="large")
     return MODELS.build(model_cfg)
 

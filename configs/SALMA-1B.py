@@ -58,7 +58,7 @@ train_dataloader = dict(
     persistent_workers=True,
     dataset=train_dataset,
     sampler=dict(type="LengthGroupedSampler", per_device_batch_size=batch_size, seed=42),
-    collate_fn=dict(type="salma_collate"),
+    collate_fn=dict(type="salma.salma_collate"),
 )
 
 # ------------------------------------------------------------------ optimisation

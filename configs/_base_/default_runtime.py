@@ -1,6 +1,4 @@
 # mmengine runtime shared by every training config.
-default_scope = "salma"
-custom_imports = dict(imports=["projects.salma"], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),

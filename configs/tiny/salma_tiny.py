@@ -2,8 +2,7 @@
 # Same modules as SALMA-1B (InternVL + LoRA, SAM-2 + CMA/MBA, TMC and boundary losses), random
 # weights, a tiny offline tokenizer. Shapes: InternVL tiles 128 px -> 16 image tokens per tile;
 # SAM-2 input 128 px -> features 8x8 (lowest) / 16 / 32, decoder logits 32x32.
-default_scope = "salma"
-custom_imports = dict(imports=["projects.salma"], allow_failed_imports=False)
+_base_ = ["../_base_/scope.py"]
 
 tokenizer = dict(type="build_tiny_tokenizer")
 internvl_image_size = 128

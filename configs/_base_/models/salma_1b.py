@@ -5,6 +5,8 @@
 # Paths come from environment variables (or --cfg-options): SALMA_INTERNVL_PATH is a local
 # InternVL2_5-1B folder (original remote-code or native layout); SALMA_SAM2_CKPT is Meta's
 # sam2.1_hiera_large.pt or an HF-format SAM-2 folder.
+_base_ = ["../scope.py"]
+
 internvl_path = "{{$SALMA_INTERNVL_PATH:checkpoints/InternVL2_5-1B}}"
 sam2_checkpoint = "{{$SALMA_SAM2_CKPT:checkpoints/sam2.1_hiera_large.pt}}"
 
