@@ -49,16 +49,19 @@ def test_missing_and_corrupt_image(build_data, data_cfgs, refcoco_copy):
         ds[0]
     with pytest.raises(DataError, match=f"{name1}: cannot decode image"):
         ds[1]
-    skip = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip")
+    skip = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip", mode="train")
     s = skip[0]  # items 0 and 1 are bad: the next valid index, deterministically
     assert s["meta"]["index"] == 2 and s["meta"]["skipped"] == {"missing_image": 1, "corrupt_image": 1}
     assert skip.skip_counts == {"missing_image": 1, "corrupt_image": 1}
     assert skip[2]["meta"]["skipped"] == {}
+    # an evaluation item is never replaced by another one: 'skip' acts at index build only
+    with pytest.raises(DataError, match=name0):
+        _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip")[0]
 
 
 def test_skips_are_bounded(build_data, data_cfgs, refcoco_copy):
     shutil.rmtree(refcoco_copy / "images")
-    ds = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip", max_skip_attempts=3)
+    ds = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip", max_skip_attempts=3, mode="train")
     with pytest.raises(DataError, match="4 consecutive items from index 0 are bad") as err:
         ds[0]
     assert err.value.reason == "too_many_skips" and ds.skip_counts == {"missing_image": 4}
@@ -126,7 +129,7 @@ def test_video_rle_size_and_missing_frame(build_data, data_cfgs, mevis_copy):
     anno = ds.items[0]["exps"][0]["anno_ids"][0]
     frame = ds[0]["meta"]["frame_indices"][0]
     masks = json.loads(masks_path.read_text())
-    masks[str(anno)][frame] = {"size": [10, 10], "counts": "d1"}
+    masks[str(anno)] = [{"size": [10, 10], "counts": "d1"}] * len(masks[str(anno)])  # every frame
     masks_path.write_text(json.dumps(masks))
     with pytest.raises(DataError, match=rf"mask_dict.json: anno_id {anno} frame {frame} .*disagrees"):
         _mevis(build_data, data_cfgs, mevis_copy)[0]
@@ -134,12 +137,12 @@ def test_video_rle_size_and_missing_frame(build_data, data_cfgs, mevis_copy):
     os.remove(mevis_copy / "JPEGImages" / vid / "00000.jpg")
     with pytest.raises(DataError, match=f"{vid}/00000.jpg: image file not found"):
         ds[1]
-    skip = _mevis(build_data, data_cfgs, mevis_copy, on_error="skip")
+    skip = _mevis(build_data, data_cfgs, mevis_copy, on_error="skip", mode="train")
     assert skip[0]["meta"]["skipped"] == {"rle_size": 1, "missing_image": 1} and skip[0]["meta"]["index"] == 2
 
 
 def test_skip_hook_counts_and_logs(build_data, data_cfgs, refcoco_copy):
-    ds = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip")
+    ds = _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip", mode="train")
     os.remove(refcoco_copy / "images" / ds.images[ds.items[0][0]]["file_name"])
     sample = ds[0]
 

@@ -55,7 +55,8 @@ class SalmaDataset(Dataset):
         image_size: InternVL tile size; image_seq_length: ``<IMG_CONTEXT>`` tokens per tile.
         min_dynamic_patch, max_dynamic_patch, use_thumbnail: InternVL dynamic tiling.
         sam_image_size: SAM-2 input size.
-        on_error: ``'raise'`` or ``'skip'`` (drop and count bad items).
+        on_error: ``'raise'`` or ``'skip'`` (drop and count bad items; in eval mode only while the
+            index is built, an evaluation item is never replaced by another).
         max_skip_attempts: bound on consecutive skips in ``__getitem__``.
         seed: base seed of the per-item random generator.
     """
@@ -124,7 +125,10 @@ class SalmaDataset(Dataset):
         """The sample at ``index`` (``repeat``: which copy in a :class:`DatasetMix`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"{self.name}: index {index} out of range ({len(self)} items)")
-        attempts = 1 + (self.max_skip_attempts if self.on_error == "skip" else 0)
+        # An evaluation item is never replaced by another (it would be scored twice): in eval mode
+        # 'skip' only drops entries while the index is built.
+        substitute = self.on_error == "skip" and self.mode == "train"
+        attempts = 1 + (self.max_skip_attempts if substitute else 0)
         skipped: Counter[str] = Counter()
         last: DataError | None = None
         for attempt in range(attempts):
@@ -132,7 +136,7 @@ class SalmaDataset(Dataset):
             try:
                 sample = self.prepare(i, np.random.default_rng([self.seed, i, repeat]))
             except DataError as err:
-                if self.on_error == "raise":
+                if not substitute:
                     raise
                 self.skips.record(err, at_index_build=False)
                 skipped[err.reason] += 1
