@@ -164,10 +164,6 @@ class SalmaDataset(Dataset):
         return internvl_pixel_values(image, image_size=self.image_size, min_num=self.min_dynamic_patch,
                                      max_num=self.max_dynamic_patch, use_thumbnail=self.use_thumbnail)
 
-    def frame_inputs(self, frames: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video: one InternVL tile per frame (T, 3, S, S) and SAM-2 frames (T, 3, G, G)."""
-        return stack_normalized(list(frames), self.image_size), self.sam_inputs(frames)
-
     def sam_inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """SAM-2 input (T, 3, G, G): direct resize, see :func:`transforms.sam_pixel_values`."""
         return stack_normalized(list(images), self.sam_image_size)

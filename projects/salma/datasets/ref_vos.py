@@ -26,7 +26,7 @@ from .errors import DataError
 from .masks import decode_rle
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_VIDEO_SEG_QUESTION, VIDEO_SEG_QUESTIONS,
                         clean_expression, video_token_string)
-from .transforms import load_image
+from .transforms import load_image, stack_normalized
 
 _TURN_OVERHEAD = 30
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -187,9 +187,8 @@ class RefVOSDataset(SalmaDataset):
                 raise DataError(f"{self.frame_path(vid, frames[f])}: frame size {im.size} differs from the "
                                 f"video's {(width, height)} (video {vid})", reason="size_mismatch")
         images = [loaded[f] for f in frame_indices]
-        pixel_values, g_pixel_values = self.frame_inputs(images)  # (K, 3, S, S), (K, 3, G, G)
-        if self.sam_all_frames:
-            g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T_all, 3, G, G)
+        pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S): one tile per frame
+        g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T, 3, G, G)
 
         prefix = video_token_string(len(images), self.image_seq_length)
         turns = self.seg_turns([e["exp"] for e in exps], prefix=prefix, templates=templates, answers=answers,
