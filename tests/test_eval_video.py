@@ -98,3 +98,23 @@ def test_memory_mode_needs_a_tracker(model):
         VideoPredictor(model, propagation="memory")
     with pytest.raises(ValueError, match="propagation"):
         VideoPredictor(model, propagation="nearest")
+
+
+def test_memory_modules_come_from_a_sam2_video_checkpoint(model, tmp_path):
+    """An HF sam2_video folder (what the converter writes from Meta's .pt) gives the memory
+    modules; the image modules stay the runner's own."""
+    from projects.salma.models.video import video_config_from_image
+    from transformers import Sam2VideoModel
+
+    torch.manual_seed(3)
+    saved = Sam2VideoModel(video_config_from_image(model.grounding_encoder))
+    saved.save_pretrained(tmp_path / "sam2_video")
+    tracker = SAM2MemoryTracker(model.grounding_encoder, memory_weights=str(tmp_path / "sam2_video"))
+    assert torch.equal(tracker.video.memory_attention.layers[0].self_attn.q_proj.weight,
+                       saved.memory_attention.layers[0].self_attn.q_proj.weight)
+    assert tracker.video.mask_decoder.iou_token.weight is model.grounding_encoder.sam2.mask_decoder.iou_token.weight
+    original = SAM2MemoryTracker(model.grounding_encoder, memory_weights=str(tmp_path / "sam2_video"),
+                                 tracker_decoder="original")
+    assert torch.equal(original.video.mask_decoder.iou_token.weight, saved.mask_decoder.iou_token.weight)
+    assert not torch.equal(original.video.mask_decoder.iou_token.weight,
+                           model.grounding_encoder.sam2.mask_decoder.iou_token.weight)

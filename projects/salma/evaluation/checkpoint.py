@@ -1,0 +1,64 @@
+"""Load a trained SALMA checkpoint into a model built from its config, for evaluation.
+
+An mmengine checkpoint holds ``state_dict`` (and optimizer / message-hub state, ignored here). It
+may hold every weight or only the trainable ones (LoRA, embeddings, decoder, CMA, projection): the
+frozen rest comes from the pretrained paths in the model config. So loading is non-strict, but
+never blind: a checkpoint key the model does not have, or a shape mismatch, is an error (wrong
+config or wrong file), and trainable weights the checkpoint lacks are reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from mmengine.logging import MMLogger
+from torch import nn
+
+from ..engine.checkpoint import allow_mmengine_checkpoints
+
+
+@dataclass
+class LoadReport:
+    path: str
+    loaded: int = 0
+    missing_trainable: list[str] = field(default_factory=list)
+    missing_frozen: int = 0
+
+
+def load_trained_weights(model: nn.Module, path: str) -> LoadReport:
+    """Load ``path``'s ``state_dict`` into ``model``; raise on unexpected keys or shapes.
+
+    Uses torch's safe unpickler with mmengine's checkpoint types allowed
+    (``engine.checkpoint.allow_mmengine_checkpoints``), never arbitrary pickles.
+    """
+    allow_mmengine_checkpoints()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path}: not an mmengine checkpoint (no 'state_dict'; found {keys})")
+    state = checkpoint["state_dict"]
+    own = model.state_dict()
+    unexpected = sorted(k for k in state if k not in own)
+    if unexpected:
+        raise ValueError(
+            f"{path}: {len(unexpected)} checkpoint keys are not in the model built from the config "
+            f"(wrong config?): {unexpected[:10]}")
+    mismatched = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in state if state[k].shape != own[k].shape]
+    if mismatched:
+        raise ValueError(f"{path}: shape mismatch: {mismatched[:10]}")
+    model.load_state_dict(state, strict=False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    report = LoadReport(
+        path=path,
+        loaded=len(state),
+        missing_trainable=sorted(trainable - set(state)),
+        missing_frozen=len(set(own) - set(state) - trainable),
+    )
+    logger = MMLogger.get_current_instance()
+    logger.info(f"{path}: loaded {report.loaded} tensors; {report.missing_frozen} frozen tensors keep the "
+                f"config's pretrained weights")
+    if report.missing_trainable:
+        logger.warning(f"{path}: {len(report.missing_trainable)} trainable tensors are NOT in the checkpoint and "
+                       f"stay as initialised: {report.missing_trainable[:10]}")
+    return report

@@ -1,0 +1,128 @@
+"""Referring video object segmentation: Ref-DAVIS17, MeViS, ReVOS, Ref-YouTube-VOS.
+
+One item = one video with all its expressions (reader ``RefVOSDataset`` in ``mode='eval'`` with
+``sam_all_frames=True``: the LLM's K frames as tiles, SAM-2 input and GT for every frame). Each
+expression is its own generation prompt; the answer's first ``[SEG]`` gives the expression's
+masks on every frame (``projects.salma.models.video``: language decode on the K LLM frames, SAM-2
+memory propagation to the rest, or ``decode_all``). An expression without ``[SEG]`` is an empty
+prediction on every frame (scored, never skipped).
+
+Scores per expression follow REFERENCE.md: J and F averaged over all frames (``video_jf``);
+ReVOS adds A and R per expression (``revos_accuracy_and_robustness`` against the video's
+foreground masks) and splits by ``type_id``. Splits without GT (Ref-YouTube-VOS, MeViS valid)
+only save masks; the runner turns them into the submission zip.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..datasets.collate import expand_eval_sample, salma_collate
+from ..datasets.masks import encode_mask
+from ..models.video import VideoPredictor
+from .metrics import aggregate_refvos, aggregate_revos, revos_accuracy_and_robustness, video_jf
+
+PROTOCOLS = ("refvos", "revos")
+
+
+class RefVOSEvaluator:
+    """Predicts one video item and summarises a split.
+
+    Args:
+        predictor: the :class:`VideoPredictor` (model, propagation mode, tracker).
+        protocol: ``'refvos'`` (J, F, J&F) or ``'revos'`` (also A, R; referring / reasoning /
+            overall by ``type_id``; needs the reader's ``foreground_file``).
+    """
+
+    task = "ref_vos"
+
+    def __init__(self, predictor: VideoPredictor, *, protocol: str = "refvos") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.predictor = predictor
+        self.protocol = protocol
+
+    @staticmethod
+    def item_key(dataset, index: int) -> str:
+        """A stable id of item ``index`` (the video id), known without loading the item."""
+        return f"video:{dataset.items[index]['vid']}"
+
+    @torch.no_grad()
+    def predict_item(self, model, sample: dict, *, foreground: np.ndarray | None = None) -> dict:
+        """One record per video: every expression's masks (RLE per frame) and, with GT, its scores.
+
+        ``foreground``: ReVOS foreground masks (N, H, W) of the video (protocol 'revos').
+        """
+        meta = sample["meta"]
+        vid = meta["video_id"]
+        n_frames = len(meta["all_frame_paths"])
+        if list(meta["sam_frame_indices"]) != list(range(n_frames)):
+            raise ValueError(f"video {vid}: evaluation needs SAM-2 input for every frame (reader sam_all_frames=True)")
+        if self.protocol == "revos" and sample["masks"] is not None and foreground is None:
+            raise ValueError(f"video {vid}: protocol 'revos' needs the foreground masks (reader foreground_file)")
+        frames = sample["g_pixel_values"]  # (N, 3, G, G), every frame
+        llm_frames = list(meta["frame_indices"])  # (K,) positions in the video
+        rows = expand_eval_sample(sample)
+        for row in rows:  # the model decodes the K LLM frames; the tracker covers the rest
+            row["g_pixel_values"] = frames[llm_frames] if self.predictor.propagation == "memory" else frames
+        batch = model.data_preprocessor(salma_collate(rows), False)["data"]
+        outputs = self.predictor(batch, frames, llm_frames, tuple(meta["orig_size"]))
+
+        expressions = []
+        for row, output in zip(rows, outputs):
+            k = row["meta"]["prompt_index"]
+            masks = output["masks"]  # (n_seg, N, H, W)
+            pred = masks[0].numpy() if masks.shape[0] else None
+            rec = {
+                "exp_id": meta["exp_ids"][k],
+                "exp": meta["expressions"][k],
+                "type_id": meta["type_ids"][k],
+                "question": meta["questions"][k],
+                "answer": output["text"],
+                "n_seg": int(masks.shape[0]),
+                "masks": None if pred is None else [encode_mask(m) for m in pred],
+            }
+            gt = row["meta"]["gt_masks"]
+            if gt is not None:
+                rec.update(score_expression(np.asarray(gt[0]), pred, foreground, revos=self.protocol == "revos"))
+            expressions.append(rec)
+        return {
+            "video_id": vid,
+            "size": list(meta["orig_size"]),
+            "frame_names": list(meta["frame_names"]),
+            "frame_paths": list(meta["all_frame_paths"]),
+            "llm_frames": llm_frames,
+            "expressions": expressions,
+        }
+
+    def summarize(self, records: Sequence[dict]) -> dict[str, Any]:
+        exps = [e for rec in records for e in rec["expressions"]]
+        if not exps:
+            raise ValueError("no expressions to summarise")
+        n_no_seg = sum(e["n_seg"] == 0 for e in exps)
+        if "J" not in exps[0]:  # no GT: masks only (submission)
+            return {"n_videos": len(records), "n_expressions": len(exps), "n_no_seg": n_no_seg}
+        if self.protocol == "revos":
+            out: dict[str, Any] = aggregate_revos(exps)
+        else:
+            out = aggregate_refvos(exps)
+        out["n_videos"] = len(records)
+        out["n_no_seg"] = n_no_seg
+        return out
+
+
+def score_expression(
+    gt: np.ndarray, pred: np.ndarray | None, foreground: np.ndarray | None, *, revos: bool
+) -> dict[str, float]:
+    """J, F (and A, R for ReVOS) of one expression, in [0, 1]; ``pred=None`` is an empty prediction.
+
+    gt, pred: (N, H, W); foreground: (N, H, W) or None.
+    """
+    pred = np.zeros_like(gt, dtype=bool) if pred is None else pred
+    j, f = video_jf(gt, pred)
+    out = {"J": j, "F": f}
+    if revos:
+        out["A"], out["R"] = revos_accuracy_and_robustness(gt, pred, foreground)
+    return out

@@ -1,0 +1,320 @@
+"""Evaluation driver behind ``tools/test.py`` / ``tools/dist_test.sh``.
+
+Config keys read (all other keys are ignored)::
+
+    model = dict(...)                          # built with MODELS, as for training
+    test_datasets = dict(                      # name -> entry
+        refcoco=dict(
+            task='res',                        # 'res' | 'ref_vos'
+            dataset=dict(type='RefCOCODataset', data_root=..., image_folder=..., split_by='unc'),
+            splits=dict(val=dict(split='val'), testA=dict(split='testA')),   # optional overrides
+            # optional per-entry overrides of test_options keys, e.g. lenient=False
+        ),
+        mevis=dict(task='ref_vos', dataset=dict(type='RefVOSDataset', ...),
+                   splits=dict(valid_u=dict(data_root=..., mask_file='mask_dict.json'),
+                               valid=dict(data_root=..., mask_file=None))),   # no GT -> zip
+        revos=dict(task='ref_vos', protocol='revos', dataset=dict(..., foreground_file=...)),
+    )
+    test_options = dict(...)                   # defaults: DEFAULT_OPTIONS below
+
+A run is one (entry, split); its results live in ``<work_dir>/<name>[/<split>]/``. Readers are
+built in ``mode='eval'`` with the model's image sizes and tokenizer unless the entry sets them
+(a mismatch is an error); video readers get ``num_frames=num_llm_frames``,
+``frame_sampling=llm_frame_sampling`` and ``sam_all_frames=True``.
+
+Distributed (``launcher='pytorch'``, torchrun): rank r predicts items r, r+W, r+2W, ... and
+appends them to its own results file; records are gathered with ``all_gather_object`` and
+summarised in item order, so the numbers equal a one-process run. A restart skips every item
+already in the run's results files (whatever world size wrote them).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+from mmengine.dist import all_gather_object, barrier, get_dist_info, init_dist
+from mmengine.logging import MMLogger, print_log
+from tqdm import tqdm
+
+from ..datasets.base import SalmaDataset
+from ..models.video import RANDOM_MEMORY, SAM2MemoryTracker, VideoPredictor
+from ..registry import DATASETS, MODELS
+from .checkpoint import load_trained_weights
+from .ref_vos import RefVOSEvaluator
+from .res import RESEvaluator
+from .visualize import draw_res_record, draw_video_record
+from .writers import ResultStore, check_run_meta, summary_markdown, write_submission_zip, write_summary
+
+TASKS = ("res", "ref_vos")
+DEFAULT_OPTIONS: dict[str, Any] = dict(
+    max_new_tokens=32,  # generation budget per answer
+    lenient=True,  # RES: also report Sa2VA's skip-missing numbers (labelled *_lenient)
+    num_llm_frames=5,  # video: frames the LLM sees (K)
+    llm_frame_sampling="first",  # 'first' (Sa2VA's protocol) | 'uniform'
+    propagation="memory",  # 'memory' (SAM-2 memory tracking) | 'decode_all' (no-memory ablation)
+    sam2_memory=None,  # SAM-2 .pt / HF folder with the memory modules; None: the model's SAM-2 checkpoint
+    tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
+    protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type)
+    submission=None,  # video: write submission.zip (None: only when the split has no GT)
+    seed=0,  # random init of untrained parts (checkpoint 'none', random memory modules)
+)
+_ENTRY_KEYS = {"task", "dataset", "splits"}
+
+
+@dataclass
+class EvalRun:
+    """One dataset split to evaluate."""
+
+    name: str  # '<entry>' or '<entry>/<split>': the results folder and summary key
+    task: str
+    dataset: dict  # reader config (completed by ``complete_dataset_cfg``)
+    options: dict
+
+
+def _plain(cfg: Any) -> Any:
+    return cfg.to_dict() if isinstance(cfg, ConfigDict) else copy.deepcopy(cfg)
+
+
+def resolve_runs(cfg: Config, names: Sequence[str] | None = None, split: str | None = None) -> list[EvalRun]:
+    """The runs the config's ``test_datasets`` and the command line select.
+
+    ``names``: entries to run (default: all). ``split``: for entries with ``splits``, the split
+    to run (default: all of them); for entries without, it sets the reader's ``split`` key.
+    """
+    entries = cfg.get("test_datasets")
+    if not entries:
+        raise ValueError("the config has no test_datasets (name -> dict(task=..., dataset=...))")
+    unknown = sorted(set(names or ()) - set(entries))
+    if unknown:
+        raise ValueError(f"--dataset {unknown}: not in test_datasets {sorted(entries)}")
+    base_options = dict(DEFAULT_OPTIONS)
+    extra = sorted(set(cfg.get("test_options") or {}) - set(DEFAULT_OPTIONS))
+    if extra:
+        raise ValueError(f"test_options: unknown keys {extra}; known: {sorted(DEFAULT_OPTIONS)}")
+    base_options.update(_plain(cfg.get("test_options") or {}))
+    runs = []
+    for name in names or list(entries):
+        entry = _plain(entries[name])
+        if entry.get("task") not in TASKS:
+            raise ValueError(f"test_datasets.{name}: task must be one of {TASKS}, got {entry.get('task')!r}")
+        if "dataset" not in entry:
+            raise ValueError(f"test_datasets.{name}: no 'dataset' (reader config)")
+        extra = sorted(set(entry) - _ENTRY_KEYS - set(DEFAULT_OPTIONS))
+        if extra:
+            raise ValueError(f"test_datasets.{name}: unknown keys {extra}")
+        options = {**base_options, **{k: v for k, v in entry.items() if k in DEFAULT_OPTIONS}}
+        splits = entry.get("splits")
+        if splits:
+            if split is not None and split not in splits:
+                raise ValueError(f"--split {split}: test_datasets.{name} has splits {sorted(splits)}")
+            for s in [split] if split is not None else list(splits):
+                runs.append(EvalRun(f"{name}/{s}", entry["task"], {**entry["dataset"], **splits[s]}, options))
+        elif split is not None:
+            runs.append(EvalRun(f"{name}/{split}", entry["task"], {**entry["dataset"], "split": split}, options))
+        else:
+            runs.append(EvalRun(name, entry["task"], dict(entry["dataset"]), options))
+    return runs
+
+
+def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
+    """The reader config of a run: eval mode, the model's tokenizer and input sizes, video frames."""
+    cfg = dict(run.dataset)
+    logger = MMLogger.get_current_instance()
+    if cfg.setdefault("mode", "eval") != "eval":
+        raise ValueError(f"{run.name}: evaluation readers run in mode='eval', the config says {cfg['mode']!r}")
+    if cfg.setdefault("on_error", "raise") != "raise":
+        raise ValueError(f"{run.name}: evaluation must see every item (on_error='raise'), the config says "
+                         f"{cfg['on_error']!r}")
+    cfg.setdefault("tokenizer", model_cfg["mllm"]["tokenizer"])
+    vision = model.mllm.model.config.vision_config
+    size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
+    expected = {
+        "image_size": int(size),
+        "image_seq_length": int(model.mllm.model.config.image_seq_length),
+        "sam_image_size": int(model.grounding_encoder.image_size),
+    }
+    for key, value in expected.items():
+        if cfg.setdefault(key, value) != value:
+            raise ValueError(f"{run.name}: dataset {key}={cfg[key]} but the model expects {value}")
+    if run.task == "ref_vos":
+        forced = {"num_frames": run.options["num_llm_frames"], "frame_sampling": run.options["llm_frame_sampling"],
+                  "sam_all_frames": True}
+        for key, value in forced.items():
+            if key in cfg and cfg[key] != value:
+                logger.info(f"{run.name}: reader {key}={cfg[key]!r} replaced by the evaluation's {value!r}")
+            cfg[key] = value
+    return cfg
+
+
+def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 0):
+    """The model from ``cfg.model`` (untrained parts seeded identically on every rank) with the
+    checkpoint's weights (``'none'``: random / pretrained-from-config weights, for tests)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS.build(_plain(cfg.model))
+    if checkpoint != "none":
+        load_trained_weights(model, checkpoint)
+    return model.to(device).eval()
+
+
+class _Trackers:
+    """One SAM-2 memory tracker per process, built when a video run first needs it."""
+
+    def __init__(self, model, model_cfg: dict) -> None:
+        self.model, self.model_cfg = model, model_cfg
+        self._built: dict[tuple, SAM2MemoryTracker] = {}
+
+    def get(self, options: dict) -> SAM2MemoryTracker:
+        weights = options["sam2_memory"] or self.model_cfg["grounding_encoder"]["sam2"].get("checkpoint")
+        if not weights:
+            raise ValueError(
+                "propagation='memory' needs SAM-2's memory modules: set test_options.sam2_memory to the Meta "
+                f"SAM-2 .pt (or HF sam2_video folder), or to {RANDOM_MEMORY!r} for tiny random test models")
+        key = (weights, options["tracker_decoder"], options["seed"])
+        if key not in self._built:
+            self._built[key] = SAM2MemoryTracker(self.model.grounding_encoder, memory_weights=weights,
+                                                 tracker_decoder=options["tracker_decoder"], seed=options["seed"])
+        return self._built[key]
+
+
+def make_evaluator(run: EvalRun, model, trackers: _Trackers):
+    o = run.options
+    if run.task == "res":
+        return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"])
+    tracker = trackers.get(o) if o["propagation"] == "memory" else None
+    predictor = VideoPredictor(model, propagation=o["propagation"], tracker=tracker, max_new_tokens=o["max_new_tokens"])
+    return RefVOSEvaluator(predictor, protocol=o["protocol"])
+
+
+def init_distributed(launcher: str) -> torch.device:
+    """Join the process group (torchrun env vars) and return this rank's device.
+
+    CUDA: mmengine's ``init_dist`` (NCCL); CPU: gloo (mmengine's pytorch launcher would call
+    ``torch.cuda.set_device``).
+    """
+    if launcher not in ("none", "pytorch"):
+        raise ValueError(f"launcher must be 'none' or 'pytorch', got {launcher!r}")
+    if launcher == "pytorch" and not torch_dist.is_initialized():
+        if torch.cuda.is_available():
+            init_dist("pytorch", backend="nccl")
+        else:
+            torch_dist.init_process_group(backend="gloo")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str) -> dict:
+    sample = dataset[index]
+    if sample["meta"]["index"] != index:
+        raise RuntimeError(f"{dataset.name}: asked for item {index}, the reader returned {sample['meta']['index']}")
+    if evaluator.task == "ref_vos":
+        foreground = None
+        if evaluator.protocol == "revos" and dataset.mask_dict is not None:
+            foreground = dataset.load_foreground_masks(index)
+        record = evaluator.predict_item(model, sample, foreground=foreground)
+    else:
+        record = evaluator.predict_item(model, sample)
+    return {"key": key, "index": index, **record}
+
+
+def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str, count: int) -> None:
+    for rec in records[:count]:
+        if run.task == "res":
+            sample = dataset[rec["index"]]
+            gt = {sid: sample["masks"][k, 0].numpy() for k, sid in enumerate(sample["meta"]["sent_ids"])}
+            draw_res_record(rec, out_dir, gt)
+        else:
+            gt = dataset.load_gt_masks(rec["index"])
+            draw_video_record(rec, out_dir, gt)
+
+
+def evaluate_run(run: EvalRun, cfg: Config, model, trackers: _Trackers, *, checkpoint: str, work_dir: str,
+                 max_items: int | None, show: int) -> dict:
+    """Predict (or reuse) every selected item of one run, gather, summarise; returns the summary entry."""
+    rank, world = get_dist_info()
+    logger = MMLogger.get_current_instance()
+    dataset_cfg = complete_dataset_cfg(run, _plain(cfg.model), model)
+    dataset: SalmaDataset = DATASETS.build(dataset_cfg)
+    n_items = len(dataset) if max_items is None else min(max_items, len(dataset))
+    run_dir = os.path.join(work_dir, run.name)
+    if rank == 0:
+        check_run_meta(run_dir, {"task": run.task, "dataset": dataset_cfg, "options": run.options,
+                                 "checkpoint": checkpoint})
+    barrier()
+    evaluator = make_evaluator(run, model, trackers)
+    store = ResultStore(run_dir, rank)
+    done = store.load()
+    mine, computed, reused = [], 0, 0
+    for index in tqdm(range(rank, n_items, world), desc=run.name, disable=rank != 0):
+        key = evaluator.item_key(dataset, index)
+        if key in done:
+            record, reused = done[key], reused + 1
+        else:
+            record = _predict_item(evaluator, model, dataset, index, key)
+            store.append(record)
+            computed += 1
+        mine.append(record)
+    if world > 1:
+        gathered = all_gather_object({"records": mine, "computed": computed, "reused": reused})
+    else:
+        gathered = [{"records": mine, "computed": computed, "reused": reused}]
+    records = sorted((r for g in gathered for r in g["records"]), key=lambda r: r["index"])
+    if [r["index"] for r in records] != list(range(n_items)):
+        raise RuntimeError(f"{run.name}: gathered items {[r['index'] for r in records][:20]} are not 0..{n_items - 1}")
+    computed, reused = sum(g["computed"] for g in gathered), sum(g["reused"] for g in gathered)
+    logger.info(f"{run.name}: {computed} items predicted, {reused} found in {run_dir} (skipped)")
+
+    entry = {"task": run.task, "protocol": run.options["protocol"] if run.task == "ref_vos" else None,
+             "metrics": evaluator.summarize(records), "n_items": n_items, "computed": computed,
+             "reused": reused, "checkpoint": checkpoint}
+    if rank == 0:
+        has_gt = run.task == "res" or (bool(records) and "J" in records[0]["expressions"][0])
+        want_zip = run.options["submission"] if run.options["submission"] is not None else not has_gt
+        if run.task == "ref_vos" and want_zip:
+            zip_path = os.path.join(run_dir, "submission.zip")
+            counts = write_submission_zip(zip_path, records)
+            entry["submission"] = zip_path
+            logger.info(f"{run.name}: wrote {zip_path} ({counts['pngs']} PNGs)")
+        if show:
+            _show(run, dataset, records, os.path.join(run_dir, "vis"), show)
+    return entry
+
+
+def run_evaluation(
+    cfg: Config,
+    *,
+    checkpoint: str,
+    work_dir: str,
+    datasets: Sequence[str] | None = None,
+    split: str | None = None,
+    max_items: int | None = None,
+    launcher: str = "none",
+    show: int = 0,
+) -> dict[str, dict]:
+    """Evaluate the selected runs; rank 0 writes ``summary.json`` / ``summary.md`` in ``work_dir``.
+
+    Returns ``{run name: entry}`` with ``metrics``, ``computed`` / ``reused`` item counts
+    (a restart reuses finished items) and, for submissions, the zip path.
+    """
+    device = init_distributed(launcher)
+    rank, _ = get_dist_info()
+    os.makedirs(work_dir, exist_ok=True)
+    runs = resolve_runs(cfg, datasets, split)
+    seed = int({**DEFAULT_OPTIONS, **_plain(cfg.get("test_options") or {})}["seed"])
+    model = build_model(cfg, checkpoint, device, seed)
+    trackers = _Trackers(model, _plain(cfg.model))
+    entries = {}
+    for run in runs:
+        entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir,
+                                         max_items=max_items, show=show)
+    if rank == 0:
+        summary = write_summary(work_dir, entries)
+        print_log("\n" + summary_markdown(summary), logger="current")
+    barrier()
+    return entries

@@ -1,0 +1,44 @@
+"""Evaluate SALMA: ``python tools/test.py CONFIG --checkpoint CKPT|none [--dataset NAME ...]
+[--split SPLIT] [--work-dir DIR] [--cfg-options k=v ...] [--max-items N] [--show N]
+[--launcher none|pytorch]``.
+
+The config's ``test_datasets`` names what can be evaluated and ``test_options`` how (see
+``projects.salma.evaluation.runner``). Results are resumable: rerunning with the same work dir
+skips finished items. Multi-GPU: ``tools/dist_test.sh CONFIG GPUS [args]``.
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+from projects.salma.evaluation.runner import run_evaluation
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate a SALMA model")
+    parser.add_argument("config")
+    parser.add_argument("--checkpoint", required=True, help="mmengine checkpoint, or 'none' (config weights)")
+    parser.add_argument("--dataset", nargs="+", help="test_datasets entries to run (default: all)")
+    parser.add_argument("--split", help="split of the selected entries (default: all their splits)")
+    parser.add_argument("--work-dir", help="results, summary.json / summary.md (default: work_dirs/<config>_test)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v")
+    parser.add_argument("--max-items", type=int, help="evaluate only the first N images / videos of each run")
+    parser.add_argument("--show", type=int, default=0, help="draw overlays of the first N items of each run")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)  # torch.distributed.launch
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
+        "work_dirs", osp.splitext(osp.basename(args.config))[0] + "_test")
+    return run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,
+                          split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show)
+
+
+if __name__ == "__main__":
+    main()
