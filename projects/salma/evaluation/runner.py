@@ -250,11 +250,15 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: _Trackers, *, check
     evaluator = make_evaluator(run, model, trackers)
     store = ResultStore(run_dir, rank)
     done = store.load()
+    barrier()  # every rank has read the finished items before any rank appends new ones
     mine, computed, reused = [], 0, 0
     for index in tqdm(range(rank, n_items, world), desc=run.name, disable=rank != 0):
         key = evaluator.item_key(dataset, index)
         if key in done:
             record, reused = done[key], reused + 1
+            if record["index"] != index:
+                raise RuntimeError(f"{run_dir}: {key} was item {record['index']} when saved, now item {index}: "
+                                   f"the data changed; use another --work-dir")
         else:
             record = _predict_item(evaluator, model, dataset, index, key)
             store.append(record)
@@ -271,8 +275,8 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: _Trackers, *, check
     logger.info(f"{run.name}: {computed} items predicted, {reused} found in {run_dir} (skipped)")
 
     entry = {"task": run.task, "protocol": run.options["protocol"] if run.task == "ref_vos" else None,
-             "metrics": evaluator.summarize(records), "n_items": n_items, "computed": computed,
-             "reused": reused, "checkpoint": checkpoint}
+             "metrics": evaluator.summarize(records), "n_items": n_items, "n_dataset_items": len(dataset),
+             "computed": computed, "reused": reused, "checkpoint": checkpoint}
     if rank == 0:
         has_gt = run.task == "res" or (bool(records) and "J" in records[0]["expressions"][0])
         want_zip = run.options["submission"] if run.options["submission"] is not None else not has_gt

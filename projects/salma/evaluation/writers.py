@@ -178,8 +178,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _label(name: str, entry: dict) -> str:
+    """Run name, flagged when only the first items were evaluated (``--max-items``)."""
+    n, total = entry.get("n_items"), entry.get("n_dataset_items")
+    return f"{name} (first {n} of {total} items)" if n is not None and total is not None and n < total else name
+
+
 def summary_markdown(summary: dict[str, dict]) -> str:
     """Markdown tables of a ``{run name: entry}`` summary (entry: ``task``, ``protocol``, ``metrics``)."""
+    summary = {_label(name, entry): entry for name, entry in summary.items()}
     res = {k: v for k, v in summary.items() if v["task"] == "res"}
     vos = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "J" in v["metrics"]}
     revos = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "overall" in v["metrics"]}

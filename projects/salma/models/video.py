@@ -152,8 +152,8 @@ class SAM2MemoryTracker(nn.Module):
         device, dtype = self._device_of(self.video), self._dtype_of(self.video)
         session = Sam2VideoInferenceSession(
             video=frames, video_height=out_size[0], video_width=out_size[1], inference_device=device,
-            inference_state_device=device, video_storage_device=frames.device, dtype=dtype,
-        )
+            inference_state_device=frames.device, video_storage_device=frames.device, dtype=dtype,
+        )  # per-frame memory lives with the frames (CPU for long videos) and moves to the device when read
         for t in cond_frames:
             masks = self._as_mask_input(cond_masks[t])  # (n, 1, S, S) {0, 1}
             for obj in range(n_obj):
@@ -168,6 +168,7 @@ class SAM2MemoryTracker(nn.Module):
                 break
             for out in self.video.propagate_in_video_iterator(session, start_frame_idx=cond_frames[0], reverse=reverse):
                 low_res[out.frame_idx] = out.pred_masks  # (n, 1, h, w)
+                _drop_high_res_masks(session, out.frame_idx)
         missing = [t for t in range(n_frames) if t not in low_res]
         if missing:
             raise RuntimeError(f"SAM-2 propagation left frames {missing[:10]} without a mask")
@@ -183,6 +184,18 @@ class SAM2MemoryTracker(nn.Module):
         resized = F.interpolate(logits[:, None], size=(self.image_size, self.image_size), mode="bilinear",
                                 align_corners=False)
         return (resized > 0).float()
+
+
+def _drop_high_res_masks(session: Sam2VideoInferenceSession, frame_idx: int) -> None:
+    """Free a tracked frame's full-resolution logits (S x S per object, 4 MB at 1024 px).
+
+    transformers keeps them in the session's per-frame outputs, but only the memory encoder of
+    that same frame reads them (already done when the frame is yielded); the memory of later
+    frames reads ``maskmem_features``, ``object_pointer`` and ``pred_masks``.
+    """
+    for outputs in session.output_dict_per_obj.values():
+        for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            outputs[kind].get(frame_idx, {}).pop("high_res_masks", None)
 
 
 class VideoPredictor:
