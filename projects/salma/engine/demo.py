@@ -47,7 +47,7 @@ def evaluate_res_with_baselines(model, dataset, *, max_new_tokens: int = 16) -> 
     scores = {"model": RESAccumulator(), "empty mask": RESAccumulator(), "union of all shapes": RESAccumulator()}
     model.eval()
     for index in tqdm(range(len(dataset)), desc="evaluate", unit="image"):
-        batch = salma_eval_collate([dataset[index]])
+        batch = salma_eval_collate([dataset[index]])["data"]
         for result in model.predict(batch, max_new_tokens=max_new_tokens):
             gt = result["meta"]["gt_masks"][0, 0].numpy()  # (H, W)
             pred = result["masks"][0, 0].numpy() if result["masks"].shape[0] else None  # first [SEG]

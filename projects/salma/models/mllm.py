@@ -12,7 +12,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, SEG_TOKEN
+from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SEG_TOKEN
 from ..datasets.tokenizer import build_tokenizer
 from ..registry import MODELS
 
@@ -146,5 +146,7 @@ class InternVLMLLM(nn.Module):
             do_sample=False,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
+            # An image placeholder in the answer would desynchronise image tokens and features.
+            suppress_tokens=self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN]),
         )
         return out[:, input_ids.shape[1] :]
