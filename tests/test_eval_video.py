@@ -118,3 +118,21 @@ def test_memory_modules_come_from_a_sam2_video_checkpoint(model, tmp_path):
     assert torch.equal(original.video.mask_decoder.iou_token.weight, saved.mask_decoder.iou_token.weight)
     assert not torch.equal(original.video.mask_decoder.iou_token.weight,
                            model.grounding_encoder.sam2.mask_decoder.iou_token.weight)
+
+
+def test_only_the_first_seg_of_an_answer_is_tracked(model, tracker, monkeypatch):
+    def two_segs(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+        ids = self.tokenizer("[SEG] and [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+        return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1)
+
+    monkeypatch.setattr(InternVLMLLM, "generate", two_segs)
+    batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    frames = torch.randn(4, 3, 128, 128)
+    batch["g_pixel_values"] = [frames[[0, 2]]]
+    direct = model.predict(batch)[0]
+    assert direct["masks"].shape[0] == 2
+    for mode, kwargs in (("memory", dict(tracker=tracker)), ("decode_all", {})):
+        out = VideoPredictor(model, propagation=mode, **kwargs)(batch, frames, [0, 2], SIZE)[0]
+        assert out["n_seg"] == 2 and out["masks"].shape == (1, 4, *SIZE)
+        if mode == "memory":  # the LLM frames carry the first [SEG]'s language decode
+            assert torch.equal(out["masks"][0, [0, 2]], direct["masks"][0])

@@ -73,7 +73,7 @@ class RefVOSEvaluator:
         expressions = []
         for row, output in zip(rows, outputs):
             k = row["meta"]["prompt_index"]
-            masks = output["masks"]  # (n_seg, N, H, W)
+            masks = output["masks"]  # (1, N, H, W): the first [SEG]'s object, or (0, N, H, W)
             pred = masks[0].numpy() if masks.shape[0] else None
             rec = {
                 "exp_id": meta["exp_ids"][k],
@@ -81,7 +81,7 @@ class RefVOSEvaluator:
                 "type_id": meta["type_ids"][k],
                 "question": meta["questions"][k],
                 "answer": output["text"],
-                "n_seg": int(masks.shape[0]),
+                "n_seg": output["n_seg"],
                 "masks": None if pred is None else [encode_mask(m) for m in pred],
             }
             gt = row["meta"]["gt_masks"]

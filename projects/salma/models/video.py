@@ -235,36 +235,40 @@ class VideoPredictor:
     ) -> list[dict]:
         """Predict every row of ``batch`` (one expression per row, all of one video).
 
+        The answer's first ``[SEG]`` is the expression's object (as in the RES evaluation);
+        further ``[SEG]`` tokens are counted in ``n_seg`` but not tracked.
+
         Args:
             batch: collated rows whose ``g_pixel_values`` are the K LLM frames (K, 3, S, S).
             frames: (N, 3, S, S) SAM-2 input of every frame of the video.
             llm_frame_indices: (K,) index in the video of each LLM frame (repeats allowed).
             out_size: the video's (H, W).
         Returns:
-            per row: ``text``, ``masks`` bool (n_seg, N, H, W) on every frame, ``meta``.
+            per row: ``text``, ``n_seg``, ``masks`` bool (1, N, H, W) on every frame, or
+            (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``.
         """
         if self.propagation == "decode_all":
             rows = len(batch["g_pixel_values"])
             outputs = self.model.predict(dict(batch, g_pixel_values=[frames] * rows), self.max_new_tokens)
-            return [{"text": o["text"], "masks": o["masks"], "meta": o["meta"]} for o in outputs]
+            return [{"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": o["masks"][:1], "meta": o["meta"]}
+                    for o in outputs]
 
         outputs = self.model.predict(batch, self.max_new_tokens)  # masks on the K LLM frames
         first = {}  # video frame -> position among the LLM frames (a repeated frame: its first copy)
         for k, t in enumerate(llm_frame_indices):
             first.setdefault(int(t), k)
-        owners = [(row, s) for row, o in enumerate(outputs) for s in range(o["masks"].shape[0])]
+        objects = [row for row, o in enumerate(outputs) if o["masks"].shape[0]]  # rows with a [SEG]
         tracked = None
-        if owners:
-            cond = {
-                t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in owners])  # (n, h, w)
-                for t, k in first.items()
-            }
-            tracked = self.tracker.track(frames, cond, out_size)  # (n, N, H, W)
+        if objects:
+            cond = {t: torch.stack([outputs[row]["mask_logits"][0, k] for row in objects]) for t, k in first.items()}
+            tracked = self.tracker.track(frames, cond, out_size)  # (n_obj, N, H, W)
             for t, k in first.items():  # the LLM frames keep the language decode itself
-                tracked[:, t] = torch.stack([outputs[row]["masks"][s, k] for row, s in owners])
+                tracked[:, t] = torch.stack([outputs[row]["masks"][0, k] for row in objects])
         results = []
         for row, o in enumerate(outputs):
-            picks = [i for i, (r, _) in enumerate(owners) if r == row]
-            masks = tracked[picks] if picks else torch.zeros(0, frames.shape[0], *out_size, dtype=torch.bool)
-            results.append({"text": o["text"], "masks": masks, "meta": o["meta"]})
+            if row in objects:
+                masks = tracked[objects.index(row)][None]
+            else:
+                masks = torch.zeros(0, frames.shape[0], *out_size, dtype=torch.bool)
+            results.append({"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": masks, "meta": o["meta"]})
         return results
