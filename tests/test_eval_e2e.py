@@ -394,3 +394,16 @@ def test_res_metric_in_mmengine_val_loop_matches_the_tool(data, full_run, fake_l
     metrics = runner.val()
     expected = metrics_of(full_run["work_dir"])["refcoco_synth/val"]
     assert metrics == {f"res/{k}": v for k, v in expected.items() if k != "n_images"}
+
+
+def test_decode_all_ablation_through_cfg_options(data, fake_llm, tmp_path):
+    entries = run_tool(data["config"], "--checkpoint", "none", "--work-dir", tmp_path, "--dataset", "mevis_synth",
+                       "--split", "valid_u", "--max-items", 1, "--cfg-options", "test_options.propagation=decode_all")
+    entry = entries["mevis_synth/valid_u"]
+    assert entry["n_items"] == 1 and entry["computed"] == 1
+    meta = json.load(open(tmp_path / "mevis_synth/valid_u/run_meta.json"))
+    assert meta["options"]["propagation"] == "decode_all"
+    (record,) = read_records(str(tmp_path / "mevis_synth/valid_u"))
+    with_masks = [e for e in record["expressions"] if e["masks"] is not None]
+    assert with_masks and all(len(e["masks"]) == NUM_FRAMES for e in with_masks)
+    assert "(first 1 of 2 items)" in open(tmp_path / "summary.md").read()

@@ -23,6 +23,7 @@ from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.masks import encode_mask
 from ..models.video import VideoPredictor
 from .metrics import aggregate_refvos, aggregate_revos, revos_accuracy_and_robustness, video_jf
+from .res import without_gt
 
 PROTOCOLS = ("refvos", "revos")
 
@@ -65,9 +66,11 @@ class RefVOSEvaluator:
         frames = sample["g_pixel_values"]  # (N, 3, G, G), every frame
         llm_frames = list(meta["frame_indices"])  # (K,) positions in the video
         rows = expand_eval_sample(sample)
-        for row in rows:  # the model decodes the K LLM frames; the tracker covers the rest
-            row["g_pixel_values"] = frames[llm_frames] if self.predictor.propagation == "memory" else frames
-        batch = model.data_preprocessor(salma_collate(rows), False)["data"]
+        # Rows carry the K LLM frames (one copy on the device, shared); the predictor decodes
+        # them, or every frame (decode_all), and tracks the rest from the host copy.
+        llm_pixels = frames[llm_frames].to(next(model.parameters()).device)  # (K, 3, G, G)
+        model_rows = [{**row, "g_pixel_values": llm_pixels, "meta": without_gt(row["meta"])} for row in rows]
+        batch = model.data_preprocessor(salma_collate(model_rows), False)["data"]
         outputs = self.predictor(batch, frames, llm_frames, tuple(meta["orig_size"]))
 
         expressions = []

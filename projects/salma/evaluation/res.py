@@ -33,6 +33,11 @@ def first_mask(output: dict) -> torch.Tensor | None:
     return masks[0, 0] if masks.shape[0] else None
 
 
+def without_gt(meta: dict) -> dict:
+    """A row's meta for the model: the GT stays on the host (the preprocessor would move it)."""
+    return {k: v for k, v in meta.items() if k != "gt_masks"}
+
+
 def sentence_record(meta: dict, output: dict) -> dict:
     """Everything saved for one sentence: ids, prompt, answer, the RLE mask and its RES counts.
 
@@ -101,7 +106,7 @@ class RESEvaluator:
         rows = expand_eval_sample(sample)
         sentences = []
         for row in rows:  # one prompt at a time: the image's tiles are not copied per sentence
-            batch = model.data_preprocessor(salma_collate([row]), False)["data"]
+            batch = model.data_preprocessor(salma_collate([{**row, "meta": without_gt(row["meta"])}]), False)["data"]
             output = model.predict(batch, max_new_tokens=self.max_new_tokens)[0]
             sentences.append(sentence_record(row["meta"], output))
         return {

@@ -248,8 +248,9 @@ class VideoPredictor:
             (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``.
         """
         if self.propagation == "decode_all":
+            every = frames.to(next(self.model.parameters()).device)  # (N, 3, S, S), one copy for all rows
             rows = len(batch["g_pixel_values"])
-            outputs = self.model.predict(dict(batch, g_pixel_values=[frames] * rows), self.max_new_tokens)
+            outputs = self.model.predict(dict(batch, g_pixel_values=[every] * rows), self.max_new_tokens)
             return [{"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": o["masks"][:1], "meta": o["meta"]}
                     for o in outputs]
 
