@@ -103,3 +103,9 @@ def test_checkpoint_loading_rejects_unknown_keys_and_reports_missing_trainable(t
     torch.save({"model": state}, tmp_path / "raw.pth")
     with pytest.raises(ValueError, match="state_dict"):
         load_trained_weights(model, str(tmp_path / "raw.pth"))
+    (tmp_path / "iter_9.pth").mkdir()  # mmengine's DeepSpeed strategy: a folder per checkpoint
+    with pytest.raises(FileNotFoundError, match="mp_rank_00_model_states.pt"):
+        load_trained_weights(model, str(tmp_path / "iter_9.pth"))
+    torch.save({"module": {"0.bias": state["0.bias"]}}, tmp_path / "iter_9.pth" / "mp_rank_00_model_states.pt")
+    assert load_trained_weights(model, str(tmp_path / "iter_9.pth")).missing_trainable == ["0.weight"]
+    assert torch.equal(model[0].bias, state["0.bias"])

@@ -1,13 +1,15 @@
 """Load a trained SALMA checkpoint into a model built from its config, for evaluation.
 
-An mmengine checkpoint holds ``state_dict`` (and optimizer / message-hub state, ignored here). It
-may hold every weight or only the trainable ones (LoRA, embeddings, decoder, CMA, projection): the
-frozen rest comes from the pretrained paths in the model config. So loading is non-strict, but
-never blind: a checkpoint key the model does not have, or a shape mismatch, is an error (wrong
-config or wrong file), and trainable weights the checkpoint lacks are reported.
+An mmengine checkpoint file holds ``state_dict`` (optimizer / message-hub state are ignored); the
+folder mmengine's DeepSpeed strategy writes holds the weights under ``module``. Either may hold
+every weight or only the trainable ones (LoRA, embeddings, decoder, CMA, projection): the frozen
+rest comes from the pretrained paths in the model config. So loading is non-strict, but never
+blind: a checkpoint key the model does not have, or a shape mismatch, is an error (wrong config or
+wrong file), and trainable weights the checkpoint lacks are reported.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +17,8 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..engine.checkpoint import allow_mmengine_checkpoints
+
+DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
 
 
 @dataclass
@@ -25,18 +29,31 @@ class LoadReport:
     missing_frozen: int = 0
 
 
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The model weights of an mmengine checkpoint file (``state_dict``) or of the folder that
+    mmengine's DeepSpeed strategy (ZeRO-1/2) saves with the optimizer
+    (``<path>/mp_rank_00_model_states.pt``, key ``module``)."""
+    allow_mmengine_checkpoints()
+    if os.path.isdir(path):
+        file, key = os.path.join(path, DEEPSPEED_MODEL_FILE), "module"
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"{path} is a folder without {DEEPSPEED_MODEL_FILE} (found {sorted(os.listdir(path))[:10]})")
+    else:
+        file, key = path, "state_dict"
+    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or key not in checkpoint:
+        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{file}: no {key!r} in this checkpoint (found {keys})")
+    return checkpoint[key]
+
+
 def load_trained_weights(model: nn.Module, path: str) -> LoadReport:
-    """Load ``path``'s ``state_dict`` into ``model``; raise on unexpected keys or shapes.
+    """Load ``path``'s model weights into ``model``; raise on unexpected keys or shapes.
 
     Uses torch's safe unpickler with mmengine's checkpoint types allowed
     (``engine.checkpoint.allow_mmengine_checkpoints``), never arbitrary pickles.
     """
-    allow_mmengine_checkpoints()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path}: not an mmengine checkpoint (no 'state_dict'; found {keys})")
-    state = checkpoint["state_dict"]
+    state = read_state_dict(path)
     own = model.state_dict()
     unexpected = sorted(k for k in state if k not in own)
     if unexpected:
