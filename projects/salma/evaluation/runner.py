@@ -115,6 +115,9 @@ def resolve_runs(cfg: Config, names: Sequence[str] | None = None, split: str | N
             for s in [split] if split is not None else list(splits):
                 runs.append(EvalRun(f"{name}/{s}", entry["task"], {**entry["dataset"], **splits[s]}, options))
         elif split is not None:
+            if entry["task"] != "res":
+                raise ValueError(f"--split {split}: test_datasets.{name} has no 'splits' (video readers take "
+                                 f"per-split files: define splits=dict({split}=dict(expression_file=..., ...)))")
             runs.append(EvalRun(f"{name}/{split}", entry["task"], {**entry["dataset"], "split": split}, options))
         else:
             runs.append(EvalRun(name, entry["task"], dict(entry["dataset"]), options))
