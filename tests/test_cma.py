@@ -143,3 +143,14 @@ def test_bad_arguments():
         CrossModalAttention2D(30, num_heads=4)
     with pytest.raises(ValueError, match="mask_bias_mode"):
         CrossModalAttention2D(32, num_heads=4, mask_bias_mode="add")
+
+
+@pytest.mark.parametrize("mode", ["gate", "bias"])
+def test_bfloat16_module_keeps_bfloat16_with_a_resized_prior(mode):
+    """A bf16 model (inference without autocast) must not get fp32 features back from the prior resize."""
+    cma = make(use_multi_token=True, enable_mask_bias=True, mask_bias_mode=mode).to(torch.bfloat16)
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    visual, text = (t.to(torch.bfloat16) for t in inputs())
+    out = cma(visual, text, torch.randn(B, 1, 3, 3).to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and out.shape == visual.shape

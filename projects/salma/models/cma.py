@@ -161,8 +161,9 @@ class CrossModalAttention2D(nn.Module):
 
     @staticmethod
     def _resize_prior(mask_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        if mask_logits.shape[-2:] != (height, width):
-            mask_logits = F.interpolate(mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        if mask_logits.shape[-2:] != (height, width):  # resized in fp32, returned in the prior's dtype
+            resized = F.interpolate(mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+            mask_logits = resized.to(mask_logits.dtype)
         return mask_logits.flatten(1)  # (B, HW)
 
     def _attend(
