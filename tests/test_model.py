@@ -163,3 +163,45 @@ def test_predict_returns_one_mask_per_generated_seg_at_original_size(model):
         assert result["masks"].dtype == torch.bool
         assert result["masks"].shape == (n_seg, frames, 40, 52)
         assert result["meta"]["orig_size"] == (40, 52)
+
+
+def _always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    """Generation stub: every row answers 'Sure, [SEG].' (the random tiny LLM rarely emits [SEG])."""
+    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+
+
+def _row(batch, b, tiles_per_row):
+    """Row ``b`` of a make_batch batch as a batch of its own."""
+    start = sum(tiles_per_row[:b])
+    return {**{k: batch[k][b : b + 1] for k in ("input_ids", "attention_mask", "labels", "expr_ids")},
+            "pixel_values": batch["pixel_values"][start : start + tiles_per_row[b]],
+            "g_pixel_values": [batch["g_pixel_values"][b]], "masks": [None], "meta": [batch["meta"][b]]}
+
+
+def test_predict_encodes_rows_sharing_frames_once_with_identical_masks(model, monkeypatch):
+    from projects.salma.models.mllm import InternVLMLLM
+
+    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)  # CMA and its prior gate shape the masks
+    batch = make_batch(model, [(1, 2)] * 4, with_answer=False, mask_size=(40, 52), **SIZES)
+    shared = batch["g_pixel_values"][0]
+    # rows 0-2: the same frames (the tensor itself, then an equal copy), row 3: other frames
+    batch["g_pixel_values"] = [shared, shared, shared.clone(), batch["g_pixel_values"][3]]
+    runner = model.grounding_encoder
+    encoded, priors = [], []
+    encode, prior = runner.encode_frames, runner.structure_prior
+    monkeypatch.setattr(runner, "encode_frames", lambda frames: encoded.append(frames.shape[0]) or encode(frames))
+    monkeypatch.setattr(runner, "structure_prior", lambda features: priors.append(1) or prior(features))
+    cached = model.predict(batch)
+    assert encoded == [2, 2] and len(priors) == 2  # rows 0-2 once, row 3 once
+
+    encoded.clear()
+    alone = [model.predict(_row(batch, b, [2] * 4))[0] for b in range(4)]
+    assert encoded == [2] * 4
+    for c, a in zip(cached, alone):
+        assert c["masks"].shape == (1, 2, 40, 52) and c["masks"].any()
+        assert torch.equal(c["masks"], a["masks"]) and torch.equal(c["mask_logits"], a["mask_logits"])
+    assert not torch.equal(cached[0]["mask_logits"], cached[3]["mask_logits"])

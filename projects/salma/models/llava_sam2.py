@@ -38,6 +38,39 @@ class SegQueries:
     padding: torch.Tensor
 
 
+class FrameCache:
+    """SAM-2 features and per-frame structure prior of the last frames tensor seen in one
+    ``predict`` call.
+
+    The rows of one evaluation item (an image's sentences, a video's expressions) are consecutive
+    and share their frames: the same tensor, or equal copies when the data preprocessor moved
+    each row to the device on its own. Either way they are encoded (and the prior computed) once.
+    Only the last entry is kept, so memory stays that of one row's frames; holding the tensor also
+    keeps its storage alive, so a matching ``data_ptr`` cannot belong to another tensor.
+    """
+
+    def __init__(self) -> None:
+        self.frames: torch.Tensor | None = None
+        self.entry: tuple[FrameFeatures, torch.Tensor | None] | None = None
+
+    def get(self, frames: torch.Tensor) -> tuple[FrameFeatures, torch.Tensor | None] | None:
+        if self.frames is None or not _same_frames(self.frames, frames):
+            return None
+        return self.entry
+
+    def put(self, frames: torch.Tensor, features: FrameFeatures, frame_prior: torch.Tensor | None) -> None:
+        self.frames, self.entry = frames, (features, frame_prior)
+
+
+def _same_frames(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same pixels: the same memory, or equal values (a per-row copy)."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
+        return True
+    return torch.equal(a, b)
+
+
 def resize_gt_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(..., H, W) {0,1} masks -> (..., h, w) float {0,1}: bilinear then > 0.5."""
     flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
@@ -208,8 +241,14 @@ class VideoLLaVASAMModel(BaseModel):
         object_index: torch.Tensor,
         queries: SegQueries,
         gt_masks: torch.Tensor | None = None,
+        frame_prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        prior = self.grounding_encoder.prior_for_pairs(features, frame_index, gt_masks)
+        """Decode M (frame, object) pairs; ``frame_prior`` (F, 1, h, w): the prior of each frame
+        when already computed (``predict``'s cache), else it is computed here."""
+        if frame_prior is not None:
+            prior = frame_prior[frame_index]
+        else:
+            prior = self.grounding_encoder.prior_for_pairs(features, frame_index, gt_masks)
         return self.grounding_encoder.decode(
             features,
             frame_index,
@@ -251,8 +290,10 @@ class VideoLLaVASAMModel(BaseModel):
 
         Returns per sample: ``text`` (the decoded answer), ``masks`` bool (n_seg, T, H, W) at
         the original size (n_seg may be 0), ``mask_logits`` low-res float (n_seg, T, h, w),
-        and ``meta``.
+        and ``meta``. Rows that share their frames (consecutive rows of one image or video) share
+        one SAM-2 encoding and prior pass (:class:`FrameCache`).
         """
+        cache = FrameCache()
         results = []
         for b in range(data["input_ids"].shape[0]):
             keep = data["attention_mask"][b].bool()
@@ -266,7 +307,7 @@ class VideoLLaVASAMModel(BaseModel):
             meta = data["meta"][b] if data.get("meta") is not None else {}
             result = {"text": text, "meta": meta}
             if frames is not None:
-                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta))
+                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache))
             results.append(result)
         return results
 
@@ -284,7 +325,7 @@ class VideoLLaVASAMModel(BaseModel):
         stop = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
         return tokens[: int(stop.nonzero()[0])] if stop.any() else tokens
 
-    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta) -> dict:
+    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache: FrameCache) -> dict:
         """Teacher-force prompt + answer once, read [SEG] states, decode all frames."""
         full = torch.cat([prompt[0], new_tokens])[None]  # (1, L)
         hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values)
@@ -297,15 +338,26 @@ class VideoLLaVASAMModel(BaseModel):
             return {"masks": empty, "mask_logits": torch.zeros(0, n_frames, *self.grounding_encoder.low_res_size())}
         expr = self._answer_expr_positions(full[0], n_prompt, seg_positions, expr_ids)
         queries = self._seg_queries(hidden, [seg_positions], [expr])
-        features = self.grounding_encoder.encode_frames(frames.to(hidden.device))
+        features, frame_prior = self._frame_inputs(frames, hidden.device, cache)
         frame_index = torch.arange(n_frames, device=hidden.device).repeat(n_seg)
         object_index = torch.arange(n_seg, device=hidden.device).repeat_interleave(n_frames)
-        logits = self._decode_pairs(features, frame_index, object_index, queries)  # (n_seg*T, 1, h, w)
+        logits = self._decode_pairs(features, frame_index, object_index, queries, frame_prior=frame_prior)
         masks = self.grounding_encoder.resize_to(logits, size) > 0
         return {
             "masks": masks.view(n_seg, n_frames, *size).cpu(),
             "mask_logits": logits.view(n_seg, n_frames, *logits.shape[-2:]).float().cpu(),
         }
+
+    def _frame_inputs(self, frames: torch.Tensor, device, cache: FrameCache):
+        """SAM-2 features of ``frames`` (T, 3, G, G) and their per-frame prior (T, 1, h, w) or None."""
+        cached = cache.get(frames)
+        if cached is not None:
+            return cached
+        runner = self.grounding_encoder
+        features = runner.encode_frames(frames.to(device))
+        frame_prior = runner.prior_for_pairs(features, torch.arange(frames.shape[0], device=device))
+        cache.put(frames, features, frame_prior)
+        return features, frame_prior
 
     def _answer_expr_positions(self, ids, n_prompt, seg_positions, prompt_expr_ids) -> list[torch.Tensor]:
         """Expression tokens of each generated [SEG]: the ``<p>..</p>`` phrase right before it in
