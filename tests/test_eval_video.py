@@ -136,3 +136,24 @@ def test_only_the_first_seg_of_an_answer_is_tracked(model, tracker, monkeypatch)
         assert out["n_seg"] == 2 and out["masks"].shape == (1, 4, *SIZE)
         if mode == "memory":  # the LLM frames carry the first [SEG]'s language decode
             assert torch.equal(out["masks"][0, [0, 2]], direct["masks"][0])
+
+
+def _two_segs(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    ids = self.tokenizer("Sure, [SEG] and [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+
+
+@pytest.mark.parametrize("propagation", ["memory", "decode_all"])
+def test_predictor_track_all_seg_gives_every_seg_its_masks(model, tracker, monkeypatch, propagation):
+    monkeypatch.setattr(InternVLMLLM, "generate", _two_segs)
+    batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    torch.manual_seed(4)
+    frames = torch.randn(5, 3, 128, 128)
+    llm = [1, 3]
+    batch["g_pixel_values"] = [frames[llm]]
+    kw = dict(propagation=propagation, tracker=tracker if propagation == "memory" else None)
+    first = VideoPredictor(model, **kw)(batch, frames, llm, SIZE)[0]
+    every = VideoPredictor(model, track_all_seg=True, **kw)(batch, frames, llm, SIZE)[0]
+    assert first["n_seg"] == every["n_seg"] == 2
+    assert first["masks"].shape == (1, 5, *SIZE) and every["masks"].shape == (2, 5, *SIZE)
+    assert torch.equal(every["masks"][:1], first["masks"])  # SAM-2 tracks each object on its own

@@ -72,7 +72,8 @@ class SAM2MemoryTracker(nn.Module):
     Args:
         runner: the model's ``SAM2GroundingRunner`` (its modules are shared, never copied).
         memory_weights: Meta SAM-2 ``.pt`` or HF ``sam2_video`` folder holding the memory
-            modules, or ``'random'`` (tiny test models only: seeded random memory modules).
+            modules, ``'random'`` (tiny test models only: seeded random memory modules), or a
+            built ``Sam2VideoModel`` whose memory weights the caller loads (an exported model).
         tracker_decoder: ``'shared'`` tracks with the runner's (fine-tuned) prompt encoder and
             mask decoder; ``'original'`` with the checkpoint's (needs a checkpoint).
         seed: seed of the random memory modules.
@@ -82,14 +83,16 @@ class SAM2MemoryTracker(nn.Module):
         self,
         runner: SAM2GroundingRunner,
         *,
-        memory_weights: str,
+        memory_weights: str | Sam2VideoModel,
         tracker_decoder: str = "shared",
         seed: int = 0,
     ) -> None:
         super().__init__()
         if tracker_decoder not in TRACKER_DECODERS:
             raise ValueError(f"tracker_decoder must be one of {TRACKER_DECODERS}, got {tracker_decoder!r}")
-        if memory_weights == RANDOM_MEMORY:
+        if isinstance(memory_weights, Sam2VideoModel):
+            video = memory_weights
+        elif memory_weights == RANDOM_MEMORY:
             if tracker_decoder == "original":
                 raise ValueError("tracker_decoder='original' needs a SAM-2 checkpoint, not memory_weights='random'")
             with torch.random.fork_rng(devices=[]):
@@ -206,6 +209,8 @@ class VideoPredictor:
         propagation: ``'memory'`` (default) or ``'decode_all'`` (see the module docstring).
         tracker: required for ``'memory'``.
         max_new_tokens: generation budget per answer.
+        track_all_seg: give every ``[SEG]`` of an answer its masks (the inference API); by default
+            only the first (the evaluation: one object per expression).
     """
 
     def __init__(
@@ -215,6 +220,7 @@ class VideoPredictor:
         propagation: str = "memory",
         tracker: SAM2MemoryTracker | None = None,
         max_new_tokens: int = 32,
+        track_all_seg: bool = False,
     ) -> None:
         if propagation not in PROPAGATION_MODES:
             raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
@@ -224,6 +230,7 @@ class VideoPredictor:
         self.propagation = propagation
         self.tracker = tracker
         self.max_new_tokens = max_new_tokens
+        self.track_all_seg = track_all_seg
 
     @torch.no_grad()
     def __call__(
@@ -236,7 +243,7 @@ class VideoPredictor:
         """Predict every row of ``batch`` (one expression per row, all of one video).
 
         The answer's first ``[SEG]`` is the expression's object (as in the RES evaluation);
-        further ``[SEG]`` tokens are counted in ``n_seg`` but not tracked.
+        further ``[SEG]`` tokens are counted in ``n_seg`` but not tracked (unless ``track_all_seg``).
 
         Args:
             batch: collated rows whose ``g_pixel_values`` are the K LLM frames (K, 3, S, S).
@@ -245,31 +252,38 @@ class VideoPredictor:
             out_size: the video's (H, W).
         Returns:
             per row: ``text``, ``n_seg``, ``masks`` bool (1, N, H, W) on every frame, or
-            (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``.
+            (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``; with ``track_all_seg``
+            masks are (n_seg, N, H, W).
         """
         if self.propagation == "decode_all":
             every = frames.to(next(self.model.parameters()).device)  # (N, 3, S, S), one copy for all rows
             rows = len(batch["g_pixel_values"])
             outputs = self.model.predict(dict(batch, g_pixel_values=[every] * rows), self.max_new_tokens)
-            return [{"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": o["masks"][:1], "meta": o["meta"]}
-                    for o in outputs]
+            return [{"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": o["masks"][: self._tracked(o)],
+                     "meta": o["meta"]} for o in outputs]
 
         outputs = self.model.predict(batch, self.max_new_tokens)  # masks on the K LLM frames
         first = {}  # video frame -> position among the LLM frames (a repeated frame: its first copy)
         for k, t in enumerate(llm_frame_indices):
             first.setdefault(int(t), k)
-        objects = [row for row, o in enumerate(outputs) if o["masks"].shape[0]]  # rows with a [SEG]
+        objects = [(row, s) for row, o in enumerate(outputs) for s in range(self._tracked(o))]  # (row, [SEG])
         tracked = None
         if objects:
-            cond = {t: torch.stack([outputs[row]["mask_logits"][0, k] for row in objects]) for t, k in first.items()}
+            cond = {t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in objects]) for t, k in first.items()}
             tracked = self.tracker.track(frames, cond, out_size)  # (n_obj, N, H, W)
             for t, k in first.items():  # the LLM frames keep the language decode itself
-                tracked[:, t] = torch.stack([outputs[row]["masks"][0, k] for row in objects])
+                tracked[:, t] = torch.stack([outputs[row]["masks"][s, k] for row, s in objects])
         results = []
         for row, o in enumerate(outputs):
-            if row in objects:
-                masks = tracked[objects.index(row)][None]
+            mine = [i for i, (r, _) in enumerate(objects) if r == row]
+            if mine:
+                masks = tracked[mine]
             else:
                 masks = torch.zeros(0, frames.shape[0], *out_size, dtype=torch.bool)
             results.append({"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": masks, "meta": o["meta"]})
         return results
+
+    def _tracked(self, output: dict) -> int:
+        """How many of an answer's [SEG] get masks: all, or the first only."""
+        n_seg = int(output["masks"].shape[0])
+        return n_seg if self.track_all_seg else min(n_seg, 1)
