@@ -17,5 +17,6 @@ DATA_SAMPLERS = Registry(
     "data sampler", parent=MMENGINE_DATA_SAMPLERS, scope="salma", locations=["projects.salma.datasets"]
 )
 FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope="salma", locations=["projects.salma.datasets"])
-HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="salma", locations=["projects.salma.engine"])
+HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="salma",
+                 locations=["projects.salma.engine", "projects.salma.datasets"])
 METRICS = Registry("metric", parent=MMENGINE_METRICS, scope="salma", locations=["projects.salma.evaluation"])
