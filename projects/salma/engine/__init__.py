@@ -1,4 +1,4 @@
 """mmengine glue: hooks and runner helpers."""
-from .hooks import AuxLossWarmupHook, CMAWarmupHook, linear_warmup
+from .hooks import AuxLossWarmupHook, CMAWarmupHook, DeepSpeedGradNormHook, RNGStateHook, linear_warmup
 
-__all__ = ["AuxLossWarmupHook", "CMAWarmupHook", "linear_warmup"]
+__all__ = ["AuxLossWarmupHook", "CMAWarmupHook", "DeepSpeedGradNormHook", "RNGStateHook", "linear_warmup"]

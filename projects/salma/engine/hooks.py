@@ -6,6 +6,10 @@ before every iteration, so a resumed run recomputes the scale from the restored 
 """
 from __future__ import annotations
 
+import random
+
+import numpy as np
+import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -70,3 +74,64 @@ class AuxLossWarmupHook(_WarmupHook):
 
     setter_name = "set_aux_loss_warmup_scale"
     log_key = "aux_loss_warmup_scale"
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Make a resumed run draw the same random numbers as an uninterrupted one.
+
+    mmengine 0.10.7 saves no generator state: a resumed run re-seeds, so LoRA dropout and the
+    random point sampling of the mask losses draw different numbers from iteration k+1 on. This
+    hook records the global generators (torch CPU, CUDA of the current device, numpy, python)
+    after every iteration in the message hub, which both Runner and FlexibleRunner/DeepSpeed save
+    in their checkpoints and restore on resume (DeepSpeedStrategy calls no checkpoint hooks), and
+    puts that state back before the next iteration. Re-installing it every iteration, not only
+    after a resume, keeps draws made between iterations (a DataLoader starting a new epoch seeds
+    its workers from the global generator; validation) out of the training stream in both runs.
+
+    Several ranks: the checkpoint holds rank 0's state, which every rank gets back on resume
+    (exact in one process; ranks start from one seed anyway unless ``diff_rank_seed``).
+    """
+
+    priority = "LOW"  # after the optimizer step and logging, before CheckpointHook (VERY_LOW)
+    info_key = "rng_state"
+
+    @staticmethod
+    def capture(iteration: int) -> dict:
+        state = dict(iter=iteration, torch=torch.get_rng_state(), numpy=np.random.get_state(),
+                     python=random.getstate())
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    @staticmethod
+    def restore(state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        state = runner.message_hub.get_info(self.info_key)
+        if state is not None and state["iter"] == runner.iter:
+            self.restore(state)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        runner.message_hub.update_info(self.info_key, self.capture(runner.iter + 1))
+
+
+@HOOKS.register_module()
+class DeepSpeedGradNormHook(Hook):
+    """Log ZeRO's global gradient norm as ``grad_norm``, as OptimWrapper's clipping does.
+
+    mmengine's DeepSpeedOptimWrapper records none; the DeepSpeed engine keeps the norm it computed
+    for clipping (before clipping, like ``clip_grad_norm_``). ``apply_cli(deepspeed=...)`` adds it.
+    """
+
+    priority = "NORMAL"  # before LoggerHook (BELOW_NORMAL) formats the line
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        norm = runner.model.get_global_grad_norm()
+        if norm is not None:
+            runner.message_hub.update_scalar("train/grad_norm", float(norm))

@@ -66,6 +66,7 @@ def apply_cli(
         optim = cfg.optim_wrapper
         cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=optim.optimizer)
         cfg.runner_type = "FlexibleRunner"
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="DeepSpeedGradNormHook")]
     return cfg
 
 
