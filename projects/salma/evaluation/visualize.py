@@ -40,6 +40,21 @@ def overlay(image: Image.Image, pred: np.ndarray | None, text: str, gt: np.ndarr
     return canvas
 
 
+def hstack(images: list[Image.Image]) -> Image.Image:
+    """Images side by side, top-aligned, on black."""
+    strip = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)))
+    x = 0
+    for im in images:
+        strip.paste(im, (x, 0))
+        x += im.width
+    return strip
+
+
+def strip_frames(n_frames: int, max_frames: int = MAX_VIDEO_FRAMES) -> list[int]:
+    """Up to ``max_frames`` evenly spaced frame indices of a video, first and last included."""
+    return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(max_frames, n_frames))})
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
 
@@ -68,7 +83,7 @@ def draw_video_record(record: dict, out_dir: str, gt: np.ndarray | None = None,
     """
     height, width = record["size"]
     n = len(record["frame_paths"])
-    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(max_frames, n))})
+    picks = strip_frames(n, max_frames)
     frames = {t: load_image(record["frame_paths"][t]) for t in picks}
     paths = []
     for e, exp in enumerate(record["expressions"]):
@@ -78,11 +93,7 @@ def draw_video_record(record: dict, out_dir: str, gt: np.ndarray | None = None,
             tag = " (LLM)" if t in record["llm_frames"] else ""
             text = f"frame {t}{tag}: {exp['exp'][:60]}\n-> {exp['answer'][:60]}"
             tiles.append(overlay(frames[t], pred, text, None if gt is None else gt[e, t]))
-        strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)))
-        x = 0
-        for tile in tiles:
-            strip.paste(tile, (x, 0))
-            x += tile.width
+        strip = hstack(tiles)
         path = os.path.join(out_dir, f"{_safe(record['key'])}_exp{_safe(exp['exp_id'])}.png")
         os.makedirs(out_dir, exist_ok=True)
         strip.save(path)

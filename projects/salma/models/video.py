@@ -33,6 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 from transformers import Sam2VideoConfig, Sam2VideoModel
 from transformers.models.sam2_video.configuration_sam2_video import (
     Sam2VideoMaskDecoderConfig,
@@ -112,9 +113,16 @@ class SAM2MemoryTracker(nn.Module):
             raise RuntimeError(
                 f"SAM-2 image weights without a place in Sam2VideoModel: {sorted(result.unexpected_keys)[:10]}"
             )
+        self.shared_keys = frozenset(image_state)  # Sam2VideoModel keys that hold the runner's tensors
         video.requires_grad_(False)
         self.video = video.eval().to(device=self._device_of(runner), dtype=self._dtype_of(runner))
         self.image_size = runner.image_size
+
+    def own_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors that are the tracker's own, not the runner's: the memory modules (and, with
+        ``tracker_decoder='original'``, the checkpoint's prompt encoder and decoder). An exported
+        model saves these next to the runner's weights."""
+        return {k: v for k, v in self.video.state_dict().items() if k not in self.shared_keys}
 
     @staticmethod
     def _device_of(runner: nn.Module) -> torch.device:
@@ -130,6 +138,7 @@ class SAM2MemoryTracker(nn.Module):
         frames: torch.Tensor,
         cond_masks: dict[int, torch.Tensor],
         out_size: tuple[int, int],
+        progress: bool = False,
     ) -> torch.Tensor:
         """Track n objects through N frames from masks given on some frames.
 
@@ -139,6 +148,7 @@ class SAM2MemoryTracker(nn.Module):
             cond_masks: {frame index: (n, h, w) mask logits or booleans} of the conditioning
                 frames (any resolution; resized to S x S and thresholded at 0).
             out_size: (H, W) of the returned masks.
+            progress: show a progress bar over the tracked frames.
         Returns:
             bool (n, N, H, W); conditioning frames hold SAM-2's version of the given masks.
         """
@@ -166,12 +176,15 @@ class SAM2MemoryTracker(nn.Module):
             self.video(session, frame_idx=t)
 
         low_res: dict[int, torch.Tensor] = {}
+        bar = tqdm(total=n_frames, desc="SAM-2 propagation", unit="frame", disable=not progress)
         for reverse in (False, True):
             if reverse and cond_frames[0] == 0:
                 break
             for out in self.video.propagate_in_video_iterator(session, start_frame_idx=cond_frames[0], reverse=reverse):
+                bar.update(int(out.frame_idx not in low_res))
                 low_res[out.frame_idx] = out.pred_masks  # (n, 1, h, w)
                 _drop_high_res_masks(session, out.frame_idx)
+        bar.close()
         missing = [t for t in range(n_frames) if t not in low_res]
         if missing:
             raise RuntimeError(f"SAM-2 propagation left frames {missing[:10]} without a mask")
@@ -211,6 +224,7 @@ class VideoPredictor:
         max_new_tokens: generation budget per answer.
         track_all_seg: give every ``[SEG]`` of an answer its masks (the inference API); by default
             only the first (the evaluation: one object per expression).
+        progress: show a progress bar while SAM-2 propagates.
     """
 
     def __init__(
@@ -221,6 +235,7 @@ class VideoPredictor:
         tracker: SAM2MemoryTracker | None = None,
         max_new_tokens: int = 32,
         track_all_seg: bool = False,
+        progress: bool = False,
     ) -> None:
         if propagation not in PROPAGATION_MODES:
             raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
@@ -231,6 +246,7 @@ class VideoPredictor:
         self.tracker = tracker
         self.max_new_tokens = max_new_tokens
         self.track_all_seg = track_all_seg
+        self.progress = progress
 
     @torch.no_grad()
     def __call__(
@@ -270,7 +286,7 @@ class VideoPredictor:
         tracked = None
         if objects:
             cond = {t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in objects]) for t, k in first.items()}
-            tracked = self.tracker.track(frames, cond, out_size)  # (n_obj, N, H, W)
+            tracked = self.tracker.track(frames, cond, out_size, progress=self.progress)  # (n_obj, N, H, W)
             for t, k in first.items():  # the LLM frames keep the language decode itself
                 tracked[:, t] = torch.stack([outputs[row]["masks"][s, k] for row, s in objects])
         results = []
