@@ -9,6 +9,7 @@ empty last answer, so inference sees byte-for-byte the prompt training saw.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -90,3 +91,22 @@ def build_prompt(question: str, *, system: str = DEFAULT_SYSTEM,
     """Inference prompt: earlier (question, answer) turns, the question, ``<|im_start|>assistant\\n``."""
     turns = [Turn(q, a) for q, a in history] + [Turn(question, None)]
     return "".join(p.text for p in render_conversation(turns, system=system))
+
+
+def jinja_chat_template(system: str = DEFAULT_SYSTEM) -> str:
+    """The same template for ``tokenizer.apply_chat_template`` (exported tokenizers carry it).
+
+    With ``add_generation_prompt=True`` it renders exactly :func:`build_prompt`; ``system`` is
+    the default system message (a leading 'system' message replaces it; '' omits it).
+    """
+    default = json.dumps(system, ensure_ascii=False)  # a valid Jinja string literal
+    return (
+        "{%- if messages and messages[0]['role'] == 'system' %}"
+        "{%- set system = messages[0]['content'] %}{%- set turns = messages[1:] %}"
+        "{%- else %}{%- set system = " + default + " %}{%- set turns = messages %}{%- endif %}"
+        "{%- if system %}{{ '" + IM_START + "system\\n' + system + '" + IM_END + "\\n' }}{%- endif %}"
+        "{%- for message in turns %}"
+        "{{ '" + IM_START + "' + message['role'] + '\\n' + message['content'] + '" + IM_END + "\\n' }}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{ '" + IM_START + "assistant\\n' }}{%- endif %}"
+    )

@@ -1,0 +1,166 @@
+"""Evaluation items built from in-memory inputs: one image or video and some text.
+
+The inference API (``models.salma_model.SALMAModel.predict``) must see exactly what the
+evaluation sees, so an item here is built by the same code as the evaluation readers' items
+(``RefCOCODataset`` / ``RefVOSDataset`` in ``mode='eval'``, ``sam_all_frames=True``):
+
+* image: InternVL dynamic tiles (``SalmaDataset.image_inputs``), ``image_token_string``, the
+  question template ``EVAL_SEG_QUESTION`` (``SalmaDataset.seg_turns``), SAM-2 input of the image;
+* video: the LLM's ``num_frames`` frames (``sample_frame_indices``), one tile each,
+  ``video_token_string``, ``EVAL_VIDEO_SEG_QUESTION``, SAM-2 input of every frame;
+* each text is its own stand-alone generation prompt (``SalmaDataset.eval_prompts``), so
+  ``collate.salma_eval_collate`` / ``expand_eval_sample`` turn the item into the rows that
+  ``VideoLLaVASAMModel.predict`` takes.
+
+A text is a referring expression (cleaned like the readers' expressions and put into the
+template; an expression ending in '?' is asked as is, as ReVOS reasoning expressions are), or,
+with ``template=False``, the user's question verbatim (then no prompt token is tagged as the
+expression: CMA attends to the ``[SEG]`` embedding alone).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..constants import SEG_TOKEN
+from .base import SalmaDataset
+from .chat import Turn
+from .errors import DataError
+from .ref_vos import sample_frame_indices
+from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
+                        image_token_string, video_token_string)
+from .transforms import load_image, stack_normalized
+
+ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def as_rgb_image(image: ImageInput, *, name: str = "image") -> Image.Image:
+    """A PIL RGB image from a PIL image, a file path, or a uint8 array (H, W) / (H, W, 3)."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(os.fspath(image))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise ValueError(f"{name}: an array must be uint8 (H, W) or (H, W, 3) RGB, got {image.dtype} "
+                             f"{image.shape}")
+        return Image.fromarray(image).convert("RGB")
+    raise TypeError(f"{name}: expected a PIL image, a path or a uint8 array, got {type(image).__name__}")
+
+
+def read_video(path: str | os.PathLike, *, progress: bool = False) -> tuple[list[Image.Image], list[str]]:
+    """Frames of a video and their names: a folder of images (sorted by name; names without the
+    extension) or a video file read with OpenCV (an mmengine dependency; PIL cannot decode video;
+    names '00000', '00001', ...)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS))
+        if not files:
+            raise DataError(f"{path}: no frames ({', '.join(FRAME_EXTENSIONS)}) in this folder", reason="empty_video")
+        frames = [load_image(os.path.join(path, n)) for n in tqdm(files, desc="frames", disable=not progress)]
+        return frames, [os.path.splitext(n)[0] for n in files]
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such video file or frame folder", reason="missing_image")
+    if not path.lower().endswith(VIDEO_EXTENSIONS):
+        raise DataError(f"{path}: not a frame folder or a video file ({', '.join(VIDEO_EXTENSIONS)})",
+                        reason="corrupt_image")
+    try:
+        import cv2
+    except ImportError as err:
+        raise DataError(f"{path}: reading video files needs OpenCV (opencv-python, an mmengine dependency); "
+                        f"pass a folder of frames instead", reason="corrupt_image") from err
+    capture = cv2.VideoCapture(path)
+    frames = []
+    with tqdm(desc="frames", disable=not progress) as bar:
+        while capture.isOpened():
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            bar.update()
+    capture.release()
+    if not frames:
+        raise DataError(f"{path}: OpenCV decoded no frame (unsupported codec?); pass a folder of frames instead",
+                        reason="corrupt_image")
+    return frames, [f"{t:05d}" for t in range(len(frames))]
+
+
+class InferenceReader(SalmaDataset):
+    """Builds evaluation items from in-memory images and videos (no files, no annotations).
+
+    Args:
+        num_frames: frames the LLM sees of a video (the evaluation's ``num_llm_frames``).
+        frame_sampling: how they are picked (the evaluation's ``llm_frame_sampling``).
+        **kwargs: :class:`SalmaDataset` arguments (tokenizer, image sizes, tiling, system, max_length).
+    """
+
+    def __init__(self, *, num_frames: int = 5, frame_sampling: str = "first", **kwargs) -> None:
+        super().__init__(mode="eval", name="inference", **kwargs)
+        self.num_frames = num_frames
+        self.frame_sampling = frame_sampling
+        sample_frame_indices(1, 1, frame_sampling, np.random.default_rng(0))  # validate the strategy
+
+    def image_item(self, image: ImageInput, texts: Sequence[str], *, template: bool = True) -> dict:
+        """An item of one image with one generation prompt per text (as ``RefCOCODataset``)."""
+        image = as_rgb_image(image)
+        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
+        prefix = image_token_string(len(pixel_values), self.image_seq_length)
+        turns = self._turns(texts, prefix, EVAL_SEG_QUESTION, template)
+        meta = {"orig_size": (image.height, image.width)}
+        return self._item(turns, prefix, len(pixel_values) * self.image_seq_length, pixel_values,
+                          self.sam_inputs([image]), meta)
+
+    def video_item(self, frames: Sequence[ImageInput], texts: Sequence[str], *, template: bool = True) -> dict:
+        """An item of one video (as ``RefVOSDataset`` with ``sam_all_frames=True``): the LLM's frames
+        as one tile each, SAM-2 input of every frame, ``meta['frame_indices']`` the LLM frames."""
+        if len(frames) == 0:
+            raise ValueError("a video needs at least one frame")
+        images = [as_rgb_image(f, name=f"frame {t}") for t, f in enumerate(frames)]
+        size = images[0].size
+        for t, im in enumerate(images):
+            if im.size != size:
+                raise DataError(f"frame {t}: size {im.size} differs from frame 0's {size}", reason="size_mismatch")
+        rng = np.random.default_rng([self.seed, 0, 0])  # what the readers use for item 0 (only 'random' draws)
+        frame_indices = sample_frame_indices(len(images), self.num_frames, self.frame_sampling, rng)
+        pixel_values = stack_normalized([images[t] for t in frame_indices], self.image_size)  # (K, 3, S, S)
+        prefix = video_token_string(len(frame_indices), self.image_seq_length)
+        turns = self._turns(texts, prefix, EVAL_VIDEO_SEG_QUESTION, template)
+        meta = {"orig_size": (size[1], size[0]), "frame_indices": frame_indices,
+                "sam_frame_indices": list(range(len(images)))}
+        return self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
+                          self.sam_inputs(images), meta)
+
+    def _turns(self, texts: Sequence[str], prefix: str, question: str, template: bool) -> list[Turn]:
+        """One turn per text: the evaluation's question template around the expression, or verbatim."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"texts must be a non-empty sequence of strings, got {texts!r}")
+        bad = [t for t in texts if SEG_TOKEN in t]
+        if bad:
+            raise ValueError(f"a text may not contain {SEG_TOKEN} (the model generates it): {bad}")
+        if not template:
+            return [Turn((prefix if k == 0 else "") + text, None) for k, text in enumerate(texts)]
+        expressions = [clean_expression(t) for t in texts]
+        empty = [t for t, e in zip(texts, expressions) if not e]
+        if empty:
+            raise ValueError(f"empty expression(s): {empty}")
+        return self.seg_turns(expressions, prefix=prefix, templates=(question,), answers=(EVAL_ANSWER,), rng=None)
+
+    def _item(self, turns: list[Turn], prefix: str, image_tokens: int, pixel_values, g_pixel_values,
+              meta: dict) -> dict:
+        """The item dict ``expand_eval_sample`` reads (no GT, no teacher-forced conversation)."""
+        prompts = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source="inference input")
+        questions = [t.question[len(prefix):] if k == 0 else t.question for k, t in enumerate(turns)]
+        return {
+            "pixel_values": pixel_values,  # (n_tiles, 3, S, S)
+            "g_pixel_values": g_pixel_values,  # (T, 3, G, G)
+            "masks": None,
+            "meta": {"dataset": self.name, "index": 0, "pad_token_id": self.tokenizer.pad_token_id, **meta,
+                     "questions": questions, "prompts": prompts,
+                     "prompt_objects": [[k] for k in range(len(turns))]},
+        }
