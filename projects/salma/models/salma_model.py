@@ -1,0 +1,290 @@
+"""An exported SALMA model: one self-contained folder, rebuilt without the mmengine config.
+
+    SALMAModel.from_pretrained(folder, device=None, dtype=None).predict(image=..., text=...)
+
+The folder (written by :meth:`SALMAModel.save_pretrained`, see ``projects.salma.export``)::
+
+    config.json         SALMAConfig: InternVL and SAM-2 configs, CMA / prior settings, the readers'
+                        image and template settings, video propagation settings
+    model.safetensors   every weight: InternVL with LoRA merged (grown embeddings), SAM-2 with its
+                        fine-tuned decoder, CMA, text_hidden_fcs and, under ``tracker.``, SAM-2's
+                        memory modules for video propagation
+    tokenizer files     tokenizer.save_pretrained, SALMA's tokens included, with a chat template
+
+The model that predicts is the training-side ``VideoLLaVASAMModel`` (built without LoRA), and the
+inputs are built by the evaluation readers' code (``datasets.inference``), so ``predict`` gives
+what ``tools/test.py`` would give for the same image / video and expression.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Sam2VideoModel
+from transformers.initialization import no_init_weights
+
+from ..datasets.chat import jinja_chat_template
+from ..datasets.collate import expand_eval_sample, salma_collate
+from ..datasets.inference import ImageInput, InferenceReader, read_video
+from ..datasets.tokenizer import build_tokenizer
+from .convert.common import check_state_dict
+from .convert.sam2 import _video_config_from_json
+from .llava_sam2 import VideoLLaVASAMModel
+from .video import SAM2MemoryTracker, VideoPredictor
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "salma"
+FORMAT_VERSION = 1
+TRACKER_PREFIX = "tracker."
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class SALMAConfig:
+    """Everything that rebuilds an exported model.
+
+    Attributes:
+        internvl: ``InternVLConfig`` dict (vocabulary already grown for SALMA's tokens).
+        sam2: ``Sam2Config`` dict.
+        grounding: ``SAM2GroundingRunner`` arguments besides ``sam2``: enable_cma, cma, mask_source.
+        max_expr_tokens: expression tokens per object given to CMA.
+        inputs: reader settings (``SalmaDataset`` arguments): image_size, image_seq_length,
+            min/max_dynamic_patch, use_thumbnail, sam_image_size, system, max_length.
+        video: num_llm_frames, llm_frame_sampling, propagation, tracker_decoder (the evaluation's
+            ``test_options`` of the same names).
+        tracker: ``Sam2VideoConfig`` dict of the memory tracker; None without memory propagation.
+        max_new_tokens: default generation budget.
+        source: provenance (config, checkpoint, merged LoRA layers), informative only.
+    """
+
+    internvl: dict
+    sam2: dict
+    grounding: dict
+    max_expr_tokens: int
+    inputs: dict
+    video: dict
+    tracker: dict | None = None
+    max_new_tokens: int = 32
+    source: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> SALMAConfig:
+        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{source}: not a SALMA export (format {data.get('format')!r} version "
+                             f"{data.get('format_version')!r}; expected {FORMAT!r} version {FORMAT_VERSION})")
+        names = {f.name for f in fields(cls)}
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        unknown = sorted(set(body) - names)
+        missing = sorted(f.name for f in fields(cls)
+                         if f.name not in body and f.default is MISSING and f.default_factory is MISSING)
+        if unknown or missing:
+            raise ValueError(f"{source}: unknown keys {unknown}, missing keys {missing}")
+        return cls(**body)
+
+    def save(self, folder: str) -> None:
+        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
+            json.dump(self.to_dict(), f, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, folder: str) -> SALMAConfig:
+        path = os.path.join(folder, CONFIG_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not an exported SALMA folder)")
+        with open(path) as f:
+            return cls.from_dict(json.load(f), source=path)
+
+
+def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):
+    """Defaults: CUDA when available, else CPU; bfloat16 on CUDA, float32 on CPU."""
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    return device, dtype
+
+
+def build_model(config: SALMAConfig, tokenizer) -> VideoLLaVASAMModel:
+    """The predicting model of an export: LoRA-free, frozen, weights left to the caller."""
+    mllm = dict(type="InternVLMLLM", tokenizer=tokenizer, config=config.internvl, llm_lora=None)
+    grounding = dict(type="SAM2GroundingRunner", sam2=dict(config=config.sam2), **config.grounding)
+    model = VideoLLaVASAMModel(mllm=mllm, grounding_encoder=grounding, max_expr_tokens=config.max_expr_tokens)
+    model.mllm.model.tie_weights()  # no_init_weights skips transformers' init, where tying happens
+    return model.requires_grad_(False).eval()
+
+
+def build_tracker(config: SALMAConfig, model: VideoLLaVASAMModel) -> SAM2MemoryTracker | None:
+    """SAM-2's memory tracker around the model's runner (weights left to the caller), if exported."""
+    if config.tracker is None:
+        return None
+    video = Sam2VideoModel(_video_config_from_json(config.tracker))
+    return SAM2MemoryTracker(model.grounding_encoder, memory_weights=video,
+                             tracker_decoder=config.video["tracker_decoder"])
+
+
+class SALMAModel(nn.Module):
+    """The exported SALMA model: ``VideoLLaVASAMModel`` + video tracker + the readers' preprocessing.
+
+    Args:
+        model: the LoRA-free (merged) ``VideoLLaVASAMModel``.
+        config: its :class:`SALMAConfig`.
+        tracker: SAM-2 memory tracker sharing the model's runner (``propagation='memory'``).
+    """
+
+    def __init__(self, model: VideoLLaVASAMModel, config: SALMAConfig,
+                 tracker: SAM2MemoryTracker | None = None) -> None:
+        super().__init__()
+        if config.video["propagation"] == "memory" and tracker is None:
+            raise ValueError("video propagation 'memory' needs the SAM-2 memory tracker")
+        self.model = model
+        self.tracker = tracker
+        self.config = config
+        self.reader = InferenceReader(tokenizer=model.tokenizer, num_frames=config.video["num_llm_frames"],
+                                      frame_sampling=config.video["llm_frame_sampling"], **config.inputs)
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _apply(self, fn, recurse: bool = True):
+        """Moves / casts as usual, then points mmengine's data preprocessor at the new device (only
+        ``BaseModel.to`` tells it, and a parent's ``.to()`` never calls that)."""
+        super()._apply(fn, recurse)
+        self.model.data_preprocessor.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ weights
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        """Every tensor once: the model's state under its own names (a tied weight under its first
+        name) and the tracker's own tensors (not the runner's) under ``tracker.``."""
+        state, seen = {}, set()
+        for key, tensor in self.model.state_dict(keep_vars=True).items():
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                state[key] = tensor
+        if self.tracker is not None:
+            state.update({TRACKER_PREFIX + k: v for k, v in self.tracker.own_state_dict().items()})
+        return state
+
+    def save_pretrained(self, folder: str, *, dtype: str | torch.dtype | None = None) -> None:
+        """Write config.json, model.safetensors (floating tensors cast to ``dtype`` if given) and the
+        tokenizer with its chat template."""
+        os.makedirs(folder, exist_ok=True)
+        cast = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        state = {}
+        for key, tensor in self.state_to_save().items():
+            tensor = tensor.detach()
+            if cast is not None and tensor.is_floating_point():
+                tensor = tensor.to(cast)
+            state[key] = tensor.contiguous().cpu()
+        save_file(state, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+        self.config.save(folder)
+        self.tokenizer.chat_template = jinja_chat_template(self.config.inputs["system"])
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str, *, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None) -> SALMAModel:
+        """Rebuild from ``folder``; every weight must be there and nothing else (an error names the
+        missing / unexpected keys). Defaults: CUDA if available, bfloat16 there, float32 on CPU."""
+        device, dtype = resolve_device_dtype(device, dtype)
+        config = SALMAConfig.load(folder)
+        weights_path = os.path.join(folder, WEIGHTS_NAME)
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
+        tokenizer = build_tokenizer(dict(type="load_pretrained_tokenizer", path=folder))
+        with no_init_weights():  # every weight is loaded below: skip the random initialisation
+            model = build_model(config, tokenizer)
+            salma = cls(model, config, build_tracker(config, model))
+        state = load_file(weights_path)
+        targets = salma.state_to_save()
+        check_state_dict(state, targets, source=weights_path)
+        with torch.no_grad():
+            for key, target in targets.items():
+                target.copy_(state[key])
+        return salma.to(device=device, dtype=dtype).eval()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(
+        self,
+        *,
+        image: ImageInput | None = None,
+        video: Sequence[ImageInput] | str | os.PathLike | None = None,
+        text: str | Sequence[str],
+        max_new_tokens: int | None = None,
+        template: bool = True,
+        progress: bool = False,
+    ) -> dict | list[dict]:
+        """Answer ``text`` about ``image`` or ``video`` and segment every generated ``[SEG]``.
+
+        Args:
+            image: PIL image, path or uint8 array (H, W, 3).
+            video: frames (PIL images, paths or arrays), a folder of frames, or a video file.
+            text: a referring expression (asked with the evaluation's question template), or
+                several (one answer each, the frames encoded once).
+            max_new_tokens: generation budget (default: the export's).
+            template: False sends ``text`` verbatim as the question.
+            progress: show a progress bar while SAM-2 propagates through a video.
+        Returns:
+            per text: ``text`` (the answer), ``question`` (the question asked, without the image
+            tokens), ``masks`` bool at the original resolution, one per ``[SEG]``: image
+            (n_seg, H, W); video (n_seg, T, H, W) on every frame, and ``llm_frames`` (the frames
+            the LLM saw). A dict for one text, a list for several.
+        """
+        if (image is None) == (video is None):
+            raise ValueError("give exactly one of image= or video=")
+        texts = [text] if isinstance(text, str) else list(text)
+        budget = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if image is not None:
+            outputs = self._predict_image(image, texts, budget, template)
+        else:
+            frames = read_video(video)[0] if isinstance(video, (str, os.PathLike)) else video
+            outputs = self._predict_video(frames, texts, budget, template, progress)
+        return outputs[0] if isinstance(text, str) else outputs
+
+    def _batch(self, rows: list[dict]) -> dict:
+        return self.model.data_preprocessor(salma_collate(rows), False)["data"]
+
+    def _predict_image(self, image, texts, max_new_tokens, template) -> list[dict]:
+        """As the RES evaluation: one generation prompt per text, the image's tiles and SAM-2 input."""
+        item = self.reader.image_item(image, texts, template=template)
+        frames = item["g_pixel_values"].to(self.device, self.dtype)  # (1, 3, G, G): one copy for all rows
+        rows = [{**row, "g_pixel_values": frames} for row in expand_eval_sample(item)]
+        outputs = self.model.predict(self._batch(rows), max_new_tokens)
+        return [{"text": o["text"], "question": q, "masks": o["masks"][:, 0]}  # (n_seg, H, W)
+                for o, q in zip(outputs, item["meta"]["questions"])]
+
+    def _predict_video(self, frames, texts, max_new_tokens, template, progress) -> list[dict]:
+        """As the Ref-VOS evaluation: the LLM's K frames decoded with the language, the config's
+        propagation ('memory': SAM-2 tracks them to every frame; 'decode_all') for the rest."""
+        item = self.reader.video_item(frames, texts, template=template)
+        every = item["g_pixel_values"].to(self.dtype)  # (N, 3, G, G) on the host: the tracker moves frames
+        llm_frames = list(item["meta"]["frame_indices"])  # (K,)
+        llm_pixels = every[llm_frames].to(self.device)  # (K, 3, G, G): one copy for all rows
+        rows = [{**row, "g_pixel_values": llm_pixels} for row in expand_eval_sample(item)]
+        predictor = VideoPredictor(self.model, propagation=self.config.video["propagation"], tracker=self.tracker,
+                                   max_new_tokens=max_new_tokens, track_all_seg=True, progress=progress)
+        outputs = predictor(self._batch(rows), every, llm_frames, tuple(item["meta"]["orig_size"]))
+        return [{"text": o["text"], "question": q, "masks": o["masks"], "llm_frames": llm_frames}
+                for o, q in zip(outputs, item["meta"]["questions"])]
+

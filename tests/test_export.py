@@ -1,0 +1,452 @@
+"""Export and inference: a tiny trained checkpoint (random weights, LoRA B made non-zero, CMA
+switched on) -> tools/export.py -> SALMAModel.from_pretrained. The folder round-trips every weight,
+merged LoRA equals unmerged LoRA, predict equals the evaluation on the training-side model,
+tools/infer.py writes predict's masks, and bad folders fail naming the keys."""
+import copy
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from projects.salma.datasets.chat import build_prompt
+from projects.salma.datasets.collate import expand_eval_sample
+from projects.salma.datasets.errors import DataError
+from projects.salma.datasets.inference import InferenceReader, read_video
+from projects.salma.datasets.masks import decode_rle
+from projects.salma.evaluation.ref_vos import RefVOSEvaluator
+from projects.salma.evaluation.res import RESEvaluator
+from projects.salma.evaluation.runner import build_model
+from projects.salma.export import VIDEO_KEYS, build_tracker, export_model, reader_settings, video_options
+from projects.salma.models.convert.common import CheckpointMismatchError
+from projects.salma.models.mllm import InternVLMLLM
+from projects.salma.models.salma_model import SALMAModel, resolve_device_dtype
+from projects.salma.models.video import SAM2MemoryTracker, VideoPredictor
+from projects.salma.registry import DATASETS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny", "salma_tiny.py")
+LLM_FRAMES = 3
+# Reader settings of the evaluation (image sizes tied to salma_tiny.py; at least 2 tiles, so tiling matters).
+READER = dict(tokenizer=dict(type="build_tiny_tokenizer"), image_size=128, image_seq_length=16, min_dynamic_patch=2,
+              max_dynamic_patch=4, sam_image_size=128, max_length=2048)
+
+
+def always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    """Generation stand-in: 'Sure, [SEG].' (the random tiny LLM rarely emits [SEG])."""
+    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+
+
+def tracker_shares_the_decoder(model: SALMAModel) -> bool:
+    """The tracker holds the runner's tensors (one copy: the fine-tuned decoder tracks), as in evaluation."""
+    runner = model.model.grounding_encoder
+    return model.tracker.video.mask_decoder.iou_token.weight is runner.sam2.mask_decoder.iou_token.weight
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"salma_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def data_cfgs(synthetic_data):
+    r = synthetic_data
+    return {
+        "refcoco": dict(type="RefCOCODataset", data_root=r["refcoco"], image_folder=r["refcoco_images"], split="val",
+                        mode="eval", **READER),
+        "mevis": dict(type="RefVOSDataset", data_root=r["mevis_valid_u"], expression_file="meta_expressions.json",
+                      image_folder="JPEGImages", mask_file="mask_dict.json", mode="eval", **READER),
+    }
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory, data_cfgs):
+    """salma_tiny.py plus the evaluation's readers and options (what an export reads from a config)."""
+    test_datasets = {"refcoco": dict(task="res", dataset=data_cfgs["refcoco"]),
+                     "mevis": dict(task="ref_vos", dataset=data_cfgs["mevis"])}
+    test_options = dict(num_llm_frames=LLM_FRAMES, max_new_tokens=8)
+    path = tmp_path_factory.mktemp("config") / "salma_tiny_export.py"
+    path.write_text(f"_base_ = [{TINY!r}]\ntest_datasets = {test_datasets!r}\ntest_options = {test_options!r}\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, config_path):
+    """The training-side model with 'trained' weights and its mmengine checkpoint file."""
+    model = build_model(Config.fromfile(config_path), "none", torch.device("cpu"))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # zero at init: the merge would be a no-op
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)  # zero at init: CMA would be the identity
+    path = str(tmp_path_factory.mktemp("ckpt") / "iter_10.pth")
+    torch.save({"state_dict": model.state_dict(), "meta": {"iter": 10}}, path)
+    return model.eval(), path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, config_path, trained):
+    """(in-memory exported model, its folder), exported with random memory modules (tiny model)."""
+    cfg = Config.fromfile(config_path)
+    cfg.merge_from_dict({"test_options.sam2_memory": "random"})
+    out = str(tmp_path_factory.mktemp("export") / "salma_tiny")
+    return export_model(cfg, trained[1], out), out
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return SALMAModel.from_pretrained(exported[1])
+
+
+@pytest.fixture
+def fake_llm(monkeypatch):
+    monkeypatch.setattr(InternVLMLLM, "generate", always_seg)
+
+
+# ------------------------------------------------------------------ the folder
+def test_folder_has_weights_config_tokenizer_and_chat_template(exported):
+    _, out = exported
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja"} <= set(os.listdir(out))
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["format"] == "salma" and config["max_expr_tokens"] == 16
+    assert config["inputs"] == {**{k: v for k, v in READER.items() if k != "tokenizer"}, "use_thumbnail": True,
+                                "system": ""}
+    assert config["video"] == dict(num_llm_frames=LLM_FRAMES, llm_frame_sampling="first", propagation="memory",
+                                   tracker_decoder="shared")
+    assert config["max_new_tokens"] == 8 and config["tracker"]["model_type"] == "sam2_video"
+    assert config["grounding"]["mask_source"] == "pred" and config["grounding"]["cma"]["mask_bias_mode"] == "gate"
+    assert config["internvl"]["text_config"]["vocab_size"] == 512
+
+
+def test_every_trained_key_is_exported_with_lora_merged(exported, trained):
+    """Nothing dropped: each training key is in the file (LoRA folded into its base weight), values
+    unchanged except the merged weights, which are W + (alpha / r) * B @ A; plus the tracker's own."""
+    model, _ = trained
+    train_state = model.state_dict()
+    saved = load_file(os.path.join(exported[1], "model.safetensors"))
+    lora = sorted(k for k in train_state if "lora_" in k)
+    assert len(lora) == 2 * 2 * 7  # A and B, 2 layers, 7 target modules
+    expected = {k.replace(".base_layer.", ".") for k in train_state if "lora_" not in k}
+    assert {k for k in saved if not k.startswith("tracker.")} == expected
+    tracker_keys = {k[len("tracker."):] for k in saved if k.startswith("tracker.")}
+    assert tracker_keys == set(exported[0].tracker.own_state_dict())
+    assert any(k.startswith("memory_attention.") for k in tracker_keys)
+    assert not any(k.startswith(("vision_encoder.", "mask_decoder.")) for k in tracker_keys)  # shared, saved once
+    for key, value in train_state.items():
+        if "lora_" not in key and ".base_layer." not in key:
+            assert torch.equal(saved[key], value), key
+    scaling = 16 / 8  # lora_alpha / r of salma_tiny.py
+    for key in (k for k in train_state if k.endswith(".base_layer.weight")):
+        prefix = key[: -len("base_layer.weight")]
+        delta = scaling * train_state[prefix + "lora_B.default.weight"] @ train_state[prefix + "lora_A.default.weight"]
+        merged = saved[key.replace(".base_layer.", ".")]
+        assert torch.allclose(merged, train_state[key] + delta, atol=1e-6) and not torch.equal(merged, train_state[key])
+
+
+def test_from_pretrained_rebuilds_the_exported_model_exactly(exported, loaded):
+    model, _ = exported
+    ours, theirs = model.state_to_save(), loaded.state_to_save()
+    assert set(ours) == set(theirs)
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+    buffers = dict(model.named_buffers(remove_duplicate=False))  # incl. non-persistent ones, built not loaded
+    assert all(torch.equal(b, dict(loaded.named_buffers(remove_duplicate=False))[k]) for k, b in buffers.items())
+    assert not any("lora_" in n for n, _ in loaded.named_parameters())
+    assert tracker_shares_the_decoder(loaded)
+
+
+def test_merged_llm_equals_unmerged_llm(trained, loaded):
+    model, _ = trained
+    ids = model.tokenizer("Please segment the red circle in this image.", return_tensors="pt").input_ids
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        unmerged, _ = model.mllm(ids, mask)
+        merged, _ = loaded.model.mllm(ids, mask)
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+    with torch.no_grad():
+        plain = copy.deepcopy(model.mllm)
+        for name, param in plain.named_parameters():
+            if "lora_B" in name:
+                param.zero_()
+        without, _ = plain(ids, mask)
+    assert (without - unmerged).abs().max() > 1e-3  # the adapters matter, so the merge is tested
+
+
+def test_cli_export_writes_the_same_weights(exported, trained, config_path, tmp_path):
+    out = tmp_path / "cli"
+    load_tool("export").main([config_path, trained[1], "--out", str(out), "--sam2-memory", "random"])
+    ours, theirs = load_file(os.path.join(exported[1], "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    config = json.load(open(os.path.join(exported[1], "config.json")))
+    assert json.load(open(out / "config.json"))["inputs"] == config["inputs"]
+
+
+# ------------------------------------------------------------------ predict = evaluation
+def test_inference_reader_builds_the_evaluation_items(loaded, data_cfgs):
+    reader: InferenceReader = loaded.reader
+    refcoco = DATASETS.build(copy.deepcopy(data_cfgs["refcoco"]))
+    sample = refcoco[0]
+    item = reader.image_item(sample["meta"]["image_paths"][0], sample["meta"]["sentences"])
+    assert sample["pixel_values"].shape[0] > 1  # several tiles: the tiling settings matter
+    _assert_same_rows(expand_eval_sample(item), expand_eval_sample(sample))
+    assert item["meta"]["questions"] == sample["meta"]["questions"]
+
+    mevis = DATASETS.build({**data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
+                            "sam_all_frames": True})
+    sample = mevis[0]
+    item = reader.video_item(sample["meta"]["all_frame_paths"], sample["meta"]["expressions"])
+    assert item["meta"]["frame_indices"] == sample["meta"]["frame_indices"]
+    _assert_same_rows(expand_eval_sample(item), expand_eval_sample(sample))
+
+
+def _assert_same_rows(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        for key in ("input_ids", "expr_ids", "pixel_values", "g_pixel_values"):
+            assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("stub", [False, True], ids=["generated", "seg"])
+def test_image_predict_equals_the_res_evaluation(loaded, trained, data_cfgs, stub, monkeypatch):
+    """The exported model's answers and masks are tools/test.py's on the training-side model."""
+    if stub:
+        monkeypatch.setattr(InternVLMLLM, "generate", always_seg)
+    model, _ = trained
+    sample = DATASETS.build(copy.deepcopy(data_cfgs["refcoco"]))[1]
+    record = RESEvaluator(max_new_tokens=8).predict_item(model, sample)
+    height, width = record["size"]
+    outputs = loaded.predict(image=record["image_path"], text=[s["sentence"] for s in record["sentences"]])
+    for s, out in zip(record["sentences"], outputs, strict=True):
+        assert out["text"] == s["answer"] and out["question"] == s["question"]
+        assert out["masks"].dtype == torch.bool and out["masks"].shape == (s["n_seg"], height, width)
+        if s["mask"] is not None:
+            assert np.array_equal(out["masks"][0].numpy(), decode_rle(s["mask"], height, width).astype(bool))
+    if stub:
+        assert all(out["masks"].shape[0] == 1 and out["masks"].any() for out in outputs)
+
+
+def test_video_predict_equals_the_refvos_evaluation(loaded, trained, data_cfgs, fake_llm):
+    model, _ = trained
+    dataset = DATASETS.build({**data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
+                              "sam_all_frames": True})
+    sample = dataset[0]
+    tracker = SAM2MemoryTracker(model.grounding_encoder, memory_weights="random", seed=0)
+    record = RefVOSEvaluator(VideoPredictor(model, tracker=tracker, max_new_tokens=8)).predict_item(model, sample)
+    height, width = record["size"]
+    outputs = loaded.predict(video=record["frame_paths"], text=[e["exp"] for e in record["expressions"]])
+    n_frames = len(record["frame_paths"])
+    for e, out in zip(record["expressions"], outputs, strict=True):
+        assert out["text"] == e["answer"] and out["llm_frames"] == record["llm_frames"]
+        assert out["masks"].shape == (1, n_frames, height, width)
+        expected = np.stack([decode_rle(m, height, width) for m in e["masks"]]).astype(bool)
+        assert np.array_equal(out["masks"][0].numpy(), expected)
+    assert outputs[0]["masks"][0, LLM_FRAMES:].any()  # tracked frames carry the object too
+    folder = loaded.predict(video=os.path.dirname(record["frame_paths"][0]), text=record["expressions"][0]["exp"])
+    assert torch.equal(folder["masks"], outputs[0]["masks"])
+
+
+def test_predict_input_errors(loaded):
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="exactly one of image= or video="):
+        loaded.predict(text="x")
+    with pytest.raises(ValueError, match=r"may not contain \[SEG\]"):
+        loaded.predict(image=image, text="the [SEG] here")
+    with pytest.raises(ValueError, match="uint8"):
+        loaded.predict(image=image.astype(np.float32), text="x")
+    with pytest.raises(DataError, match="no_such.png: image file not found"):
+        loaded.predict(image="no_such.png", text="x")
+    with pytest.raises(DataError, match="frame 1: size"):
+        loaded.predict(video=[image, np.zeros((10, 30, 3), dtype=np.uint8)], text="x")
+
+
+def test_verbatim_question_is_sent_as_is(loaded):
+    out = loaded.predict(image=np.zeros((20, 30, 3), dtype=np.uint8), text="Describe the image.", template=False,
+                         max_new_tokens=2)
+    assert out["question"] == "Describe the image."
+    prompt = loaded.reader.image_item(np.zeros((20, 30, 3), dtype=np.uint8), ["Describe the image."],
+                                      template=False)["meta"]["prompts"][0]
+    assert (prompt["expr_ids"] == -1).all()  # no expression tokens: CMA attends to [SEG] alone
+
+
+# ------------------------------------------------------------------ tools/infer.py
+def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, synthetic_data, fake_llm, tmp_path, capsys):
+    image = os.path.join(synthetic_data["refcoco_images"], sorted(os.listdir(synthetic_data["refcoco_images"]))[0])
+    summary = load_tool("infer").main(["--model", exported[1], "--image", image, "--text", "the red circle",
+                                       "--out", str(tmp_path)])
+    expected = loaded.predict(image=image, text="the red circle")
+    png = np.array(Image.open(tmp_path / "mask_0.png"))
+    assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
+    assert np.array_equal(png > 0, expected["masks"][0].numpy())
+    assert summary["masks"] == ["mask_0.png"] and summary["answer"] == "Sure, [SEG]."
+    overlay = Image.open(tmp_path / "overlay.png")
+    assert overlay.width == png.shape[1] and overlay.height > png.shape[0]  # image plus the caption band
+    assert "A: Sure, [SEG]." in capsys.readouterr().out
+
+
+def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synthetic_data, fake_llm, tmp_path):
+    root = os.path.join(synthetic_data["mevis_valid_u"], "JPEGImages")
+    video = os.path.join(root, sorted(os.listdir(root))[0])
+    load_tool("infer").main(["--model", exported[1], "--video", video, "--text", "the moving circle",
+                             "--out", str(tmp_path)])
+    expected = loaded.predict(video=video, text="the moving circle")["masks"][0]  # (T, H, W)
+    names = sorted(os.path.splitext(n)[0] for n in os.listdir(video))
+    assert sorted(os.listdir(tmp_path / "masks" / "seg0")) == [f"{n}.png" for n in names]
+    for t, name in enumerate(names):
+        assert np.array_equal(np.array(Image.open(tmp_path / "masks" / "seg0" / f"{name}.png")) > 0,
+                              expected[t].numpy())
+    assert (tmp_path / "overlay.png").is_file() and json.load(open(tmp_path / "result.json"))["n_seg"] == 1
+
+
+def test_video_files_are_read_with_opencv(tmp_path):
+    cv2 = pytest.importorskip("cv2")  # installed with mmengine
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for t in range(4):
+        writer.write(np.full((48, 64, 3), 60 * t, dtype=np.uint8))
+    writer.release()
+    frames, names = read_video(tmp_path / "clip.mp4")
+    assert len(frames) == 4 and frames[0].size == (64, 48) and names == ["00000", "00001", "00002", "00003"]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="notes.txt: not a frame folder or a video file"):
+        read_video(tmp_path / "notes.txt")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="broken.mp4: OpenCV decoded no frame"):
+        read_video(tmp_path / "broken.mp4")
+
+
+# ------------------------------------------------------------------ loading: strict, defaults
+def _copy_with_weights(src: str, dst, edit) -> str:
+    shutil.copytree(src, dst)
+    state = load_file(os.path.join(src, "model.safetensors"))
+    edit(state)
+    save_file(state, os.path.join(dst, "model.safetensors"))
+    return str(dst)
+
+
+def test_missing_key_is_named(exported, tmp_path):
+    key = "grounding_encoder.cma.q_proj.weight"
+    folder = _copy_with_weights(exported[1], tmp_path / "missing", lambda s: s.pop(key))
+    with pytest.raises(CheckpointMismatchError, match=f"1 missing key\\(s\\): {key}"):
+        SALMAModel.from_pretrained(folder)
+
+
+def test_unexpected_key_is_named(exported, tmp_path):
+    folder = _copy_with_weights(exported[1], tmp_path / "extra",
+                                lambda s: s.update({"text_hidden_fcs.9.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointMismatchError, match="1 unexpected key\\(s\\): text_hidden_fcs.9.weight"):
+        SALMAModel.from_pretrained(folder)
+
+
+def test_shape_mismatch_and_foreign_config_are_errors(exported, tmp_path):
+    key = "text_hidden_fcs.0.bias"
+    folder = _copy_with_weights(exported[1], tmp_path / "shape", lambda s: s.update({key: torch.zeros(3)}))
+    with pytest.raises(CheckpointMismatchError, match=f"{key} \\(3,\\) vs target \\(128,\\)"):
+        SALMAModel.from_pretrained(folder)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    json.dump({**config, "format": "hf"}, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(ValueError, match="not a SALMA export"):
+        SALMAModel.from_pretrained(folder)
+
+
+def test_device_and_dtype_defaults(loaded, monkeypatch):
+    assert resolve_device_dtype(None, None) == (torch.device("cpu"), torch.float32)  # this CPU machine
+    assert resolve_device_dtype("cpu", "bfloat16") == (torch.device("cpu"), torch.bfloat16)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_device_dtype("cpu", "int8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device_dtype(None, None) == (torch.device("cuda"), torch.bfloat16)
+    assert resolve_device_dtype("cuda:1", None) == (torch.device("cuda:1"), torch.bfloat16)
+    assert loaded.device == torch.device("cpu") and loaded.dtype == torch.float32
+    assert loaded.model.data_preprocessor._device == torch.device("cpu")
+
+
+def test_bfloat16_model_predicts(exported, fake_llm):
+    model = SALMAModel.from_pretrained(exported[1], device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert tracker_shares_the_decoder(model)
+    out = model.predict(image=np.full((40, 52, 3), 128, dtype=np.uint8), text="the red circle")
+    assert out["masks"].shape == (1, 40, 52) and out["masks"].dtype == torch.bool
+    video = model.predict(video=[np.full((40, 52, 3), 30 * t, dtype=np.uint8) for t in range(5)], text="the circle")
+    assert video["masks"].shape == (1, 5, 40, 52)
+
+
+def test_no_hard_coded_cuda():
+    for path in ("projects/salma/models/salma_model.py", "projects/salma/export.py", "projects/salma/inference.py",
+                 "projects/salma/datasets/inference.py", "tools/infer.py", "tools/export.py"):
+        assert ".cuda(" not in open(os.path.join(ROOT, path)).read(), path
+
+
+# ------------------------------------------------------------------ export settings and errors
+def test_exported_tokenizer_renders_the_training_prompt(loaded):
+    question = "<img><IMG_CONTEXT></img>\nPlease segment the red circle in this image."
+    rendered = loaded.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                    add_generation_prompt=True)
+    assert rendered == build_prompt(question, system="")
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure, [SEG]."}]
+    rendered = loaded.tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, *history,
+                                                     {"role": "user", "content": question}], tokenize=False,
+                                                    add_generation_prompt=True)
+    assert rendered == build_prompt(question, system="Be brief.", history=[("Hi", "Sure, [SEG].")])
+
+
+def test_reader_settings_come_from_the_evaluation_readers_and_must_agree(trained, config_path):
+    model, _ = trained
+    cfg = Config.fromfile(config_path)
+    assert reader_settings(cfg, model)["max_dynamic_patch"] == 4
+    cfg.merge_from_dict({"test_datasets.mevis.dataset.max_dynamic_patch": 6})
+    with pytest.raises(ValueError, match="readers disagree on max_dynamic_patch: test_datasets.refcoco=4, "
+                                         "test_datasets.mevis=6"):
+        reader_settings(cfg, model)
+    cfg = Config.fromfile(config_path)
+    cfg.merge_from_dict({"test_datasets.refcoco.dataset.image_size": 64, "test_datasets.mevis.dataset.image_size": 64})
+    with pytest.raises(ValueError, match="image_size=64 but the model expects 128"):
+        reader_settings(cfg, model)
+    assert reader_settings(Config.fromfile(TINY), model)["max_dynamic_patch"] == 12  # no readers: the defaults
+
+
+def test_export_needs_memory_weights_for_memory_propagation(trained, config_path, tmp_path):
+    model, _ = trained
+    cfg = Config.fromfile(config_path)
+    with pytest.raises(ValueError, match="--sam2-memory"):
+        build_tracker(model, cfg.model.to_dict(), video_options(cfg))
+    cfg.merge_from_dict({"test_options.propagation": "decode_all"})
+    assert build_tracker(model, cfg.model.to_dict(), video_options(cfg)) is None
+    assert set(VIDEO_KEYS) <= set(video_options(cfg))
+    cfg.merge_from_dict({"model.grounding_encoder.mask_source": "gt"})
+    with pytest.raises(ValueError, match="oracle prior"):
+        export_model(cfg, trained[1], str(tmp_path / "gt"))
+
+
+def test_decode_all_export_has_no_tracker_and_decodes_every_frame(loaded, trained, config_path, tmp_path, fake_llm):
+    cfg = Config.fromfile(config_path)
+    cfg.merge_from_dict({"test_options.propagation": "decode_all"})
+    export_model(cfg, trained[1], str(tmp_path / "decode_all"))
+    assert not any(k.startswith("tracker.") for k in load_file(str(tmp_path / "decode_all" / "model.safetensors")))
+    model = SALMAModel.from_pretrained(str(tmp_path / "decode_all"))
+    assert model.tracker is None
+    frames = [np.random.default_rng(t).integers(0, 255, (40, 52, 3), dtype=np.uint8) for t in range(5)]
+    out = model.predict(video=frames, text="the circle")
+    tracked = loaded.predict(video=frames, text="the circle")
+    assert out["masks"].shape == tracked["masks"].shape == (1, 5, 40, 52)
+    llm = out["llm_frames"]  # the language decode on the LLM's frames, in both modes
+    assert llm == [0, 1, 2] and torch.equal(out["masks"][:, llm], tracked["masks"][:, llm])
+
+
+def test_checkpoint_missing_trainable_weights_is_an_error(trained, config_path, tmp_path):
+    model, _ = trained
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("text_hidden_fcs.")}
+    torch.save({"state_dict": state}, tmp_path / "partial.pth")
+    cfg = Config.fromfile(config_path)
+    cfg.merge_from_dict({"test_options.sam2_memory": "random"})
+    with pytest.raises(ValueError, match="would be exported untrained: \\['text_hidden_fcs.0.bias'"):
+        export_model(cfg, str(tmp_path / "partial.pth"), str(tmp_path / "out"))

@@ -1,0 +1,44 @@
+"""Segment with an exported SALMA model: ``python tools/infer.py --model DIR (--image PATH | --video
+DIR_OR_MP4) --text "the dog on the left" --out OUT [--device cuda] [--dtype bfloat16]``.
+
+Writes the masks as PNGs, an overlay picture and result.json to OUT (see
+``projects.salma.inference``) and prints the answer. ``--text`` is a referring expression, asked
+as the evaluation asks it; ``--verbatim`` sends it as the question instead.
+"""
+import argparse
+
+from projects.salma.inference import infer_image, infer_video
+from projects.salma.models.salma_model import SALMAModel
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Segment an image or a video with an exported SALMA model")
+    parser.add_argument("--model", required=True, help="folder written by tools/export.py")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="image file")
+    source.add_argument("--video", help="folder of frames (sorted by name) or a video file (read with OpenCV)")
+    parser.add_argument("--text", required=True, help="referring expression (or the question, with --verbatim)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: the export's)")
+    parser.add_argument("--verbatim", action="store_true", help="send --text as the question, without the template")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, template=not args.verbatim)
+    if args.image:
+        summary = infer_image(model, args.image, args.text, args.out, **kwargs)
+    else:
+        summary = infer_video(model, args.video, args.text, args.out, **kwargs)
+    print(f"Q: {summary['question']}\nA: {summary['answer']}")
+    print(f"{summary['n_seg']} [SEG] -> {len(summary['masks'])} mask PNGs and overlay.png in {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
