@@ -6,8 +6,9 @@
 #
 # Data lives under SALMA_DATA_ROOT (default ./data), laid out as REFERENCE.md describes:
 #   refcoco/ refcoco+/ refcocog/ (refer layout) + coco/train2014/, mevis/train/, revos/,
-#   ref_ytvos/train/ (converted), glamm/ (GranDf, RefCOCOg-GCG), llava/ (llava_v1_5_mix665k.json).
-_base_ = ["./_base_/default_runtime.py", "./_base_/models/salma_1b.py"]
+#   ref_ytvos/train/ (converted), glamm/ (GranDf, RefCOCOg-GCG converted by tools/data/convert_gcg.py),
+#   llava/ (llava_v1_5_mix665k.json). Evaluation sets: configs/_base_/datasets/benchmarks.py.
+_base_ = ["./_base_/default_runtime.py", "./_base_/models/salma_1b.py", "./_base_/datasets/benchmarks.py"]
 
 data_root = "{{$SALMA_DATA_ROOT:data}}"
 
@@ -42,8 +43,10 @@ train_dataset = dict(
         dict(type="GCGDataset", name="grandf", tokenizer={{_base_.tokenizer}}, mode="train",
              data_file=data_root + "/glamm/GranDf_HA_GCG_train.json", image_folder=data_root + "/glamm/GranDf_HA_images/train",
              **image_args),
+        # GLaMM's RefCOCOg-GCG, converted once to the GranD-f layout:
+        #   python tools/data/convert_gcg.py --src data/glamm/RefCOCOg_GCG_train.json --out data/glamm/RefCOCOg_GCG_train_grandf.json
         dict(type="GCGDataset", name="refcocog_gcg", tokenizer={{_base_.tokenizer}}, mode="train",
-             data_file=data_root + "/glamm/RefCOCOg_GCG_train.json", image_folder=data_root + "/coco/train2014",
+             data_file=data_root + "/glamm/RefCOCOg_GCG_train_grandf.json", image_folder=data_root + "/coco/train2014",
              **image_args),
         dict(type="LLaVADataset", name="llava", tokenizer={{_base_.tokenizer}}, mode="train",
              data_file=data_root + "/llava/llava_v1_5_mix665k.json", image_folder=data_root + "/llava/images",

@@ -80,3 +80,33 @@ def test_each_ablation_row_flips_only_what_it_names(prev, row, expected):
 
 def test_last_ablation_equals_salma():
     assert Config.fromfile("configs/ablations/5_boundary.py").model == Config.fromfile("configs/SALMA-1B.py").model
+
+
+def test_salma_1b_evaluates_every_benchmark_of_the_seed_tables():
+    from projects.salma.evaluation.runner import resolve_runs
+
+    runs = {r.name: r for r in resolve_runs(Config.fromfile("configs/SALMA-1B.py"))}
+    assert sorted(runs) == sorted([
+        "refcoco/val", "refcoco/testA", "refcoco/testB", "refcoco_plus/val", "refcoco_plus/testA",
+        "refcoco_plus/testB", "refcocog/val", "refcocog/test", "ref_davis17", "mevis/valid_u", "mevis/valid",
+        "revos", "ref_ytvos"])
+    assert runs["refcocog/test"].dataset["split_by"] == "umd" and runs["refcoco_plus/val"].dataset["split_by"] == "unc"
+    assert runs["revos"].options["protocol"] == "revos" and runs["revos"].dataset["foreground_file"]
+    # No public GT: masks only, written as a submission zip.
+    assert runs["mevis/valid"].dataset["mask_file"] is None and runs["ref_ytvos"].dataset["mask_file"] is None
+    assert runs["mevis/valid_u"].options["num_llm_frames"] == 5 and runs["mevis/valid_u"].options["propagation"] == "memory"
+    assert Config.fromfile("configs/Sa2VA-1B.py").test_datasets == Config.fromfile("configs/SALMA-1B.py").test_datasets
+
+
+def test_tiny_synthetic_test_datasets_build_on_synthetic_data(synthetic_data, monkeypatch):
+    from projects.salma.evaluation.runner import complete_dataset_cfg, resolve_runs
+    from projects.salma.registry import DATASETS
+
+    monkeypatch.setenv("SALMA_SYNTH_ROOT", synthetic_data["out"])
+    cfg = Config.fromfile("configs/tiny/salma_tiny_synthetic.py")
+    model = MODELS.build(cfg.model)
+    sizes = {}
+    for run in resolve_runs(cfg):
+        dataset = DATASETS.build(complete_dataset_cfg(run, cfg.model.to_dict(), model))
+        sizes[run.name] = len(dataset)
+    assert sizes == {"refcoco_synth/val": 8, "mevis_synth/valid_u": 3}  # the fixture's val images / videos

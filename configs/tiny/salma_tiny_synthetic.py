@@ -32,14 +32,15 @@ train_dataloader = dict(
 )
 
 max_iters = 400
+warmup_ratio = 0.05  # linear LR warm-up, then cosine (tools/demo_cpu.py --iters keeps these ratios)
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=1.0),
 )
 param_scheduler = [
-    dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=int(0.05 * max_iters)),
-    dict(type="CosineAnnealingLR", eta_min=0.0, by_epoch=False, begin=int(0.05 * max_iters), end=max_iters),
+    dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=int(warmup_ratio * max_iters)),
+    dict(type="CosineAnnealingLR", eta_min=0.0, by_epoch=False, begin=int(warmup_ratio * max_iters), end=max_iters),
 ]
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters)
 default_hooks = dict(
@@ -47,8 +48,27 @@ default_hooks = dict(
     checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1),
 )
 custom_hooks = [
-    dict(type="CMAWarmupHook", warmup_ratio=0.05),
+    dict(type="CMAWarmupHook", warmup_ratio=warmup_ratio),
     dict(type="AuxLossWarmupHook", warmup_ratio=0.2),
     dict(type="DataSkipLoggerHook"),
 ]
 env_cfg = dict(dist_cfg=dict(backend="gloo"))
+
+# tools/test.py on the held-out synthetic splits (the demo evaluates these after training).
+test_datasets = dict(
+    refcoco_synth=dict(
+        task="res",
+        dataset=dict(type="RefCOCODataset", data_root=data_root + "/refcoco_synth",
+                     image_folder=data_root + "/refcoco_synth/images"),
+        splits=dict(val=dict(split="val")),
+    ),
+    mevis_synth=dict(
+        task="ref_vos",
+        dataset=dict(type="RefVOSDataset", data_root=data_root + "/mevis_synth/valid_u",
+                     expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
+        splits=dict(valid_u=dict()),
+    ),
+)
+# The tiny model's SAM-2 memory modules are never trained, so every frame is decoded with the
+# language prompt ('decode_all') instead of tracked; the LLM sees 2 frames, as in training.
+test_options = dict(propagation="decode_all", num_llm_frames=2, llm_frame_sampling="uniform", max_new_tokens=16)

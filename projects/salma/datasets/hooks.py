@@ -2,7 +2,7 @@
 
 Index-build skips are read from the train dataset (counted in the main process); ``__getitem__``
 skips are summed from ``meta['skipped']`` of the batches, which is exact with DataLoader workers.
-Configs using it import this package: ``custom_imports=dict(imports=['projects.salma.datasets'])``.
+The ``salma`` HOOKS registry finds it by name (its locations include this package).
 """
 from __future__ import annotations
 
