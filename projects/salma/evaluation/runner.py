@@ -165,7 +165,7 @@ def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 
     return model.to(device).eval()
 
 
-class _Trackers:
+class TrackerCache:
     """One SAM-2 memory tracker per process, built when a video run first needs it."""
 
     def __init__(self, model, model_cfg: dict) -> None:
@@ -185,7 +185,7 @@ class _Trackers:
         return self._built[key]
 
 
-def make_evaluator(run: EvalRun, model, trackers: _Trackers):
+def make_evaluator(run: EvalRun, model, trackers: TrackerCache):
     o = run.options
     if run.task == "res":
         return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"])
@@ -237,7 +237,7 @@ def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str
             draw_video_record(rec, out_dir, gt)
 
 
-def evaluate_run(run: EvalRun, cfg: Config, model, trackers: _Trackers, *, checkpoint: str, work_dir: str,
+def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, checkpoint: str, work_dir: str,
                  max_items: int | None, show: int) -> dict:
     """Predict (or reuse) every selected item of one run, gather, summarise; returns the summary entry."""
     rank, world = get_dist_info()
@@ -315,7 +315,7 @@ def run_evaluation(
     runs = resolve_runs(cfg, datasets, split)
     seed = int({**DEFAULT_OPTIONS, **_plain(cfg.get("test_options") or {})}["seed"])
     model = build_model(cfg, checkpoint, device, seed)
-    trackers = _Trackers(model, _plain(cfg.model))
+    trackers = TrackerCache(model, _plain(cfg.model))
     entries = {}
     for run in runs:
         entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir,
