@@ -131,25 +131,14 @@ def build_tracker(model, model_cfg: dict, options: dict) -> SAM2MemoryTracker | 
                              tracker_decoder=options["tracker_decoder"], seed=int(options["seed"]))
 
 
-def export_model(cfg: Config, checkpoint: str, out_dir: str, *, dtype: str | None = None) -> SALMAModel:
-    """Build, load ``checkpoint``, merge LoRA, save the folder; returns the exported model (CPU).
-
-    ``dtype``: cast the saved floating weights ('bfloat16' halves the folder); default: as trained.
-    """
-    logger = MMLogger.get_current_instance()
+def as_salma_model(cfg: Config, model, *, source: dict | None = None) -> SALMAModel:
+    """The exported form of a built (and loaded) ``model``: LoRA merged in place, the evaluation's
+    tracker, the config recording architecture, reader settings and video options."""
     model_cfg = _plain(cfg.model)
     grounding = model_cfg["grounding_encoder"]
-    if grounding.get("mask_source", "pred") == "gt" and grounding.get("enable_cma", True):
-        raise ValueError("model.grounding_encoder.mask_source='gt' is an oracle prior: it cannot run at inference")
     options = video_options(cfg)
-    model = build_model(cfg, "none", torch.device("cpu"), int(options["seed"]))
-    report = load_trained_weights(model, checkpoint)
-    if report.missing_trainable:
-        raise ValueError(f"{checkpoint}: {len(report.missing_trainable)} trainable tensors are not in the "
-                         f"checkpoint and would be exported untrained: {report.missing_trainable[:10]}")
     merged = merge_lora(model.mllm.language_model)
     tracker = build_tracker(model, model_cfg, options)
-
     config = SALMAConfig(
         internvl=model.mllm.model.config.to_dict(),
         sam2=model.grounding_encoder.sam2.config.to_dict(),
@@ -159,11 +148,28 @@ def export_model(cfg: Config, checkpoint: str, out_dir: str, *, dtype: str | Non
         video={k: options[k] for k in VIDEO_KEYS},
         tracker=None if tracker is None else tracker.video.config.to_dict(),
         max_new_tokens=int(options["max_new_tokens"]),
-        source={"config": cfg.filename, "checkpoint": checkpoint, "lora_merged_layers": len(merged),
+        source={**(source or {}), "config": cfg.filename, "lora_merged_layers": len(merged),
                 "sam2_memory": options["sam2_memory"] if tracker is not None else None},
     )
-    exported = SALMAModel(model, config, tracker)
+    return SALMAModel(model, config, tracker)
+
+
+def export_model(cfg: Config, checkpoint: str, out_dir: str, *, dtype: str | None = None) -> SALMAModel:
+    """Build, load ``checkpoint``, merge LoRA, save the folder; returns the exported model (CPU).
+
+    ``dtype``: cast the saved floating weights ('bfloat16' halves the folder); default: as trained.
+    """
+    grounding = _plain(cfg.model)["grounding_encoder"]
+    if grounding.get("mask_source", "pred") == "gt" and grounding.get("enable_cma", True):
+        raise ValueError("model.grounding_encoder.mask_source='gt' is an oracle prior: it cannot run at inference")
+    model = build_model(cfg, "none", torch.device("cpu"), int(video_options(cfg)["seed"]))
+    report = load_trained_weights(model, checkpoint)
+    if report.missing_trainable:
+        raise ValueError(f"{checkpoint}: {len(report.missing_trainable)} trainable tensors are not in the "
+                         f"checkpoint and would be exported untrained: {report.missing_trainable[:10]}")
+    exported = as_salma_model(cfg, model, source={"checkpoint": checkpoint})
     exported.save_pretrained(out_dir, dtype=dtype)
-    logger.info(f"exported {checkpoint} to {out_dir}: {len(merged)} LoRA layers merged, "
-                f"{len(exported.state_to_save())} tensors, propagation {config.video['propagation']}")
+    MMLogger.get_current_instance().info(
+        f"exported {checkpoint} to {out_dir}: {exported.config.source['lora_merged_layers']} LoRA layers merged, "
+        f"{len(exported.state_to_save())} tensors, propagation {exported.config.video['propagation']}")
     return exported
