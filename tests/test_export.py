@@ -106,7 +106,7 @@ def exported(tmp_path_factory, config_path, trained):
 
 @pytest.fixture(scope="module")
 def loaded(exported):
-    return SALMAModel.from_pretrained(exported[1])
+    return SALMAModel.from_pretrained(exported[1], device="cpu")  # compared with the CPU training-side model
 
 
 @pytest.fixture
@@ -283,7 +283,7 @@ def test_verbatim_question_is_sent_as_is(loaded):
 def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, synthetic_data, fake_llm, tmp_path, capsys):
     image = os.path.join(synthetic_data["refcoco_images"], sorted(os.listdir(synthetic_data["refcoco_images"]))[0])
     summary = load_tool("infer").main(["--model", exported[1], "--image", image, "--text", "the red circle",
-                                       "--out", str(tmp_path)])
+                                       "--out", str(tmp_path), "--device", "cpu"])
     expected = loaded.predict(image=image, text="the red circle")
     png = np.array(Image.open(tmp_path / "mask_0.png"))
     assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
@@ -298,7 +298,7 @@ def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synth
     root = os.path.join(synthetic_data["mevis_valid_u"], "JPEGImages")
     video = os.path.join(root, sorted(os.listdir(root))[0])
     load_tool("infer").main(["--model", exported[1], "--video", video, "--text", "the moving circle",
-                             "--out", str(tmp_path)])
+                             "--out", str(tmp_path), "--device", "cpu"])
     expected = loaded.predict(video=video, text="the moving circle")["masks"][0]  # (T, H, W)
     names = sorted(os.path.splitext(n)[0] for n in os.listdir(video))
     assert sorted(os.listdir(tmp_path / "masks" / "seg0")) == [f"{n}.png" for n in names]
@@ -358,16 +358,19 @@ def test_shape_mismatch_and_foreign_config_are_errors(exported, tmp_path):
         SALMAModel.from_pretrained(folder)
 
 
-def test_device_and_dtype_defaults(loaded, monkeypatch):
-    assert resolve_device_dtype(None, None) == (torch.device("cpu"), torch.float32)  # this CPU machine
+def test_device_and_dtype_defaults(exported, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device_dtype(None, None) == (torch.device("cpu"), torch.float32)
+    model = SALMAModel.from_pretrained(exported[1])
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert model.model.data_preprocessor._device == torch.device("cpu")  # batches follow the model
     assert resolve_device_dtype("cpu", "bfloat16") == (torch.device("cpu"), torch.bfloat16)
     with pytest.raises(ValueError, match="dtype must be one of"):
         resolve_device_dtype("cpu", "int8")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device_dtype(None, None) == (torch.device("cuda"), torch.bfloat16)
     assert resolve_device_dtype("cuda:1", None) == (torch.device("cuda:1"), torch.bfloat16)
-    assert loaded.device == torch.device("cpu") and loaded.dtype == torch.float32
-    assert loaded.model.data_preprocessor._device == torch.device("cpu")
+    assert resolve_device_dtype("cuda", "float32") == (torch.device("cuda"), torch.float32)
 
 
 def test_bfloat16_model_predicts(exported, fake_llm):
@@ -432,7 +435,7 @@ def test_decode_all_export_has_no_tracker_and_decodes_every_frame(loaded, traine
     cfg.merge_from_dict({"test_options.propagation": "decode_all"})
     export_model(cfg, trained[1], str(tmp_path / "decode_all"))
     assert not any(k.startswith("tracker.") for k in load_file(str(tmp_path / "decode_all" / "model.safetensors")))
-    model = SALMAModel.from_pretrained(str(tmp_path / "decode_all"))
+    model = SALMAModel.from_pretrained(str(tmp_path / "decode_all"), device="cpu")
     assert model.tracker is None
     frames = [np.random.default_rng(t).integers(0, 255, (40, 52, 3), dtype=np.uint8) for t in range(5)]
     out = model.predict(video=frames, text="the circle")
