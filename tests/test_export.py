@@ -23,7 +23,8 @@ from projects.salma.datasets.masks import decode_rle
 from projects.salma.evaluation.ref_vos import RefVOSEvaluator
 from projects.salma.evaluation.res import RESEvaluator
 from projects.salma.evaluation.runner import build_model
-from projects.salma.export import VIDEO_KEYS, build_tracker, export_model, reader_settings, video_options
+from projects.salma.export import (VIDEO_KEYS, build_tracker, export_model, reader_settings, trained_otherwise,
+                                   video_options)
 from projects.salma.models.convert.common import CheckpointMismatchError
 from projects.salma.models.mllm import InternVLMLLM
 from projects.salma.models.salma_model import SALMAModel, resolve_device_dtype
@@ -415,6 +416,15 @@ def test_reader_settings_come_from_the_evaluation_readers_and_must_agree(trained
     with pytest.raises(ValueError, match="image_size=64 but the model expects 128"):
         reader_settings(cfg, model)
     assert reader_settings(Config.fromfile(TINY), model)["max_dynamic_patch"] == 12  # no readers: the defaults
+
+
+def test_training_readers_that_differ_from_the_exported_settings_are_reported(trained, config_path):
+    cfg = Config.fromfile(config_path)
+    settings = reader_settings(cfg, trained[0])
+    train = [("train_dataloader.dataset.datasets[0]", {**READER, "max_dynamic_patch": 1, "use_thumbnail": False}),
+             ("train_dataloader.dataset.datasets[1]", {**READER, "max_dynamic_patch": 1})]
+    assert trained_otherwise(settings, train) == ["max_dynamic_patch=4 (trained with 1)"]  # readers split: silent
+    assert trained_otherwise(settings, [("t", dict(READER))]) == []
 
 
 def test_export_needs_memory_weights_for_memory_propagation(trained, config_path, tmp_path):

@@ -83,7 +83,9 @@ def _dataset_cfgs(cfg: Config) -> dict[str, list[tuple[str, dict]]]:
 def reader_settings(cfg: Config, model) -> dict:
     """The readers' image and template settings: those of the evaluation readers if the config has
     any, else of the training readers, else the reader defaults. Readers of the chosen group that
-    disagree are an error; the sizes tied to the model default to it and must agree with it."""
+    disagree are an error; the sizes tied to the model default to it and must agree with it.
+    Evaluation settings that differ from what the training readers used are logged as a warning
+    (the export follows the evaluation, as ``tools/test.py`` does)."""
     defaults = inspect.signature(SalmaDataset.__init__).parameters
     vision = model.mllm.model.config.vision_config
     size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
@@ -103,7 +105,24 @@ def reader_settings(cfg: Config, model) -> dict:
             if key in tied and value != settings[key]:
                 raise ValueError(f"{where}: {key}={value} but the model expects {settings[key]}")
             settings[key] = value
+    if groups["eval"]:
+        differ = trained_otherwise(settings, groups["train"])
+        if differ:
+            MMLogger.get_current_instance().warning(
+                f"the export follows the evaluation readers; training readers differ: {', '.join(differ)}")
     return settings
+
+
+def trained_otherwise(settings: dict, train_readers: list[tuple[str, dict]]) -> list[str]:
+    """Settings in which the training readers (all alike) differ from ``settings``, as 'key=value
+    (trained with value)'."""
+    defaults = inspect.signature(SalmaDataset.__init__).parameters
+    differ = []
+    for key in READER_KEYS:
+        used = {repr(d.get(key, defaults[key].default)) for _, d in train_readers}
+        if len(used) == 1 and used != {repr(settings[key])}:
+            differ.append(f"{key}={settings[key]!r} (trained with {used.pop()})")
+    return differ
 
 
 def video_options(cfg: Config) -> dict:
