@@ -81,7 +81,9 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", eta_min=0.0, by_epoch=True, begin=warmup_ratio * max_epochs, end=max_epochs,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs)
+# Resumes a mid-epoch iteration checkpoint at the next batch without reloading the ones before it
+# (mmengine's EpochBasedTrainLoop restarts the epoch: repeated data, past max_iters).
+train_cfg = dict(type="ResumableEpochBasedTrainLoop", max_epochs=max_epochs)
 
 custom_hooks = [
     dict(type="CMAWarmupHook", warmup_ratio=warmup_ratio),

@@ -1,6 +1,6 @@
 """Data pipeline: readers (one per on-disk format), templates, encode, transforms, collate, sampling.
 
-Importing this package registers the readers (``DATASETS``), the sampler (``DATA_SAMPLERS``), the
+Importing this package registers the readers (``DATASETS``), the samplers (``DATA_SAMPLERS``), the
 collate function and tokenizer builders (``FUNCTIONS``) and the skip-logging hook (``HOOKS``).
 """
 from .base import SalmaDataset
@@ -15,14 +15,15 @@ from .masks import decode_rle, decode_segmentation, encode_mask
 from .mix import DatasetMix
 from .ref_vos import RefVOSDataset, sample_frame_indices
 from .refcoco import RefCOCODataset
-from .samplers import LengthGroupedSampler
+from .samplers import LengthGroupedSampler, ResumableDefaultSampler
 from .tokenizer import build_tiny_tokenizer, build_tokenizer, load_pretrained_tokenizer
 from .transforms import (closest_grid, dynamic_preprocess, internvl_pixel_values, load_image, num_tiles,
                          resize_masks, sam_pixel_values)
 
 __all__ = [
     "SalmaDataset", "RefCOCODataset", "RefVOSDataset", "LLaVADataset", "GCGDataset", "DatasetMix",
-    "LengthGroupedSampler", "salma_collate", "salma_eval_collate", "expand_eval_sample", "DataSkipLoggerHook", "DataError",
+    "LengthGroupedSampler", "ResumableDefaultSampler", "salma_collate", "salma_eval_collate", "expand_eval_sample",
+    "DataSkipLoggerHook", "DataError",
     "DEFAULT_SYSTEM", "INTERNVL_SYSTEM", "ExprSpan", "Turn", "build_prompt", "render_conversation",
     "EncodedConversation", "encode_conversation", "encode_prompt",
     "decode_rle", "decode_segmentation", "encode_mask", "sample_frame_indices",

@@ -1,4 +1,6 @@
-"""mmengine glue: hooks and runner helpers."""
+"""mmengine glue: hooks, the resumable train loop and runner helpers."""
 from .hooks import AuxLossWarmupHook, CMAWarmupHook, DeepSpeedGradNormHook, RNGStateHook, linear_warmup
+from .loops import ResumableEpochBasedTrainLoop
 
-__all__ = ["AuxLossWarmupHook", "CMAWarmupHook", "DeepSpeedGradNormHook", "RNGStateHook", "linear_warmup"]
+__all__ = ["AuxLossWarmupHook", "CMAWarmupHook", "DeepSpeedGradNormHook", "RNGStateHook",
+           "ResumableEpochBasedTrainLoop", "linear_warmup"]

@@ -13,13 +13,16 @@ from mmengine.config import Config
 from .checkpoint import allow_mmengine_checkpoints
 
 # ZeRO-2 as shipped in configs/deepspeed_zero2.json; accumulation, clipping and micro-batch size
-# are taken from the config so one source of truth drives both runners.
-ZERO2 = "configs/deepspeed_zero2.json"
+# are taken from the config so one source of truth drives both runners. Found from this file's
+# location (repo/projects/salma/engine/), not the current directory, so `--deepspeed zero2` works
+# wherever the job is launched from (an editable install; a plain one has no configs/).
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ZERO2 = osp.join(REPO_ROOT, "configs", "deepspeed_zero2.json")
 
 
 def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
-    """mmengine DeepSpeedStrategy dict from a JSON file (``zero2`` = the shipped one)."""
-    path = ZERO2 if deepspeed == "zero2" else deepspeed
+    """mmengine DeepSpeedStrategy dict from a JSON file (``zero2`` = the shipped one, else a path)."""
+    path = ZERO2 if deepspeed == "zero2" else deepspeed  # a given path is the user's: relative to the cwd
     if not osp.isfile(path):
         raise FileNotFoundError(f"--deepspeed: no such JSON file: {path}")
     with open(path) as f:
