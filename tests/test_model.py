@@ -205,3 +205,18 @@ def test_predict_encodes_rows_sharing_frames_once_with_identical_masks(model, mo
         assert c["masks"].shape == (1, 2, 40, 52) and c["masks"].any()
         assert torch.equal(c["masks"], a["masks"]) and torch.equal(c["mask_logits"], a["mask_logits"])
     assert not torch.equal(cached[0]["mask_logits"], cached[3]["mask_logits"])
+
+
+def test_bf16_llm_with_fp32_grounding_predicts_and_trains_without_autocast(monkeypatch):
+    """SALMA-1B's mix: InternVL in bf16, SAM-2 / CMA / text_hidden_fcs in fp32 (tools/test.py runs
+    no autocast), so the [SEG] states are cast to the grounding side's dtype."""
+    model = build(**{"mllm.torch_dtype": "bfloat16"})
+    assert model.mllm.model.dtype == torch.bfloat16 and model.text_hidden_fcs[0].weight.dtype == torch.float32
+    monkeypatch.setattr(type(model.mllm), "generate", _always_seg)
+    model.eval()
+    (result,) = model(make_batch(model, [(1, 2)], with_answer=False, **SIZES), mode="predict")
+    assert result["masks"].shape[:2] == (1, 2) and result["mask_logits"].dtype == torch.float32
+    model.train()
+    losses = model(make_batch(model, [(2, 1)], **SIZES), mode="loss")
+    sum(losses.values()).backward()
+    assert model.text_hidden_fcs[0].weight.grad is not None

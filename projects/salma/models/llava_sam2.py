@@ -131,6 +131,10 @@ class VideoLLaVASAMModel(BaseModel):
         self.register_buffer("aux_loss_scale", torch.ones(()))
 
     @property
+    def _grounding_dtype(self) -> torch.dtype:
+        return self.text_hidden_fcs[0].weight.dtype
+
+    @property
     def tokenizer(self):
         return self.mllm.tokenizer
 
@@ -168,7 +172,8 @@ class VideoLLaVASAMModel(BaseModel):
                     slot.append(j)
                 obj += 1
         device = hidden.device
-        projected = self.text_hidden_fcs(hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)])
+        picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+        projected = self.text_hidden_fcs(picked.to(self._grounding_dtype))  # the LLM may run in bf16
         owner_t, slot_t = torch.tensor(owner, device=device), torch.tensor(slot, device=device)
         width = int(slot_t.max()) + 1
         tokens = projected.new_zeros(obj, width, projected.shape[-1])
@@ -276,7 +281,7 @@ class VideoLLaVASAMModel(BaseModel):
         channels = runner.sam2.config.vision_config.fpn_hidden_size
         zeros = hidden.new_zeros(1, channels, int(h), int(w))
         features = FrameFeatures(zeros, [hidden.new_zeros(1, channels, 4 * h, 4 * w), hidden.new_zeros(1, channels, 2 * h, 2 * w)])
-        seg = self.text_hidden_fcs(hidden[:1, 0])  # (1, C)
+        seg = self.text_hidden_fcs(hidden[:1, 0].to(self._grounding_dtype))  # (1, C)
         queries = SegQueries(seg=seg, tokens=seg[:, None], padding=torch.zeros(1, 1, dtype=torch.bool, device=hidden.device))
         index = torch.zeros(1, dtype=torch.long, device=hidden.device)
         gt = hidden.new_zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
