@@ -54,18 +54,20 @@ custom_hooks = [
 ]
 env_cfg = dict(dist_cfg=dict(backend="gloo"))
 
-# tools/test.py on the held-out synthetic splits (the demo evaluates these after training).
+# tools/test.py on the held-out synthetic splits (the demo evaluates these after training), read
+# with the training preprocessing (image_args: one 128 px tile, no thumbnail).
 test_datasets = dict(
     refcoco_synth=dict(
         task="res",
         dataset=dict(type="RefCOCODataset", data_root=data_root + "/refcoco_synth",
-                     image_folder=data_root + "/refcoco_synth/images"),
+                     image_folder=data_root + "/refcoco_synth/images", **image_args),
         splits=dict(val=dict(split="val")),
     ),
     mevis_synth=dict(
         task="ref_vos",
         dataset=dict(type="RefVOSDataset", data_root=data_root + "/mevis_synth/valid_u",
-                     expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
+                     expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.json",
+                     **image_args),
         splits=dict(valid_u=dict()),
     ),
 )
