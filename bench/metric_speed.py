@@ -10,7 +10,8 @@ Compared, interleaved in one process (A B C A B C ...):
   B  ``db_eval_iou`` + ``db_eval_boundary`` per object (per-frame arrays, DAVIS API);
   C  a straightforward per-frame implementation of the same definitions (DAVIS ``f_measure`` /
      ``_seg2bmap`` / ``db_eval_iou``; the cv2.dilate(disk) of DAVIS replaced by OR-ing shifted
-     copies over the 197 disk offsets, the fair numpy stand-in without cv2/skimage).
+     copies over the 197 disk offsets, the fair numpy stand-in without cv2/skimage):
+     ``projects/salma/evaluation/davis_reference.py``, which the tests also hold the metrics to.
 Prints median times, speed-ups (of the medians and per repetition), and checks that every per-frame J and F is identical.
 
     python bench/metric_speed.py                      # 3 reps, 1 torch thread
@@ -25,64 +26,9 @@ import time
 import numpy as np
 import torch
 
+from projects.salma.evaluation.davis_reference import f_measure as ref_f
+from projects.salma.evaluation.davis_reference import region_iou as ref_j
 from projects.salma.evaluation.metrics import db_eval_boundary, db_eval_iou, video_jf
-
-# ------------------------------------------------------------------ per-frame reference (C)
-
-
-def ref_seg2bmap(seg: np.ndarray) -> np.ndarray:
-    """DAVIS ``_seg2bmap`` for a same-size map."""
-    seg = seg.astype(bool)
-    e, s, se = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def ref_dilate(b: np.ndarray, r: int) -> np.ndarray:
-    """Dilation by skimage's disk(r), zero border: OR of the map shifted by every disk offset."""
-    h, w = b.shape
-    out = np.zeros_like(b)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dx * dx + dy * dy > r * r or abs(dx) >= w or abs(dy) >= h:
-                continue
-            out[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] |= \
-                b[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
-    return out
-
-
-def ref_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
-    """DAVIS ``f_measure`` (no void pixels)."""
-    r = int(np.ceil(bound_th * np.linalg.norm(pred.shape)))
-    pb, gb = ref_seg2bmap(pred), ref_seg2bmap(gt)
-    n_fg, n_gt = pb.sum(), gb.sum()
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1, 1
-    else:
-        precision = np.sum(pb & ref_dilate(gb, r)) / float(n_fg)
-        recall = np.sum(gb & ref_dilate(pb, r)) / float(n_gt)
-    return 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def ref_j(pred: np.ndarray, gt: np.ndarray) -> float:
-    """DAVIS ``db_eval_iou`` for one frame."""
-    p, g = pred.astype(bool), gt.astype(bool)
-    union = np.sum(p | g)
-    return 1.0 if union == 0 else np.sum(p & g) / union
-
-
-# ------------------------------------------------------------------ synthetic video
-
 
 def draw_ellipse(out: np.ndarray, cy: float, cx: float, ry: float, rx: float,
                  wobble: float = 0.0, phase: float = 0.0) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from projects.salma.evaluation import davis_reference as R
 from projects.salma.evaluation import metrics as M
 from projects.salma.evaluation.metrics import (
     RESAccumulator,
@@ -24,59 +25,8 @@ from projects.salma.evaluation.metrics import (
     video_jf,
 )
 
-# ---------------------------------------------------------------------------------------------
-# straightforward per-frame reference: DAVIS-2017 f_measure / _seg2bmap / db_eval_iou, with the
-# cv2.dilate(disk) replaced by OR-ing shifted copies over the disk offsets (zero border)
-# ---------------------------------------------------------------------------------------------
-
-
-def ref_seg2bmap(seg):
-    seg = seg.astype(bool)
-    e, s, se = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = seg ^ e | seg ^ s | seg ^ se
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = 0
-    return b
-
-
-def ref_dilate(b, r):
-    h, w = b.shape
-    out = np.zeros_like(b)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dx * dx + dy * dy > r * r or abs(dx) >= w or abs(dy) >= h:
-                continue
-            out[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] |= \
-                b[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
-    return out
-
-
-def ref_f(pred, gt, void=None, bound_th=0.008):
-    keep = np.ones(pred.shape, bool) if void is None else ~void.astype(bool)
-    r = int(bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(pred.shape)))
-    pb, gb = ref_seg2bmap(pred.astype(bool) & keep), ref_seg2bmap(gt.astype(bool) & keep)
-    n_fg, n_gt = pb.sum(), gb.sum()
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1, 1
-    else:
-        precision = np.sum(pb & ref_dilate(gb, r)) / float(n_fg)
-        recall = np.sum(gb & ref_dilate(pb, r)) / float(n_gt)
-    return 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def ref_j(pred, gt, void=None):
-    keep = np.ones(pred.shape, bool) if void is None else ~void.astype(bool)
-    p, g = pred.astype(bool), gt.astype(bool)
-    inter, union = np.sum(p & g & keep), np.sum((p | g) & keep)
-    return 1.0 if union == 0 else inter / union
+# The straightforward per-frame reference (DAVIS-2017's own formulation).
+ref_seg2bmap, ref_dilate, ref_f, ref_j = R.seg2bmap, R.dilate, R.f_measure, R.region_iou
 
 
 def random_masks(rng, t, h, w):
