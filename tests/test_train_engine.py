@@ -94,6 +94,9 @@ def load_cfg(root, *, max_iters, ckpt_every, name):
     cfg = read_config(root)
     cfg.experiment_name = name  # a MessageHub per runner: names are <name>_<timestamp>
     cfg.train_dataloader.batch_size = BATCH
+    # Epochs end and restart here (the shipped config streams through InfiniteSampler): the
+    # resume tests cross epoch boundaries on purpose.
+    cfg.train_dataloader.sampler = dict(type="DefaultSampler", shuffle=True)
     cfg.train_cfg.max_iters = max_iters
     cfg.param_scheduler[0].end = 2  # LinearLR reaches the base lr at end - 1 (end=1: stuck at start_factor)
     cfg.param_scheduler[1].begin, cfg.param_scheduler[1].end = 2, max_iters
@@ -125,7 +128,7 @@ def epoch_iters(root):
     import projects.salma.datasets  # noqa: F401  (registers the readers)
     from projects.salma.registry import DATASETS
 
-    n = len(DATASETS.build(read_config(root).train_dataloader.dataset))
+    n = len(DATASETS.build(read_config(root).train_dataloader.dataset))  # DefaultSampler: see load_cfg
     return -(-n // BATCH)
 
 

@@ -21,6 +21,7 @@ from ..datasets.masks import decode_segmentation
 from ..evaluation.metrics import RESAccumulator, aggregate_refvos
 from ..evaluation.ref_vos import score_expression
 from ..evaluation.runner import TrackerCache, complete_dataset_cfg, evaluate_run, resolve_runs
+from ..evaluation.writers import write_summary
 from ..registry import DATASETS
 from .runner import apply_cli, build_runner
 
@@ -86,18 +87,20 @@ def video_baselines(dataset) -> dict[str, dict]:
 def evaluate_with_baselines(cfg: Config, model, work_dir: str, checkpoint: str, show: int = 2) -> dict[str, dict]:
     """Every ``test_datasets`` run of ``cfg``: {run name: {"model": metrics, baseline: metrics}}.
 
-    Results, summaries and ``show`` overlay PNGs per run are written under ``work_dir`` (emptied
-    first: its results must come from this model, never from an earlier run's files).
+    Results, ``summary.json`` / ``.md`` and ``show`` overlay PNGs per run are written under
+    ``work_dir`` as ``tools/test.py`` writes them (emptied first: its results must come from this
+    model, never from an earlier run's files).
     """
     shutil.rmtree(work_dir, ignore_errors=True)
     trackers = TrackerCache(model, cfg.model.to_dict())
-    out = {}
+    out, entries = {}, {}
     for run in resolve_runs(cfg):
-        entry = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir, max_items=None,
-                             show=show)
+        entry = entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint,
+                                                 work_dir=work_dir, max_items=None, show=show)
         dataset = DATASETS.build(complete_dataset_cfg(run, cfg.model.to_dict(), model))
         baselines = res_baselines(dataset) if run.task == "res" else video_baselines(dataset)
         out[run.name] = {"task": run.task, "model": entry["metrics"], **baselines}
+    write_summary(work_dir, entries)
     return out
 
 
