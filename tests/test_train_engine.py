@@ -296,7 +296,6 @@ def one_process_group(monkeypatch):
     register = mm_ds.register_deepspeed_optimizers
     monkeypatch.setattr(mm_ds, "register_deepspeed_optimizers",
                         lambda: [] if "DeepSpeedCPUAdam" in OPTIMIZERS.module_dict else register())
-    monkeypatch.chdir(REPO)  # apply_cli reads configs/deepspeed_zero2.json from the repo root
     yield
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
