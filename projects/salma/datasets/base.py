@@ -108,6 +108,11 @@ class SalmaDataset(Dataset):
         return self.get_sample(index)
 
     @property
+    def max_tiles(self) -> int:
+        """InternVL tiles of the largest tiling (length estimate of an image of unknown size)."""
+        return self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
+
+    @property
     def lengths(self) -> list[int]:
         return [abs(n) for n in self.modality_lengths]
 
@@ -188,6 +193,11 @@ class SalmaDataset(Dataset):
             turns.append(Turn(head + question, answer,
                               [ExprSpan("question", len(head) + span[0], len(head) + span[1])]))
         return turns
+
+    @staticmethod
+    def questions(turns: Sequence[Turn], prefix: str) -> list[str]:
+        """Each turn's question without the image tokens ``prefix`` that open the first one."""
+        return [t.question[len(prefix):] if k == 0 else t.question for k, t in enumerate(turns)]
 
     def encode(self, turns: Sequence[Turn], *, objects_per_turn: Sequence[int] | None, image_tokens: int,
                source: str) -> EncodedConversation:

@@ -94,8 +94,7 @@ class GCGDataset(SalmaDataset):
                 continue
             self.items.append(item)
             # Unknown image size: count the largest tiling (lengths only steer batching).
-            tiles = self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
-            self.modality_lengths.append(tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())
+            self.modality_lengths.append(self.max_tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())
                                          + 8 * len(item["phrases"]))
 
     def _parse(self, rec: dict, i: int) -> dict:

@@ -155,12 +155,11 @@ class InferenceReader(SalmaDataset):
               meta: dict) -> dict:
         """The item dict ``expand_eval_sample`` reads (no GT, no teacher-forced conversation)."""
         prompts = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source="inference input")
-        questions = [t.question[len(prefix):] if k == 0 else t.question for k, t in enumerate(turns)]
         return {
             "pixel_values": pixel_values,  # (n_tiles, 3, S, S)
             "g_pixel_values": g_pixel_values,  # (T, 3, G, G)
             "masks": None,
             "meta": {"dataset": self.name, "index": 0, "pad_token_id": self.tokenizer.pad_token_id, **meta,
-                     "questions": questions, "prompts": prompts,
+                     "questions": self.questions(turns, prefix), "prompts": prompts,
                      "prompt_objects": [[k] for k in range(len(turns))]},
         }

@@ -37,8 +37,6 @@ class LLaVADataset(SalmaDataset):
         self.image_folder = os.path.join(data_root, image_folder)
         with open(self.data_file) as f:
             records = json.load(f)
-        # Unknown image size: estimate with the largest tiling (lengths only steer batching).
-        max_tiles = self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
         for i, rec in enumerate(records):
             try:
                 turns = self._turns(rec, i)
@@ -47,7 +45,8 @@ class LLaVADataset(SalmaDataset):
                 continue
             self.items.append((rec.get("id", i), rec.get("image"), turns))
             words = sum(len(t.question.split()) + len(t.answer.split()) for t in turns)
-            self.modality_lengths.append(max_tiles * self.image_seq_length + words if rec.get("image") else -words)
+            # Unknown image size: estimate with the largest tiling (lengths only steer batching).
+            self.modality_lengths.append(self.max_tiles * self.image_seq_length + words if rec.get("image") else -words)
 
     def _turns(self, rec: dict, i: int) -> list[Turn]:
         where = f"{self.data_file}: record {i} (id {rec.get('id')})"

@@ -214,8 +214,7 @@ class RefVOSDataset(SalmaDataset):
             "obj_ids": [e["obj_ids"] for e in exps],
             "anno_ids": [e["anno_ids"] for e in exps],
             "type_ids": [e["type_id"] for e in exps],
-            "questions": [t.question[len(prefix):] if k == 0 else t.question
-                          for k, t in enumerate(turns[: enc.num_turns])],
+            "questions": self.questions(turns[: enc.num_turns], prefix),
         }
         if self.mode == "eval":
             meta["all_frame_paths"] = [self.frame_path(vid, f) for f in frames]

@@ -149,8 +149,7 @@ class RefCOCODataset(SalmaDataset):
             "ann_ids": [ref["ann_id"] for ref, _ in chosen],
             "sent_ids": [sid for _, (sid, _) in chosen],
             "sentences": [sent for _, (_, sent) in chosen],
-            "questions": [t.question[len(prefix):] if k == 0 else t.question
-                          for k, t in enumerate(turns[: enc.num_turns])],
+            "questions": self.questions(turns[: enc.num_turns], prefix),
         }
         if self.mode == "eval":
             meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=len(pixel_values) *
