@@ -8,8 +8,9 @@ from the config's datasets and ``test_options``; change them with ``--cfg-option
 """
 import argparse
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
+from projects.salma.engine.runner import load_config
 from projects.salma.export import export_model
 
 
@@ -29,9 +30,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     if args.sam2_memory:
         cfg.merge_from_dict({"test_options.sam2_memory": args.sam2_memory})
     export_model(cfg, args.checkpoint, args.out, dtype=args.dtype)

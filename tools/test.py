@@ -9,8 +9,9 @@ skips finished items. Multi-GPU: ``tools/dist_test.sh CONFIG GPUS [args]``.
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
+from projects.salma.engine.runner import load_config
 from projects.salma.evaluation.runner import run_evaluation
 
 
@@ -31,9 +32,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0] + "_test")
     return run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,

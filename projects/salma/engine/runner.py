@@ -20,6 +20,14 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__
 ZERO2 = osp.join(REPO_ROOT, "configs", "deepspeed_zero2.json")
 
 
+def load_config(path: str, cfg_options: dict | None = None) -> Config:
+    """``Config.fromfile(path)`` with the ``--cfg-options`` overrides merged in (what every tool starts with)."""
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
 def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
     """mmengine DeepSpeedStrategy dict from a JSON file (``zero2`` = the shipped one, else a path)."""
     path = ZERO2 if deepspeed == "zero2" else deepspeed  # a given path is the user's: relative to the cwd
