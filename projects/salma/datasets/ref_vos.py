@@ -113,11 +113,8 @@ class RefVOSDataset(SalmaDataset):
         for vid in sorted(videos):
             video = videos[vid]
             frames = list(video.get("frames", ()))
-            try:
-                if not frames:
-                    raise DataError(f"{self.expression_file}: video {vid} has no frames", reason="empty_video")
-            except DataError as err:
-                self.index_error(err)
+            if not frames:
+                self.index_error(DataError(f"{self.expression_file}: video {vid} has no frames", reason="empty_video"))
                 continue
             exps = []
             for exp_id in sorted(video.get("expressions", {}), key=_exp_key):
