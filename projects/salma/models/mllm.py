@@ -15,10 +15,9 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration
 from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SEG_TOKEN
 from ..datasets.tokenizer import build_tokenizer
 from ..registry import MODELS
+from .convert.common import DTYPES
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @MODELS.register_module()
@@ -54,7 +53,7 @@ class InternVLMLLM(nn.Module):
         if (model_path is None) == (config is None):
             raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
         self.tokenizer = build_tokenizer(tokenizer)
-        dtype = _DTYPES[torch_dtype]
+        dtype = DTYPES[torch_dtype]
         if model_path is not None:
             from .convert.internvl import load_internvl
 

@@ -32,7 +32,7 @@ from ..datasets.chat import jinja_chat_template
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.inference import ImageInput, InferenceReader, read_video
 from ..datasets.tokenizer import build_tokenizer
-from .convert.common import check_state_dict
+from .convert.common import DTYPES, check_state_dict
 from .convert.sam2 import _video_config_from_json
 from .llava_sam2 import VideoLLaVASAMModel
 from .video import SAM2MemoryTracker, VideoPredictor
@@ -42,7 +42,6 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "salma"
 FORMAT_VERSION = 1
 TRACKER_PREFIX = "tracker."
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

@@ -20,6 +20,9 @@ from safetensors.torch import load_file, save_file
 
 _MAX_NAMES_IN_MESSAGE = 20
 
+# the ``dtype`` names the loaders, converters and exports accept
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit its target model.
