@@ -522,14 +522,21 @@ def _revos_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Packed (T,H,words) gt, pred, foreground (defaults to gt) and the pixels per frame H*W."""
     g, p, _ = _prepare(gt, pred, None)
-    f = g if foreground is None else _frames(foreground, "foreground")
+    pg = _pack_rows(g)
+    if foreground is None:
+        return pg, _pack_rows(p), pg, g.shape[1] * g.shape[2]
+    f = _frames(foreground, "foreground")
     _check_same_shape(gt=g, foreground=f)
-    return _pack_rows(g), _pack_rows(p), _pack_rows(f), g.shape[1] * g.shape[2]
+    return pg, _pack_rows(p), _pack_rows(f), g.shape[1] * g.shape[2]
 
 
 def revos_accuracy(gt: Any, pred: Any) -> float:
     """ReVOS A: mean over frames of (TP + TN) / (H*W), i.e. the fraction of correct pixels."""
     g, p, _, n_pixels = _revos_inputs(gt, pred, None)
+    return _packed_accuracy(g, p, n_pixels)
+
+
+def _packed_accuracy(g: np.ndarray, p: np.ndarray, n_pixels: int) -> float:
     # (pixels - wrong) / pixels: the same float64 value as numpy's mean(gt == pred) per frame
     return float(np.mean((n_pixels - _popcount(g ^ p)) / n_pixels))
 
@@ -543,6 +550,10 @@ def revos_robustness(gt: Any, pred: Any, foreground: Any | None = None, pooled: 
     all frames of the expression before the ratio (not the published protocol).
     """
     g, p, f, _ = _revos_inputs(gt, pred, foreground)
+    return _packed_robustness(g, p, f, pooled)
+
+
+def _packed_robustness(g: np.ndarray, p: np.ndarray, f: np.ndarray, pooled: bool = False) -> float:
     false_pos, fg = _popcount(p & ~g), _popcount(f)  # (T,), (T,)
     if pooled:
         return float(max(1.0 - false_pos.sum() / (fg.sum() + 1e-6), 0.0))
@@ -550,8 +561,9 @@ def revos_robustness(gt: Any, pred: Any, foreground: Any | None = None, pooled: 
 
 
 def revos_accuracy_and_robustness(gt: Any, pred: Any, foreground: Any | None = None) -> tuple[float, float]:
-    """(A, R) of one expression with the published ReVOS protocol, both in [0, 1]."""
-    return revos_accuracy(gt, pred), revos_robustness(gt, pred, foreground)
+    """(A, R) of one expression with the published ReVOS protocol, both in [0, 1] (one packing pass)."""
+    g, p, f, n_pixels = _revos_inputs(gt, pred, foreground)
+    return _packed_accuracy(g, p, n_pixels), _packed_robustness(g, p, f)
 
 
 def _mean_x100(values: list[float]) -> float:
