@@ -10,18 +10,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import torch
-
+from projects.salma.models.convert.common import DTYPES
 from projects.salma.models.convert.internvl import convert_internvl_checkpoint
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="original-layout folder (config.json, safetensors shards, tokenizer)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: the stored dtype")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: the stored dtype")
     parser.add_argument("--image-token-id", type=int, default=None, help="default: <IMG_CONTEXT> from the tokenizer files")
     return parser.parse_args(argv)
 
@@ -31,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = convert_internvl_checkpoint(
         args.model,
         args.out,
-        dtype=_DTYPES[args.dtype] if args.dtype else None,
+        dtype=DTYPES[args.dtype] if args.dtype else None,
         image_token_id=args.image_token_id,
     )
     print(f"wrote {out}")

@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import torch
-
+from projects.salma.models.convert.common import DTYPES
 from projects.salma.models.convert.sam2 import convert_sam2_checkpoint, sam2_config_from_json
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -27,7 +24,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", choices=("video", "image"), default="video", help="Sam2VideoModel (all weights) or Sam2Model")
     parser.add_argument("--config", default=None, help="HF config.json to use instead of the published size (custom models)")
     parser.add_argument("--image-size", type=int, default=1024)
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="cast before saving (default: keep)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="cast before saving (default: keep)")
     return parser.parse_args(argv)
 
 
@@ -41,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         target=args.target,
         config=sam2_config_from_json(args.config) if args.config else None,
         image_size=args.image_size,
-        dtype=_DTYPES[args.dtype] if args.dtype else None,
+        dtype=DTYPES[args.dtype] if args.dtype else None,
     )
     print(f"wrote {out}")
 
