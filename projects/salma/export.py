@@ -14,18 +14,16 @@
 """
 from __future__ import annotations
 
-import copy
 import inspect
-from typing import Any
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
 from .datasets.base import SalmaDataset
 from .evaluation.checkpoint import load_trained_weights
-from .evaluation.runner import DEFAULT_OPTIONS, build_model
+from .evaluation.runner import DEFAULT_OPTIONS, _plain, build_model
 from .models.salma_model import SALMAConfig, SALMAModel
 from .models.video import RANDOM_MEMORY, SAM2MemoryTracker
 
@@ -33,10 +31,6 @@ from .models.video import RANDOM_MEMORY, SAM2MemoryTracker
 READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
                "sam_image_size", "system", "max_length")
 VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder")
-
-
-def _plain(cfg: Any) -> Any:
-    return cfg.to_dict() if isinstance(cfg, ConfigDict) else copy.deepcopy(cfg)
 
 
 def merge_lora(module: nn.Module) -> list[str]:
