@@ -43,9 +43,6 @@ class FrameFeatures:
     image_embeddings: torch.Tensor
     high_res: list[torch.Tensor]
 
-    def select(self, frame_index: torch.Tensor) -> FrameFeatures:
-        return FrameFeatures(self.image_embeddings[frame_index], [f[frame_index] for f in self.high_res])
-
 
 def build_sam2_model(spec: dict) -> Sam2Model:
     """Build SAM-2 from ``checkpoint`` (Meta .pt or HF folder), ``size`` (random weights), or ``config``."""
@@ -181,14 +178,13 @@ class SAM2GroundingRunner(nn.Module):
         Returns:
             (M, 1, 4h, 4w) mask logits.
         """
-        pairs = features.select(frame_index)
-        image_embeddings = pairs.image_embeddings
+        image_embeddings = features.image_embeddings[frame_index]
         if self.cma is not None:
             tokens = seg_embeddings[:, None] if text_tokens is None else text_tokens
             image_embeddings = self.cma(image_embeddings, tokens, prior, text_padding_mask)
-        masks, _ = self._run_decoder(
-            image_embeddings, self._high_res_for_decoder(pairs), seg_embeddings[:, None], multimask_output=False
-        )
+        # conv_s0 / conv_s1 once per frame, then gathered per pair (objects share their frames)
+        high_res = [level[frame_index] for level in self._high_res_for_decoder(features)]
+        masks, _ = self._run_decoder(image_embeddings, high_res, seg_embeddings[:, None], multimask_output=False)
         return masks[:, :1]
 
     def prior_for_pairs(
