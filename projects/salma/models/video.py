@@ -28,7 +28,7 @@ tiny test models (``memory_weights='random'``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,28 @@ class SAM2MemoryTracker(nn.Module):
         Returns:
             bool (n, N, H, W); conditioning frames hold SAM-2's version of the given masks.
         """
+        n_frames = frames.shape[0]
+        masks = None
+        bar = tqdm(total=n_frames, desc="SAM-2 propagation", unit="frame", disable=not progress)
+        for t, logits in self.propagate(frames, cond_masks):  # logits (n, 1, h, w)
+            if masks is None:
+                masks = torch.empty(logits.shape[0], n_frames, *out_size, dtype=torch.bool)
+            resized = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+            masks[:, t] = (resized[:, 0] > 0).cpu()
+            bar.update()
+        bar.close()
+        return masks
+
+    @torch.no_grad()
+    def propagate(self, frames: torch.Tensor, cond_masks: dict[int, torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+        """SAM-2's low-resolution mask logits of every frame, each frame once: forwards from the
+        first conditioning frame to the end, then backwards from it to frame 0 (Meta's
+        ``SAM2VideoPredictor.propagate_in_video`` order).
+
+        Args: ``frames`` and ``cond_masks`` as in :meth:`track`.
+        Yields:
+            (frame index, (n, 1, h, w) mask logits at SAM-2's low resolution, on the model's device).
+        """
         if not cond_masks:
             raise ValueError("tracking needs at least one conditioning frame")
         n_frames = frames.shape[0]
@@ -164,7 +186,7 @@ class SAM2MemoryTracker(nn.Module):
         n_obj = n_obj.pop()
         device, dtype = self._device_of(self.video), self._dtype_of(self.video)
         session = Sam2VideoInferenceSession(
-            video=frames, video_height=out_size[0], video_width=out_size[1], inference_device=device,
+            video=frames, video_height=frames.shape[-2], video_width=frames.shape[-1], inference_device=device,
             inference_state_device=frames.device, video_storage_device=frames.device, dtype=dtype,
         )  # per-frame memory lives with the frames (CPU for long videos) and moves to the device when read
         for t in cond_frames:
@@ -175,24 +197,18 @@ class SAM2MemoryTracker(nn.Module):
             session.obj_with_new_inputs = list(range(n_obj))
             self.video(session, frame_idx=t)
 
-        low_res: dict[int, torch.Tensor] = {}
-        bar = tqdm(total=n_frames, desc="SAM-2 propagation", unit="frame", disable=not progress)
+        done = set()
         for reverse in (False, True):
             if reverse and cond_frames[0] == 0:
                 break
             for out in self.video.propagate_in_video_iterator(session, start_frame_idx=cond_frames[0], reverse=reverse):
-                bar.update(int(out.frame_idx not in low_res))
-                low_res[out.frame_idx] = out.pred_masks  # (n, 1, h, w)
                 _drop_high_res_masks(session, out.frame_idx)
-        bar.close()
-        missing = [t for t in range(n_frames) if t not in low_res]
+                if out.frame_idx not in done:  # the first conditioning frame starts both passes
+                    done.add(out.frame_idx)
+                    yield out.frame_idx, out.pred_masks
+        missing = [t for t in range(n_frames) if t not in done]
         if missing:
             raise RuntimeError(f"SAM-2 propagation left frames {missing[:10]} without a mask")
-        masks = torch.empty(n_obj, n_frames, *out_size, dtype=torch.bool)
-        for t in range(n_frames):
-            logits = F.interpolate(low_res[t].float(), size=out_size, mode="bilinear", align_corners=False)
-            masks[:, t] = (logits[:, 0] > 0).cpu()
-        return masks
 
     def _as_mask_input(self, masks: torch.Tensor) -> torch.Tensor:
         """(n, h, w) logits or booleans -> (n, 1, S, S) float {0, 1} at SAM-2's input size."""
