@@ -56,7 +56,19 @@ SAM21_SETTINGS = dict(
 def meta_small_sam2(model_cls: type[SAM2Base] = SAM2Base, *, seed: int = 0, **overrides) -> SAM2Base:
     """A small sam2.1-style ``model_cls`` (SAM2Base or SAM2VideoPredictor), every parameter
     perturbed so zero-initialised ones (pos_embed, ...) are tested too. ``overrides`` are extra
-    constructor arguments (e.g. the video predictor's ``fill_hole_area``)."""
+    constructor arguments (e.g. the video predictor's ``fill_hole_area``). The weights depend on
+    ``seed`` only (not on what ran before in the process)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build(model_cls, overrides)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _build(model_cls: type[SAM2Base], overrides: dict) -> SAM2Base:
     trunk = Hiera(**HIERA)
     neck = FpnNeck(
         position_encoding=PositionEmbeddingSine(num_pos_feats=D_MODEL, normalize=True, scale=None, temperature=10000),
@@ -74,17 +86,12 @@ def meta_small_sam2(model_cls: type[SAM2Base] = SAM2Base, *, seed: int = 0, **ov
         mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
         fuser=Fuser(CXBlock(dim=D_MODEL, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=FUSER_LAYERS),
     )
-    model = model_cls(
+    return model_cls(
         image_encoder=ImageEncoder(trunk=trunk, neck=neck, scalp=1),
         memory_attention=MemoryAttention(d_model=D_MODEL, pos_enc_at_input=True, layer=layer, num_layers=MEM_LAYERS),
         memory_encoder=memory_encoder,
         **{**SAM21_SETTINGS, **overrides},
     )
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model.eval()
 
 
 def hf_vision_config() -> Sam2VisionConfig:
