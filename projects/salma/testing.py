@@ -1,13 +1,21 @@
-"""Contract-conforming random batches for tests and benchmarks (no dataset needed).
+"""Test and benchmark helpers (never used by the package itself).
 
-The real batches come from ``projects.salma.datasets``; this builds the same keys directly from
-the model's tokenizer and sizes, so model tests and latency benchmarks do not depend on files.
+``make_batch``: contract-conforming random batches (no dataset needed). The real batches come from
+``projects.salma.datasets``; this builds the same keys directly from the model's tokenizer and
+sizes, so model tests and latency benchmarks do not depend on files.
+
+``forced_answer``: the real generation, steered to a given answer (e.g. one with ``[SEG]``), so
+predict tests and benchmarks take the mask path with a random LLM.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
 from .constants import IGNORE_INDEX, IM_END, IM_START, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from .models.mllm import InternVLMLLM
 
 EXPRESSION = "the red circle on the left"
 
@@ -82,3 +90,66 @@ def make_batch(
         "masks": masks,
         "meta": [{"id": f"dummy{b}", "orig_size": mask_size} for b in range(len(samples))],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-only: make the real greedy generation answer what a test needs
+# ---------------------------------------------------------------------------------------------
+FORCING_BIAS = 1e4  # added to one logit per step: far above any logit of a real or random LM head
+
+
+@contextlib.contextmanager
+def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_BIAS) -> Iterator[None]:
+    """Test helper (never used by the package): while active, every ``InternVLMLLM.generate``
+    call runs the real greedy generation (the model's forward with its image tiles, KV cache,
+    ``suppress_tokens``, eos handling) with ``bias`` added to one LM-head logit per step, so that
+    it emits ``answer`` and then eos.
+
+    A random tiny LLM rarely emits ``[SEG]``; without this a predict test takes the empty path
+    (no mask) and passes without testing the masks.
+
+    Args:
+        answer: the answer text, or a function of each row's decoded prompt giving its answer.
+        bias: what is added to the logit of the token to emit.
+    """
+    original = InternVLMLLM.generate
+
+    def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+        tokenizer = self.tokenizer
+        targets = []  # per row: the token ids to emit, then eos
+        for row in input_ids:
+            text = answer(tokenizer.decode(row)) if callable(answer) else answer
+            targets.append(tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+        step = 0
+
+        def bias_next_token(module, args, kwargs, output):
+            nonlocal step
+            for b, ids in enumerate(targets):  # logits (B, T, V): the last position predicts the next token
+                output.logits[b, -1, ids[min(step, len(ids) - 1)]] += bias
+            step += 1
+            return output
+
+        handle = self.model.register_forward_hook(bias_next_token, with_kwargs=True)
+        try:
+            return original(self, input_ids, attention_mask, pixel_values, max_new_tokens)
+        finally:
+            handle.remove()
+
+    InternVLMLLM.generate = generate
+    try:
+        yield
+    finally:
+        InternVLMLLM.generate = original
+
+
+def assert_nontrivial_masks(masks, what: str = "masks") -> None:
+    """Test helper: every mask (the last two dimensions) has both foreground and background, so a
+    test that compares it with another is not comparing two empty (or two full) masks."""
+    flat = torch.as_tensor(masks).flatten(-2)  # (..., H*W)
+    if flat.numel() == 0:
+        raise AssertionError(f"{what}: no masks at all (shape {tuple(flat.shape)})")
+    area = flat.bool().sum(-1)
+    trivial = (area == 0) | (area == flat.shape[-1])
+    if trivial.any():
+        raise AssertionError(f"{what}: {int(trivial.sum())} of {trivial.numel()} masks are empty or all foreground "
+                             f"(foreground pixels per mask: {area.flatten().tolist()[:20]})")
