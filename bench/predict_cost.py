@@ -110,7 +110,8 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
+    """Print latency and memory of predict; return the median latency in seconds."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/_base_/models/salma_1b.py")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model instead of the real size")
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--size", type=int, default=448, help="image side (px)")
     parser.add_argument("--answer", default="Sure, [SEG].", help="forced answer (its length sets the generated tokens)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     start = time.perf_counter()
@@ -163,6 +164,7 @@ def main() -> None:
             print(f"peak RSS during predict: {gib(sampler.peak)}")
         print(f"process peak RSS (ru_maxrss, includes the build): "
               f"{gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+    return statistics.median(latencies)
 
 
 if __name__ == "__main__":
