@@ -225,7 +225,9 @@ class SAM2MemoryTracker(nn.Module):
         return masks
 
     @torch.no_grad()
-    def propagate(self, frames: torch.Tensor, cond_masks: dict[int, torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    def propagate(
+        self, frames: torch.Tensor, cond_masks: dict[int, torch.Tensor]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """SAM-2's low-resolution mask logits of every frame, each frame once: forwards from the
         first conditioning frame to the end, then backwards from it to frame 0 (Meta's
         ``SAM2VideoPredictor.propagate_in_video`` order).
