@@ -2,10 +2,10 @@
 
 Real size (InternVL2.5-1B architecture + SAM-2.1 hiera-large, random weights, built as
 ``bench/mba_overhead.py`` builds them) in the exported form: LoRA merged, the evaluation's
-readers' preprocessing. A random LLM never answers ``[SEG]``, so generation is forced: the real
-``generate`` runs for as many tokens as ``--answer`` has (its true cost), then ``--answer`` is
-used as the answer, so the mask path (teacher-forced pass, SAM-2 encoder, prior pass, CMA,
-decoder) runs too. Latency: median and min over ``--reps`` after one warm-up call. Memory: CUDA
+readers' preprocessing. A random LLM never answers ``[SEG]``, so generation is steered
+(``projects.salma.testing.forced_answer``): the real ``generate`` runs and emits ``--answer`` (its
+true cost for that many tokens), so the mask path (teacher-forced pass, SAM-2 encoder, prior pass,
+CMA, decoder) runs too. Latency: median and min over ``--reps`` after one warm-up call. Memory: CUDA
 ``max_memory_allocated`` during predict; on CPU the peak RSS sampled while predict runs (psutil)
 and the process's ``ru_maxrss`` (which includes building the model).
 
@@ -34,6 +34,7 @@ from projects.salma.export import as_salma_model
 from projects.salma.models.mllm import InternVLMLLM
 from projects.salma.models.salma_model import resolve_device_dtype
 from projects.salma.registry import MODELS
+from projects.salma.testing import forced_answer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mba_overhead import build_real_size_model  # noqa: E402
@@ -55,25 +56,23 @@ def build(args) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def forced_answer(salma, answer: str, timings: list[float]):
-    """Run the real generation for len(answer) tokens, then answer ``answer`` (see module doc)."""
-    tokenizer = salma.tokenizer
-    ids = tokenizer(answer, add_special_tokens=False, return_tensors="pt").input_ids
-    forced = torch.cat([ids, torch.tensor([[tokenizer.eos_token_id]])], 1)
-    original = InternVLMLLM.generate
+def timed_generation(timings: list[float]):
+    """Record the wall time of every ``InternVLMLLM.generate`` call (inside ``forced_answer``: the
+    real generation of the forced answer's tokens)."""
+    inner = InternVLMLLM.generate
 
-    def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    def generate(self, input_ids, *args, **kwargs):
         start = time.perf_counter()
-        original(self, input_ids, attention_mask, pixel_values, forced.shape[1])
+        out = inner(self, input_ids, *args, **kwargs)
         synchronize(input_ids.device)
         timings.append(time.perf_counter() - start)
-        return forced.to(input_ids.device).repeat(input_ids.shape[0], 1)
+        return out
 
     InternVLMLLM.generate = generate
     try:
-        yield forced.shape[1]
+        yield
     finally:
-        InternVLMLLM.generate = original
+        InternVLMLLM.generate = inner
 
 
 def synchronize(device: torch.device) -> None:
@@ -111,7 +110,8 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
+    """Print latency and memory of predict; return the median latency in seconds."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/_base_/models/salma_1b.py")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model instead of the real size")
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--size", type=int, default=448, help="image side (px)")
     parser.add_argument("--answer", default="Sure, [SEG].", help="forced answer (its length sets the generated tokens)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     start = time.perf_counter()
@@ -131,7 +131,8 @@ def main() -> None:
     text = "the red circle on the left"
 
     gen_times: list[float] = []
-    with forced_answer(salma, args.answer, gen_times) as n_tokens:
+    n_tokens = len(salma.tokenizer(args.answer, add_special_tokens=False).input_ids) + 1  # + eos
+    with forced_answer(args.answer), timed_generation(gen_times):
         out = salma.predict(image=image, text=text)  # warm-up
         if out["masks"].shape != (1, args.size, args.size):
             raise RuntimeError(f"the forced answer gave masks {tuple(out['masks'].shape)}")
@@ -163,6 +164,7 @@ def main() -> None:
             print(f"peak RSS during predict: {gib(sampler.peak)}")
         print(f"process peak RSS (ru_maxrss, includes the build): "
               f"{gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+    return statistics.median(latencies)
 
 
 if __name__ == "__main__":

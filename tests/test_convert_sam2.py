@@ -13,23 +13,7 @@ import torch
 
 sam2 = pytest.importorskip("sam2", reason="Meta's sam2 is a test-only extra: see requirements-test.txt")
 
-from sam2.modeling.backbones.hieradet import Hiera  # noqa: E402
-from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder  # noqa: E402
-from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer  # noqa: E402
-from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder  # noqa: E402
-from sam2.modeling.position_encoding import PositionEmbeddingSine  # noqa: E402
-from sam2.modeling.sam.transformer import RoPEAttention  # noqa: E402
-from sam2.modeling.sam2_base import SAM2Base  # noqa: E402
-from transformers import (  # noqa: E402
-    Sam2Config,
-    Sam2HieraDetConfig,
-    Sam2MaskDecoderConfig,
-    Sam2Model,
-    Sam2PromptEncoderConfig,
-    Sam2VideoConfig,
-    Sam2VideoModel,
-    Sam2VisionConfig,
-)
+from transformers import Sam2Model, Sam2VideoModel  # noqa: E402
 
 from projects.salma.models.convert.common import CheckpointMismatchError, check_state_dict  # noqa: E402
 from projects.salma.models.convert.sam2 import (  # noqa: E402
@@ -40,113 +24,24 @@ from projects.salma.models.convert.sam2 import (  # noqa: E402
     sam2_config_for,
     sam2_video_config_for,
 )
+from tiny_meta_sam2 import D_MODEL, IMAGE_SIZE, hf_image_config, hf_video_config, meta_small_sam2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_SIZE = 128  # smallest size that keeps all of SAM-2's strides: features 32, 16, 8 (and 4 in Hiera)
-D_MODEL = 256  # Meta's SAM2Base hard-codes the decoder widths (mlp 2048, iou head 256) around 256
-
-# A 5-block Hiera: stages (1, 1, 2, 1); block 3 global; window 6 on the 8x8 stage-3 map exercises padding.
-HIERA = dict(
-    embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
-    window_pos_embed_bkg_spatial_size=(4, 4), window_spec=(8, 4, 6, 4),
-)
-MEM_LAYERS, MEM_FFN, FUSER_LAYERS = 2, 256, 1
-
-
-def _meta_small_sam2() -> SAM2Base:
-    """A small sam2.1-style SAM2Base built from ``sam2.modeling`` directly (no hydra, no torchvision),
-    with every parameter perturbed so zero-initialised ones (pos_embed, ...) are tested too."""
-    trunk = Hiera(**HIERA)
-    neck = FpnNeck(
-        position_encoding=PositionEmbeddingSine(num_pos_feats=D_MODEL, normalize=True, scale=None, temperature=10000),
-        d_model=D_MODEL, backbone_channel_list=trunk.channel_list, fpn_top_down_levels=[2, 3], fpn_interp_model="nearest",
-    )
-    rope = dict(rope_theta=10000.0, feat_sizes=[IMAGE_SIZE // 16] * 2, embedding_dim=D_MODEL, num_heads=1, downsample_rate=1, dropout=0.1)
-    layer = MemoryAttentionLayer(
-        activation="relu", cross_attention=RoPEAttention(rope_k_repeat=True, kv_in_dim=64, **rope), d_model=D_MODEL,
-        dim_feedforward=MEM_FFN, dropout=0.1, pos_enc_at_attn=False, pos_enc_at_cross_attn_keys=True,
-        pos_enc_at_cross_attn_queries=False, self_attention=RoPEAttention(**rope),
-    )
-    memory_encoder = MemoryEncoder(
-        out_dim=64,
-        position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None, temperature=10000),
-        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
-        fuser=Fuser(CXBlock(dim=D_MODEL, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=FUSER_LAYERS),
-    )
-    model = SAM2Base(
-        image_encoder=ImageEncoder(trunk=trunk, neck=neck, scalp=1),
-        memory_attention=MemoryAttention(d_model=D_MODEL, pos_enc_at_input=True, layer=layer, num_layers=MEM_LAYERS),
-        memory_encoder=memory_encoder,
-        num_maskmem=7, image_size=IMAGE_SIZE, sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
-        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, no_obj_embed_spatial=True,
-        use_high_res_features_in_sam=True, multimask_output_in_sam=True, iou_prediction_use_sigmoid=True,
-        use_obj_ptrs_in_encoder=True, add_tpos_enc_to_obj_ptrs=True, proj_tpos_enc_in_obj_ptrs=True,
-        use_signed_tpos_enc_to_obj_ptrs=True, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
-        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
-        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
-        use_mlp_for_obj_ptr_proj=True,
-        # what build_sam2(..., apply_postprocessing=True) adds; transformers' decoder defaults
-        sam_mask_decoder_extra_args=dict(
-            dynamic_multimask_via_stability=True, dynamic_multimask_stability_delta=0.05,
-            dynamic_multimask_stability_thresh=0.98,
-        ),
-    )
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model.eval()
-
-
-def _hf_vision_config() -> Sam2VisionConfig:
-    dims = [HIERA["embed_dim"] * 2**i for i in range(4)]
-    return Sam2VisionConfig(
-        backbone_config=Sam2HieraDetConfig(
-            hidden_size=HIERA["embed_dim"], num_attention_heads=HIERA["num_heads"], image_size=[IMAGE_SIZE] * 2,
-            embed_dim_per_stage=dims, num_attention_heads_per_stage=[HIERA["num_heads"] * 2**i for i in range(4)],
-            blocks_per_stage=list(HIERA["stages"]), global_attention_blocks=list(HIERA["global_att_blocks"]),
-            window_positional_embedding_background_size=list(HIERA["window_pos_embed_bkg_spatial_size"]),
-            window_size_per_stage=list(HIERA["window_spec"]),
-        ),
-        backbone_channel_list=dims[::-1],
-        backbone_feature_sizes=[[IMAGE_SIZE // s] * 2 for s in (4, 8, 16)],
-        fpn_hidden_size=D_MODEL,
-    )
-
-
-def _hf_image_config() -> Sam2Config:
-    return Sam2Config(
-        vision_config=_hf_vision_config(),
-        prompt_encoder_config=Sam2PromptEncoderConfig(image_size=IMAGE_SIZE),
-        mask_decoder_config=Sam2MaskDecoderConfig(),
-    )
-
-
-def _hf_video_config() -> Sam2VideoConfig:
-    return Sam2VideoConfig(
-        vision_config=_hf_vision_config(),
-        prompt_encoder_config=dict(image_size=IMAGE_SIZE),
-        image_size=IMAGE_SIZE,
-        memory_attention_num_layers=MEM_LAYERS,
-        memory_attention_feed_forward_hidden_size=MEM_FFN,
-        memory_attention_rope_feat_sizes=[IMAGE_SIZE // 16] * 2,
-        memory_fuser_num_layers=FUSER_LAYERS,
-    )
 
 
 @pytest.fixture(scope="module")
-def meta_model() -> SAM2Base:
-    return _meta_small_sam2()
+def meta_model():
+    return meta_small_sam2()
 
 
 @pytest.fixture(scope="module")
 def hf_image(meta_model) -> Sam2Model:
-    return load_sam2_from_meta(meta_model.state_dict(), target="image", config=_hf_image_config())
+    return load_sam2_from_meta(meta_model.state_dict(), target="image", config=hf_image_config())
 
 
 @pytest.fixture(scope="module")
 def hf_video(meta_model) -> Sam2VideoModel:
-    return load_sam2_from_meta(meta_model.state_dict(), target="video", config=_hf_video_config())
+    return load_sam2_from_meta(meta_model.state_dict(), target="video", config=hf_video_config())
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +53,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
 
 
-def _meta_image_features(meta: SAM2Base, image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _meta_image_features(meta, image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """SAM2ImagePredictor.set_image's features (its module imports torchvision, so inlined):
     FPN levels with conv_s0 / conv_s1 applied and no_mem_embed added to the lowest resolution."""
     backbone_out = meta.forward_image(image)
@@ -251,7 +146,7 @@ def test_missing_key_is_named(meta_model, tmp_path):
     sd = dict(meta_model.state_dict())
     del sd["sam_mask_decoder.conv_s1.bias"]
     with pytest.raises(CheckpointMismatchError, match=r"mask_decoder\.conv_s1\.bias") as err:
-        load_sam2(_meta_pt(tmp_path, sd), target="image", config=_hf_image_config())
+        load_sam2(_meta_pt(tmp_path, sd), target="image", config=hf_image_config())
     assert err.value.missing == ["mask_decoder.conv_s1.bias"] and not err.value.unexpected
 
 
@@ -259,7 +154,7 @@ def test_extra_key_is_named(meta_model, tmp_path):
     sd = dict(meta_model.state_dict())
     sd["sam_mask_decoder.extra_head.weight"] = torch.zeros(3)
     with pytest.raises(CheckpointMismatchError, match=r"sam_mask_decoder\.extra_head\.weight") as err:
-        load_sam2_from_meta(_meta_pt(tmp_path, sd), target="video", config=_hf_video_config())
+        load_sam2_from_meta(_meta_pt(tmp_path, sd), target="video", config=hf_video_config())
     assert err.value.unexpected == ["sam_mask_decoder.extra_head.weight"]
 
 
@@ -282,7 +177,7 @@ def test_shape_mismatch_is_named(meta_model):
     sd = dict(meta_model.state_dict())
     sd["no_mem_embed"] = torch.zeros(1, 1, 8)
     with pytest.raises(CheckpointMismatchError, match=r"no_memory_embedding \(1, 1, 8\) vs target \(1, 1, 256\)"):
-        load_sam2_from_meta(sd, target="image", config=_hf_image_config())
+        load_sam2_from_meta(sd, target="image", config=hf_image_config())
 
 
 # --- published configs -----------------------------------------------------------------------
@@ -330,7 +225,7 @@ def _load_cli(name: str):
 @torch.no_grad()
 def test_cli_pt_to_hf_folder_roundtrip(meta_model, hf_image, hf_video, image, tmp_path):
     config_dir = tmp_path / "cfg"
-    _hf_video_config().save_pretrained(config_dir)
+    hf_video_config().save_pretrained(config_dir)
     out = tmp_path / "hf"
     _load_cli("sam2_to_hf").main([
         "--checkpoint", str(_meta_pt(tmp_path, meta_model.state_dict())),

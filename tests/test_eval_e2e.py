@@ -1,7 +1,10 @@
 """End to end through tools/test.py on synthetic RefCOCO-, MeViS- and ReVOS-style data with the tiny
-random model: the saved numbers equal an independent recomputation from the RLE results and the GT
-files, restarts skip finished items, two processes give the one-process numbers, submissions have
-the benchmark layout, and question expressions are asked as questions."""
+random model: the saved numbers equal an independent recomputation (tests/independent_metrics.py,
+written from REFERENCE.md's definitions, not the package's scorer) from the per-item RLE results and
+the GT files, restarts skip finished items, two processes give the one-process numbers, submissions
+have the benchmark layout, and question expressions are asked as questions. The real generation is
+steered (``forced_answer``) so that both the mask path and the no-mask path run, and the saved
+masks are checked to be non-trivial before they are scored."""
 import copy
 import importlib.util
 import io
@@ -19,11 +22,10 @@ import torch.multiprocessing as mp
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+import independent_metrics as M
 from projects.salma.datasets.synthetic import make_synthetic
-from projects.salma.evaluation.metrics import (aggregate_refvos, aggregate_revos, res_metrics,
-                                               revos_accuracy_and_robustness, video_jf)
 from projects.salma.models.llava_sam2 import VideoLLaVASAMModel
-from projects.salma.models.mllm import InternVLMLLM
+from projects.salma.testing import assert_nontrivial_masks, forced_answer
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +35,10 @@ QUESTION = "Which shape is {}?"
 
 
 # ------------------------------------------------------------------ helpers
-def fake_generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    """Deterministic stand-in for the random LLM, so both paths run: no [SEG] for plain prompts
-    about squares, '[SEG]' otherwise (always for questions)."""
-    text = self.tokenizer.decode(input_ids[0])
-    answer = "No." if "square" in text and "?" not in text else "Sure, [SEG]."
-    ids = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+def answer_for(prompt: str) -> str:
+    """What the (steered) LLM answers, so both paths run: no [SEG] for plain prompts about
+    squares, '[SEG]' otherwise (always for questions)."""
+    return "No." if "square" in prompt and "?" not in prompt else "Sure, [SEG]."
 
 
 def load_tool():
@@ -149,8 +148,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fake_llm():
-    with pytest.MonkeyPatch.context() as mp_:
-        mp_.setattr(InternVLMLLM, "generate", fake_generate)
+    with forced_answer(answer_for):
         yield
 
 
@@ -181,14 +179,17 @@ def test_res_numbers_equal_recomputation_from_saved_rle(data, full_run):
                   else decode(seg))
             pred = None if s["mask"] is None else decode(s["mask"])
             assert (s["mask"] is None) == (s["n_seg"] == 0) == ("[SEG]" not in s["answer"])
+            assert s["answer"] == answer_for(s["question"])
+            if pred is not None:
+                assert_nontrivial_masks(pred, f"sentence {s.get('sent_id', n_sent)}")
             pairs.append((pred, gt))
             n_sent += 1
-    expected = res_metrics(pairs, lenient=True)
+    expected = M.res_split(pairs)
     got = metrics_of(full_run["work_dir"])["refcoco_synth/val"]
     assert got["n_sentences"] == n_sent == sum(len(r["sentences"]) for r in refs.values() if r["split"] == "val")
     assert 0 < got["n_no_seg"] < n_sent  # both paths exercised; strict != lenient
     for key in ("cIoU", "gIoU", "cIoU_lenient", "gIoU_lenient"):
-        assert got[key] == pytest.approx(100 * expected[key], rel=1e-12, abs=1e-12)
+        assert got[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12), key
     assert got["cIoU"] < got["cIoU_lenient"]
 
 
@@ -205,7 +206,9 @@ def _pred(exp_record: dict, n_frames: int) -> np.ndarray:
     if exp_record["masks"] is None:
         return np.zeros((n_frames, 96, 128), dtype=bool)
     assert len(exp_record["masks"]) == n_frames  # propagated to every frame
-    return np.stack([decode(r) for r in exp_record["masks"]])
+    masks = np.stack([decode(r) for r in exp_record["masks"]])
+    assert_nontrivial_masks(masks, f"{exp_record['exp_id']}: masks of every frame")
+    return masks
 
 
 def test_refvos_numbers_equal_recomputation_from_saved_rle(data, full_run):
@@ -213,18 +216,21 @@ def test_refvos_numbers_equal_recomputation_from_saved_rle(data, full_run):
     meta = json.load(open(os.path.join(root, "meta_expressions.json")))["videos"]
     masks = json.load(open(os.path.join(root, "mask_dict.json")))
     records = read_records(os.path.join(full_run["work_dir"], "mevis_synth/valid_u"))
-    scores = []
+    scores, with_masks = [], 0
     for rec in records:
         video = meta[rec["video_id"]]
         assert rec["llm_frames"] == [0, 2, 5]  # uniform K=3 of 6
         for e in rec["expressions"]:
-            j, f = video_jf(_video_gt(root, video, video["expressions"][e["exp_id"]], masks),
-                            _pred(e, len(video["frames"])))
-            assert (e["J"], e["F"]) == (j, f)
-            scores.append({"J": j, "F": f})
-    expected = aggregate_refvos(scores)
+            assert (e["masks"] is None) == ("[SEG]" not in e["answer"])
+            with_masks += e["masks"] is not None
+            j, f = M.expression_jf(_video_gt(root, video, video["expressions"][e["exp_id"]], masks),
+                                   _pred(e, len(video["frames"])))
+            assert (e["J"], e["F"]) == pytest.approx((j, f), rel=1e-12)
+            scores.append((j, f))
+    expected = M.refvos_split(scores)
     got = metrics_of(full_run["work_dir"])["mevis_synth/valid_u"]
     assert got["n"] == len(scores) == sum(len(v["expressions"]) for v in meta.values())
+    assert 0 < with_masks < len(scores)  # both paths exercised
     for key in ("J", "F", "J&F"):
         assert got[key] == pytest.approx(expected[key], rel=1e-12)
     assert 0 < got["J&F"] < 100
@@ -243,15 +249,15 @@ def test_revos_numbers_equal_recomputation_and_questions_are_asked(data, full_ru
         for e in rec["expressions"]:
             gt = _video_gt(root, video, video["expressions"][e["exp_id"]], masks)
             pred = _pred(e, len(video["frames"]))
-            j, f = video_jf(gt, pred)
-            a, r = revos_accuracy_and_robustness(gt, pred, foreground)
+            j, f = M.expression_jf(gt, pred)
+            a, r = M.revos_a_r(gt, pred, foreground)
             scores.append({"type_id": e["type_id"], "J": j, "F": f, "A": a, "R": r})
             if e["type_id"] == 1:  # asked as the question itself, and answered with a mask
                 questions += 1
                 assert e["exp"].endswith("?")
                 assert e["question"] == e["exp"] + " Please respond with segmentation mask."
                 assert e["n_seg"] == 1 and e["masks"] is not None and any(m["counts"] for m in e["masks"])
-    expected = aggregate_revos(scores)
+    expected = M.revos_split(scores)
     got = metrics_of(full_run["work_dir"])["revos_synth"]
     assert questions > 0
     for subset in ("referring", "reasoning", "overall"):
@@ -349,8 +355,8 @@ def test_checkpoint_with_trainable_weights_reproduces_the_run(data, full_run, tm
 def _dist_worker(rank: int, world: int, port: int, argv: list) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
-    InternVLMLLM.generate = fake_generate
-    run_tool(*argv, "--launcher", "pytorch")
+    with forced_answer(answer_for):
+        run_tool(*argv, "--launcher", "pytorch")
     torch.distributed.destroy_process_group()
 
 
@@ -406,4 +412,6 @@ def test_decode_all_ablation_through_cfg_options(data, fake_llm, tmp_path):
     (record,) = read_records(str(tmp_path / "mevis_synth/valid_u"))
     with_masks = [e for e in record["expressions"] if e["masks"] is not None]
     assert with_masks and all(len(e["masks"]) == NUM_FRAMES for e in with_masks)
+    for e in with_masks:
+        assert_nontrivial_masks(np.stack([decode(r) for r in e["masks"]]), f"{e['exp_id']}: decode_all masks")
     assert "(first 1 of 2 items)" in open(tmp_path / "summary.md").read()

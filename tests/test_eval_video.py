@@ -1,14 +1,14 @@
 """Video propagation: the SAM-2 memory tracker shares the model's modules, conditions on the
 language-decoded frames and covers every frame; the predictor keeps the language decode on the
-LLM frames."""
+LLM frames. The real generation is steered to answers with [SEG] (``forced_answer``), so the mask
+path runs; masks are checked to be non-trivial before they are compared."""
 import pytest
 import torch
 from mmengine.config import Config
 
-from projects.salma.models.mllm import InternVLMLLM
 from projects.salma.models.video import SAM2MemoryTracker, VideoPredictor
 from projects.salma.registry import MODELS
-from projects.salma.testing import make_batch
+from projects.salma.testing import assert_nontrivial_masks, forced_answer, make_batch
 
 TINY = "configs/tiny/salma_tiny.py"
 SIZE = (48, 64)
@@ -25,9 +25,16 @@ def tracker(model):
     return SAM2MemoryTracker(model.grounding_encoder, memory_weights="random", seed=0)
 
 
-def _always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+@pytest.fixture
+def one_seg():
+    with forced_answer("Sure, [SEG]."):
+        yield
+
+
+@pytest.fixture
+def two_segs():
+    with forced_answer("Sure, [SEG] and [SEG]."):
+        yield
 
 
 def test_tracker_shares_the_runner_modules(model, tracker):
@@ -61,8 +68,7 @@ def test_track_covers_every_frame_from_conditioning_masks(tracker, cond_frames):
         assert (inter / union > 0.9).all()
 
 
-def test_predictor_memory_keeps_language_decode_on_llm_frames(model, tracker, monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+def test_predictor_memory_keeps_language_decode_on_llm_frames(model, tracker, one_seg):
     batch = make_batch(model, [(1, 3), (1, 3)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
     torch.manual_seed(2)
     frames = torch.randn(7, 3, 128, 128)
@@ -72,24 +78,27 @@ def test_predictor_memory_keeps_language_decode_on_llm_frames(model, tracker, mo
     out = VideoPredictor(model, propagation="memory", tracker=tracker)(batch, frames, llm, SIZE)
     assert [o["masks"].shape for o in out] == [(1, 7, *SIZE)] * 2
     for o, d in zip(out, direct):
+        assert o["text"] == "Sure, [SEG]."
+        assert_nontrivial_masks(o["masks"], "tracked masks (every frame)")
         assert torch.equal(o["masks"][:, llm], d["masks"])  # the LLM frames: the CMA + prior decode
         assert o["text"] == d["text"]
 
 
-def test_predictor_decode_all_decodes_every_frame(model, monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+def test_predictor_decode_all_decodes_every_frame(model, one_seg):
     batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
     frames = torch.randn(5, 3, 128, 128)
     out = VideoPredictor(model, propagation="decode_all")(batch, frames, [0, 4], SIZE)
     direct = model.predict(dict(batch, g_pixel_values=[frames]))
+    assert_nontrivial_masks(out[0]["masks"], "decode_all masks")
     assert torch.equal(out[0]["masks"], direct[0]["masks"]) and out[0]["masks"].shape == (1, 5, *SIZE)
 
 
 def test_predictor_without_seg_gives_no_masks(model, tracker):
     batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
     frames = torch.randn(4, 3, 128, 128)
-    out = VideoPredictor(model, propagation="memory", tracker=tracker)(batch, frames, [0, 1], SIZE)
-    assert "[SEG]" not in out[0]["text"]  # the random tiny model does not emit [SEG]
+    with forced_answer("There is none."):
+        out = VideoPredictor(model, propagation="memory", tracker=tracker)(batch, frames, [0, 1], SIZE)
+    assert out[0]["text"] == "There is none." and out[0]["n_seg"] == 0
     assert out[0]["masks"].shape == (0, 4, *SIZE)
 
 
@@ -120,17 +129,14 @@ def test_memory_modules_come_from_a_sam2_video_checkpoint(model, tmp_path):
                            model.grounding_encoder.sam2.mask_decoder.iou_token.weight)
 
 
-def test_only_the_first_seg_of_an_answer_is_tracked(model, tracker, monkeypatch):
-    def two_segs(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-        ids = self.tokenizer("[SEG] and [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
-        return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1)
-
-    monkeypatch.setattr(InternVLMLLM, "generate", two_segs)
+def test_only_the_first_seg_of_an_answer_is_tracked(model, tracker, two_segs):
     batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
     frames = torch.randn(4, 3, 128, 128)
     batch["g_pixel_values"] = [frames[[0, 2]]]
     direct = model.predict(batch)[0]
     assert direct["masks"].shape[0] == 2
+    assert_nontrivial_masks(direct["masks"], "language decode of both [SEG]")
+    assert not torch.equal(direct["masks"][0], direct["masks"][1])  # so "the first" is a real choice
     for mode, kwargs in (("memory", dict(tracker=tracker)), ("decode_all", {})):
         out = VideoPredictor(model, propagation=mode, **kwargs)(batch, frames, [0, 2], SIZE)[0]
         assert out["n_seg"] == 2 and out["masks"].shape == (1, 4, *SIZE)
@@ -138,14 +144,8 @@ def test_only_the_first_seg_of_an_answer_is_tracked(model, tracker, monkeypatch)
             assert torch.equal(out["masks"][0, [0, 2]], direct["masks"][0])
 
 
-def _two_segs(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    ids = self.tokenizer("Sure, [SEG] and [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
-
-
 @pytest.mark.parametrize("propagation", ["memory", "decode_all"])
-def test_predictor_track_all_seg_gives_every_seg_its_masks(model, tracker, monkeypatch, propagation):
-    monkeypatch.setattr(InternVLMLLM, "generate", _two_segs)
+def test_predictor_track_all_seg_gives_every_seg_its_masks(model, tracker, two_segs, propagation):
     batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
     torch.manual_seed(4)
     frames = torch.randn(5, 3, 128, 128)
@@ -156,4 +156,5 @@ def test_predictor_track_all_seg_gives_every_seg_its_masks(model, tracker, monke
     every = VideoPredictor(model, track_all_seg=True, **kw)(batch, frames, llm, SIZE)[0]
     assert first["n_seg"] == every["n_seg"] == 2
     assert first["masks"].shape == (1, 5, *SIZE) and every["masks"].shape == (2, 5, *SIZE)
+    assert_nontrivial_masks(every["masks"], "masks of both [SEG]")
     assert torch.equal(every["masks"][:1], first["masks"])  # SAM-2 tracks each object on its own

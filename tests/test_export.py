@@ -1,7 +1,10 @@
 """Export and inference: a tiny trained checkpoint (random weights, LoRA B made non-zero, CMA
 switched on) -> tools/export.py -> SALMAModel.from_pretrained. The folder round-trips every weight,
 merged LoRA equals unmerged LoRA, predict equals the evaluation on the training-side model,
-tools/infer.py writes predict's masks, and bad folders fail naming the keys."""
+tools/infer.py writes predict's masks, and bad folders fail naming the keys. Where masks are compared,
+the real generation is steered to answer with [SEG] (``forced_answer``) and the masks are checked to
+be non-trivial first."""
+import contextlib
 import copy
 import importlib.util
 import json
@@ -26,10 +29,10 @@ from projects.salma.evaluation.runner import build_model
 from projects.salma.export import (VIDEO_KEYS, build_tracker, export_model, reader_settings, trained_otherwise,
                                    video_options)
 from projects.salma.models.convert.common import CheckpointMismatchError
-from projects.salma.models.mllm import InternVLMLLM
 from projects.salma.models.salma_model import SALMAModel, resolve_device_dtype
 from projects.salma.models.video import SAM2MemoryTracker, VideoPredictor
 from projects.salma.registry import DATASETS
+from projects.salma.testing import assert_nontrivial_masks, forced_answer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny", "salma_tiny.py")
@@ -37,12 +40,6 @@ LLM_FRAMES = 3
 # Reader settings of the evaluation (image sizes tied to salma_tiny.py; at least 2 tiles, so tiling matters).
 READER = dict(tokenizer=dict(type="build_tiny_tokenizer"), image_size=128, image_seq_length=16, min_dynamic_patch=2,
               max_dynamic_patch=4, sam_image_size=128, max_length=2048)
-
-
-def always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    """Generation stand-in: 'Sure, [SEG].' (the random tiny LLM rarely emits [SEG])."""
-    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
 
 
 def tracker_shares_the_decoder(model: SALMAModel) -> bool:
@@ -111,8 +108,10 @@ def loaded(exported):
 
 
 @pytest.fixture
-def fake_llm(monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", always_seg)
+def fake_llm():
+    """The real generation, answering 'Sure, [SEG].' (the random tiny LLM rarely emits [SEG])."""
+    with forced_answer("Sure, [SEG]."):
+        yield
 
 
 # ------------------------------------------------------------------ the folder
@@ -218,23 +217,25 @@ def _assert_same_rows(ours, theirs):
             assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("stub", [False, True], ids=["generated", "seg"])
-def test_image_predict_equals_the_res_evaluation(loaded, trained, data_cfgs, stub, monkeypatch):
-    """The exported model's answers and masks are tools/test.py's on the training-side model."""
-    if stub:
-        monkeypatch.setattr(InternVLMLLM, "generate", always_seg)
+@pytest.mark.parametrize("forced", [False, True], ids=["generated", "seg"])
+def test_image_predict_equals_the_res_evaluation(loaded, trained, data_cfgs, forced):
+    """The exported model's answers and masks are tools/test.py's on the training-side model:
+    the free-running answers ('generated', no [SEG] from the random LLM), and answers steered to
+    [SEG] ('seg'), whose masks are compared."""
     model, _ = trained
     sample = DATASETS.build(copy.deepcopy(data_cfgs["refcoco"]))[1]
-    record = RESEvaluator(max_new_tokens=8).predict_item(model, sample)
+    with forced_answer("Sure, [SEG].") if forced else contextlib.nullcontext():
+        record = RESEvaluator(max_new_tokens=8).predict_item(model, sample)
+        outputs = loaded.predict(image=record["image_path"], text=[s["sentence"] for s in record["sentences"]])
     height, width = record["size"]
-    outputs = loaded.predict(image=record["image_path"], text=[s["sentence"] for s in record["sentences"]])
+    if forced:
+        assert all(s["n_seg"] == 1 for s in record["sentences"])
+        assert_nontrivial_masks(torch.stack([out["masks"][0] for out in outputs]), "predict masks")
     for s, out in zip(record["sentences"], outputs, strict=True):
         assert out["text"] == s["answer"] and out["question"] == s["question"]
         assert out["masks"].dtype == torch.bool and out["masks"].shape == (s["n_seg"], height, width)
         if s["mask"] is not None:
             assert np.array_equal(out["masks"][0].numpy(), decode_rle(s["mask"], height, width).astype(bool))
-    if stub:
-        assert all(out["masks"].shape[0] == 1 and out["masks"].any() for out in outputs)
 
 
 def test_video_predict_equals_the_refvos_evaluation(loaded, trained, data_cfgs, fake_llm):
@@ -248,8 +249,9 @@ def test_video_predict_equals_the_refvos_evaluation(loaded, trained, data_cfgs, 
     outputs = loaded.predict(video=record["frame_paths"], text=[e["exp"] for e in record["expressions"]])
     n_frames = len(record["frame_paths"])
     for e, out in zip(record["expressions"], outputs, strict=True):
-        assert out["text"] == e["answer"] and out["llm_frames"] == record["llm_frames"]
+        assert out["text"] == e["answer"] == "Sure, [SEG]." and out["llm_frames"] == record["llm_frames"]
         assert out["masks"].shape == (1, n_frames, height, width)
+        assert_nontrivial_masks(out["masks"], f"{e['exp']!r}: masks on every frame")
         expected = np.stack([decode_rle(m, height, width) for m in e["masks"]]).astype(bool)
         assert np.array_equal(out["masks"][0].numpy(), expected)
     assert outputs[0]["masks"][0, LLM_FRAMES:].any()  # tracked frames carry the object too
@@ -286,6 +288,7 @@ def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, syntheti
     summary = load_tool("infer").main(["--model", exported[1], "--image", image, "--text", "the red circle",
                                        "--out", str(tmp_path), "--device", "cpu"])
     expected = loaded.predict(image=image, text="the red circle")
+    assert_nontrivial_masks(expected["masks"], "predict masks")
     png = np.array(Image.open(tmp_path / "mask_0.png"))
     assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
     assert np.array_equal(png > 0, expected["masks"][0].numpy())
@@ -301,6 +304,7 @@ def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synth
     load_tool("infer").main(["--model", exported[1], "--video", video, "--text", "the moving circle",
                              "--out", str(tmp_path), "--device", "cpu"])
     expected = loaded.predict(video=video, text="the moving circle")["masks"][0]  # (T, H, W)
+    assert_nontrivial_masks(expected, "predict masks on every frame")
     names = sorted(os.path.splitext(n)[0] for n in os.listdir(video))
     assert sorted(os.listdir(tmp_path / "masks" / "seg0")) == [f"{n}.png" for n in names]
     for t, name in enumerate(names):
@@ -380,8 +384,10 @@ def test_bfloat16_model_predicts(exported, fake_llm):
     assert tracker_shares_the_decoder(model)
     out = model.predict(image=np.full((40, 52, 3), 128, dtype=np.uint8), text="the red circle")
     assert out["masks"].shape == (1, 40, 52) and out["masks"].dtype == torch.bool
+    assert_nontrivial_masks(out["masks"], "bf16 image masks")
     video = model.predict(video=[np.full((40, 52, 3), 30 * t, dtype=np.uint8) for t in range(5)], text="the circle")
     assert video["masks"].shape == (1, 5, 40, 52)
+    assert_nontrivial_masks(video["masks"], "bf16 video masks")
 
 
 def test_no_hard_coded_cuda():
@@ -451,6 +457,8 @@ def test_decode_all_export_has_no_tracker_and_decodes_every_frame(loaded, traine
     out = model.predict(video=frames, text="the circle")
     tracked = loaded.predict(video=frames, text="the circle")
     assert out["masks"].shape == tracked["masks"].shape == (1, 5, 40, 52)
+    assert_nontrivial_masks(out["masks"], "decode_all masks")
+    assert_nontrivial_masks(tracked["masks"], "tracked masks")
     llm = out["llm_frames"]  # the language decode on the LLM's frames, in both modes
     assert llm == [0, 1, 2] and torch.equal(out["masks"][:, llm], tracked["masks"][:, llm])
 

@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 
 from projects.salma.registry import MODELS
-from projects.salma.testing import make_batch
+from projects.salma.testing import assert_nontrivial_masks, forced_answer, make_batch
 
 TINY = "configs/tiny/salma_tiny.py"
 SIZES = dict(tile_size=128, sam_size=128)
@@ -156,12 +156,19 @@ def test_seg_count_mismatch_is_a_clear_error(model):
 def test_predict_returns_one_mask_per_generated_seg_at_original_size(model):
     model.eval()
     batch = make_batch(model, [(1, 1), (1, 3)], with_answer=False, mask_size=(40, 52), **SIZES)
-    results = model(batch, mode="predict")
+    with forced_answer("Sure: [SEG], and [SEG]."):  # the random LLM would answer without [SEG]
+        results = model(batch, mode="predict")
     assert len(results) == 2
     for result, frames in zip(results, (1, 3)):
-        n_seg = result["text"].count("[SEG]")
+        assert result["text"] == "Sure: [SEG], and [SEG]."
         assert result["masks"].dtype == torch.bool
-        assert result["masks"].shape == (n_seg, frames, 40, 52)
+        assert result["masks"].shape == (2, frames, 40, 52)
+        assert result["mask_logits"].shape == (2, frames, 32, 32)
+        assert_nontrivial_masks(result["masks"])
+        # the masks are the low-res logits, resized bilinearly to the original size, above 0
+        resized = torch.nn.functional.interpolate(result["mask_logits"].flatten(0, 1)[:, None], size=(40, 52),
+                                                  mode="bilinear", align_corners=False)
+        assert torch.equal(result["masks"], (resized > 0).view(2, frames, 40, 52))
         assert result["meta"]["orig_size"] == (40, 52)
 
 
@@ -180,9 +187,6 @@ def _row(batch, b, tiles_per_row):
 
 
 def test_predict_encodes_rows_sharing_frames_once_with_identical_masks(model, monkeypatch):
-    from projects.salma.models.mllm import InternVLMLLM
-
-    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
         model.grounding_encoder.cma.gamma_attn.fill_(0.5)  # CMA and its prior gate shape the masks
@@ -195,14 +199,16 @@ def test_predict_encodes_rows_sharing_frames_once_with_identical_masks(model, mo
     encode, prior = runner.encode_frames, runner.structure_prior
     monkeypatch.setattr(runner, "encode_frames", lambda frames: encoded.append(frames.shape[0]) or encode(frames))
     monkeypatch.setattr(runner, "structure_prior", lambda features: priors.append(1) or prior(features))
-    cached = model.predict(batch)
-    assert encoded == [2, 2] and len(priors) == 2  # rows 0-2 once, row 3 once
+    with forced_answer("Sure, [SEG]."):
+        cached = model.predict(batch)
+        assert encoded == [2, 2] and len(priors) == 2  # rows 0-2 once, row 3 once
 
-    encoded.clear()
-    alone = [model.predict(_row(batch, b, [2] * 4))[0] for b in range(4)]
+        encoded.clear()
+        alone = [model.predict(_row(batch, b, [2] * 4))[0] for b in range(4)]
     assert encoded == [2] * 4
     for c, a in zip(cached, alone):
-        assert c["masks"].shape == (1, 2, 40, 52) and c["masks"].any()
+        assert c["masks"].shape == (1, 2, 40, 52)
+        assert_nontrivial_masks(c["masks"])
         assert torch.equal(c["masks"], a["masks"]) and torch.equal(c["mask_logits"], a["mask_logits"])
     assert not torch.equal(cached[0]["mask_logits"], cached[3]["mask_logits"])
 

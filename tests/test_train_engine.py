@@ -16,7 +16,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import socket
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from mmengine.hooks import Hook
 from projects.salma.engine.checkpoint import allow_mmengine_checkpoints
 from projects.salma.engine.hooks import linear_warmup
 from projects.salma.engine.runner import apply_cli, build_runner
+from projects.salma.testing import one_process_deepspeed
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, "configs/tiny/salma_tiny_synthetic.py")
@@ -262,43 +262,12 @@ def test_tensorboard_switch(monkeypatch, synth_root):
         "LocalVisBackend", "TensorboardVisBackend"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def one_process_group(monkeypatch):
-    """A one-process gloo group as DeepSpeed sets it up from the environment; torn down after.
-
-    launcher stays 'none': mmengine's 'pytorch' launcher calls torch.cuda.set_device first, which a
-    CPU build of torch does not have; DeepSpeed then initialises the group itself (gloo on CPU).
-    DeepSpeed's CPU backend would JIT-compile a shared-memory allreduce (about 100 s on 2 cores,
-    once per machine) that one process never uses: the test does without it. mmengine registers
-    DeepSpeed's optimizers in every DeepSpeedStrategy without ``force``, so a second strategy in one
-    process (the resumed run) raises 'already registered': here the registration runs once.
-    """
-    import importlib
-
-    from mmengine.registry import OPTIMIZERS
-
-    ds_comm = importlib.import_module("deepspeed.comm.comm")
-    ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` finds deepspeed.comm's `torch`
-
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT=str(free_port())).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(ds_torch, "build_shm_op", lambda: None)
-    monkeypatch.setattr(ds_comm, "cdb", None)
-    mm_ds = importlib.import_module("mmengine._strategy.deepspeed")
-    register = mm_ds.register_deepspeed_optimizers
-    monkeypatch.setattr(mm_ds, "register_deepspeed_optimizers",
-                        lambda: [] if "DeepSpeedCPUAdam" in OPTIMIZERS.module_dict else register())
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def one_process_group():
+    """A one-process DeepSpeed group (gloo, no shared-memory op build), torn down after: see
+    ``projects.salma.testing.one_process_deepspeed``."""
+    with one_process_deepspeed("cpu"):
+        yield
 
 
 def test_deepspeed_zero2_trains_saves_and_resumes_on_cpu(synth_root, tmp_path, one_process_group, few_threads):

@@ -1,13 +1,28 @@
-"""Contract-conforming random batches for tests and benchmarks (no dataset needed).
+"""Test and benchmark helpers (never used by the package itself).
 
-The real batches come from ``projects.salma.datasets``; this builds the same keys directly from
-the model's tokenizer and sizes, so model tests and latency benchmarks do not depend on files.
+``real_size_model_cfg``: SALMA-1B's model config at real size with random weights (no files).
+
+``make_batch``: contract-conforming random batches (no dataset needed). The real batches come from
+``projects.salma.datasets``; this builds the same keys directly from the model's tokenizer and
+sizes, so model tests and latency benchmarks do not depend on files.
+
+``forced_answer``: the real generation, steered to a given answer (e.g. one with ``[SEG]``), so
+predict tests and benchmarks take the mask path with a random LLM.
+
+``one_process_deepspeed``: DeepSpeed ZeRO through the project's runner in one process (tests and
+``tools/gpu_check.py``).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
+from collections.abc import Callable, Iterator
+
 import torch
 
-from .constants import IGNORE_INDEX, IM_END, IM_START, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from .constants import IGNORE_INDEX, IM_END, IM_START, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SEG_TOKEN
+from .models.mllm import InternVLMLLM
 
 EXPRESSION = "the red circle on the left"
 
@@ -32,8 +47,29 @@ def _sample(tokenizer, n_obj: int, n_frames: int, image_tokens: int, with_answer
     return torch.tensor(ids), torch.tensor(labels), torch.tensor(expr)
 
 
-def make_batch(
-    model,
+def real_size_model_cfg(cfg, *, llm_dtype: str | None = None):
+    """``cfg.model`` at SALMA-1B's real size with random weights and no files (benchmarks, the GPU
+    check): InternVL2.5-1B's architecture (``cfg.internvl2_5_1b_arch``, from
+    ``configs/_base_/models/salma_1b.py``), SAM-2.1 hiera-large, and the tiny tokenizer (its ids fit
+    the real vocabulary). ``llm_dtype`` overrides the config's InternVL dtype."""
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.mllm.model_path = None
+    model_cfg.mllm.config = copy.deepcopy(cfg.internvl2_5_1b_arch)
+    if llm_dtype is not None:
+        model_cfg.mllm.torch_dtype = llm_dtype
+    model_cfg.mllm.tokenizer = dict(type="build_tiny_tokenizer")
+    model_cfg.grounding_encoder.sam2 = dict(size="large")
+    return model_cfg
+
+
+def make_batch(model, samples: list[tuple[int, int]], **kwargs) -> dict:
+    """A batch for ``model`` (its tokenizer and image tokens per tile); see :func:`make_batch_for`."""
+    return make_batch_for(model.tokenizer, model.mllm.model.config.image_seq_length, samples, **kwargs)
+
+
+def make_batch_for(
+    tokenizer,
+    image_tokens: int,
     samples: list[tuple[int, int]],
     *,
     tile_size: int,
@@ -43,10 +79,9 @@ def make_batch(
     seed: int = 0,
 ) -> dict:
     """A batch with one row per ``(n_objects, n_frames)``; ``n_objects == 0`` is a text+image row
-    without masks. Masks are random rectangles at ``mask_size``."""
+    without masks. Masks are random rectangles at ``mask_size``. ``tokenizer``: the model's (with
+    SALMA's tokens); ``image_tokens``: InternVL tokens per tile (so no model is needed)."""
     generator = torch.Generator().manual_seed(seed)
-    tokenizer = model.tokenizer
-    image_tokens = model.mllm.model.config.image_seq_length
     rows = [_sample(tokenizer, max(n, 1), t, image_tokens, with_answer) for n, t in samples]
     length = max(len(r[0]) for r in rows)
 
@@ -63,7 +98,7 @@ def make_batch(
             y0, x0 = torch.randint(0, mask_size[0] // 2, (2,), generator=generator).tolist()
             m[k, :, y0 : y0 + mask_size[0] // 3, x0 : x0 + mask_size[1] // 3] = 1
         masks.append(m)
-    seg_id = model.mllm.seg_token_id
+    seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
     labels = pad([r[1] for r in rows], IGNORE_INDEX)
     input_ids = pad([r[0] for r in rows], tokenizer.pad_token_id)
     for b, (n_obj, _) in enumerate(samples):
@@ -82,3 +117,119 @@ def make_batch(
         "masks": masks,
         "meta": [{"id": f"dummy{b}", "orig_size": mask_size} for b in range(len(samples))],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-only: make the real greedy generation answer what a test needs
+# ---------------------------------------------------------------------------------------------
+FORCING_BIAS = 1e4  # added to one logit per step: far above any logit of a real or random LM head
+
+
+@contextlib.contextmanager
+def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_BIAS) -> Iterator[None]:
+    """Test helper (never used by the package): while active, every ``InternVLMLLM.generate``
+    call runs the real greedy generation (the model's forward with its image tiles, KV cache,
+    ``suppress_tokens``, eos handling) with ``bias`` added to one LM-head logit per step, so that
+    it emits ``answer`` and then eos.
+
+    A random tiny LLM rarely emits ``[SEG]``; without this a predict test takes the empty path
+    (no mask) and passes without testing the masks.
+
+    Args:
+        answer: the answer text, or a function of each row's decoded prompt giving its answer.
+        bias: what is added to the logit of the token to emit.
+    """
+    original = InternVLMLLM.generate
+
+    def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+        tokenizer = self.tokenizer
+        targets = []  # per row: the token ids to emit, then eos
+        for row in input_ids:
+            text = answer(tokenizer.decode(row)) if callable(answer) else answer
+            targets.append(tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+        step = 0
+
+        def bias_next_token(module, args, kwargs, output):
+            nonlocal step
+            for b, ids in enumerate(targets):  # logits (B, T, V): the last position predicts the next token
+                output.logits[b, -1, ids[min(step, len(ids) - 1)]] += bias
+            step += 1
+            return output
+
+        handle = self.model.register_forward_hook(bias_next_token, with_kwargs=True)
+        try:
+            return original(self, input_ids, attention_mask, pixel_values, max_new_tokens)
+        finally:
+            handle.remove()
+
+    InternVLMLLM.generate = generate
+    try:
+        yield
+    finally:
+        InternVLMLLM.generate = original
+
+
+def assert_nontrivial_masks(masks, what: str = "masks") -> None:
+    """Test helper: every mask (the last two dimensions) has both foreground and background, so a
+    test that compares it with another is not comparing two empty (or two full) masks."""
+    flat = torch.as_tensor(masks).flatten(-2)  # (..., H*W)
+    if flat.numel() == 0:
+        raise AssertionError(f"{what}: no masks at all (shape {tuple(flat.shape)})")
+    area = flat.bool().sum(-1)
+    trivial = (area == 0) | (area == flat.shape[-1])
+    if trivial.any():
+        raise AssertionError(f"{what}: {int(trivial.sum())} of {trivial.numel()} masks are empty or all foreground "
+                             f"(foreground pixels per mask: {area.flatten().tolist()[:20]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed in one process (tests, tools/gpu_check.py)
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run mmengine's FlexibleRunner + DeepSpeedStrategy in this one process (world size 1), as
+    often as needed in a row; everything is restored on exit.
+
+    * The process-group environment DeepSpeed reads: rank 0 of 1 on a free local port. The runner's
+      launcher stays 'none' (mmengine's 'pytorch' launcher calls ``torch.cuda.set_device``, which
+      a CPU build lacks); DeepSpeed initialises the group itself (gloo on the CPU, nccl on CUDA).
+    * On the CPU, DeepSpeed's shared-memory allreduce is not built: a JIT compile (about 100 s on
+      2 cores, once per machine) of an op that one process never uses.
+    * mmengine registers DeepSpeed's optimizers in every DeepSpeedStrategy without ``force``, so a
+      second strategy in one process raises 'already registered': the registration runs once.
+    * On exit the process group is destroyed and DeepSpeed's backend handle reset, so the next
+      run starts a fresh group.
+    """
+    import importlib
+    import socket
+
+    from mmengine.registry import OPTIMIZERS
+
+    ds_comm = importlib.import_module("deepspeed.comm.comm")
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` finds deepspeed.comm's `torch`
+    mm_ds = importlib.import_module("mmengine._strategy.deepspeed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if torch.device(device).type == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+    saved_env = {k: os.environ.get(k) for k in env}
+    build_shm_op, register = ds_torch.build_shm_op, mm_ds.register_deepspeed_optimizers
+    os.environ.update(env)
+    if torch.device(device).type == "cpu":
+        ds_torch.build_shm_op = lambda: None
+    ds_comm.cdb = None
+    mm_ds.register_deepspeed_optimizers = lambda: [] if "DeepSpeedCPUAdam" in OPTIMIZERS.module_dict else register()
+    try:
+        yield
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        ds_torch.build_shm_op, mm_ds.register_deepspeed_optimizers = build_shm_op, register
+        ds_comm.cdb = None
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -28,7 +28,7 @@ tiny test models (``memory_weights='random'``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,10 @@ from transformers.models.sam2_video.configuration_sam2_video import (
     Sam2VideoMaskDecoderConfig,
     Sam2VideoPromptEncoderConfig,
 )
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+from transformers.models.sam2_video.modeling_sam2_video import (
+    Sam2VideoImageSegmentationOutput,
+    Sam2VideoInferenceSession,
+)
 
 from .grounding import SAM2GroundingRunner
 
@@ -65,6 +68,62 @@ def video_config_from_image(runner: SAM2GroundingRunner) -> Sam2VideoConfig:
         mask_downsampler_embed_dim=width,
         memory_fuser_embed_dim=width,
     )
+
+
+class MetaMaskPromptSam2VideoModel(Sam2VideoModel):
+    """``Sam2VideoModel`` whose mask-prompted (conditioning) frames compute what Meta's
+    ``SAM2VideoPredictor.add_new_mask`` + ``propagate_in_video`` compute.
+
+    transformers 5.17's ``_use_mask_as_output`` differs from Meta's predictor in two places, and
+    every tracked frame inherits the difference through memory attention and object pointers
+    (up to 1.8e-2 in mask logits on a small random model: ``tests/test_video_meta_parity.py``):
+
+    1. the object pointer: Meta decodes the mask prompt single-mask (``multimask_output=False``,
+       mask token 0); transformers calls ``_single_frame_forward`` with its default
+       ``multimask_output=True`` (the best of tokens 1-3 by predicted IoU);
+    2. the memory: Meta's predictor encodes a prompted frame's memory from its low-resolution
+       output upsampled to the input size (``propagate_in_video_preflight``), transformers from
+       the full-resolution prompt (their binarised masks differ along the object's boundary).
+    """
+
+    @classmethod
+    def adopt(cls, video: Sam2VideoModel) -> "MetaMaskPromptSam2VideoModel":
+        """The same module (same tensors, same config) with this class's mask-prompt step."""
+        if not isinstance(video, Sam2VideoModel):
+            raise TypeError(f"expected a Sam2VideoModel, got {type(video).__name__}")
+        video.__class__ = cls  # only a method differs: no state to add
+        return video
+
+    def _use_mask_as_output(
+        self,
+        backbone_features: torch.Tensor,
+        high_res_features: list[torch.Tensor],
+        mask_inputs: torch.Tensor,
+    ) -> Sam2VideoImageSegmentationOutput:
+        """backbone_features (B, C, h, w); mask_inputs (B, 1, S, S) {0, 1} -> the prompt as output."""
+        out_scale, out_bias = 20.0, -10.0  # logits -10 / +10 for background / object
+        dtype = backbone_features.dtype
+        masks = mask_inputs.to(dtype)
+        prompt_logits = masks * out_scale + out_bias  # (B, 1, S, S)
+        low_res = F.interpolate(prompt_logits.float(), size=self.prompt_encoder.mask_input_size, mode="bilinear",
+                                align_corners=False, antialias=True).to(dtype)  # (B, 1, S/4, S/4)
+        object_pointer = self._single_frame_forward(
+            input_masks=self.mask_downsample(masks),
+            image_embeddings=high_res_features + [backbone_features],
+            multimask_output=False,
+        ).object_pointer  # (B, C)
+        appearing = torch.any(mask_inputs.flatten(1) > 0, dim=1)[:, None].to(dtype)  # (B, 1)
+        object_pointer = appearing * object_pointer + (1 - appearing) * self.no_object_pointer
+        for_memory = F.interpolate(low_res.float(), size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False).to(dtype)  # what the memory encoder reads
+        return Sam2VideoImageSegmentationOutput(
+            iou_scores=mask_inputs.new_ones(mask_inputs.shape[0], 1).to(dtype),
+            pred_masks=low_res,
+            high_res_masks=for_memory,
+            object_pointer=object_pointer,
+            object_score_logits=(out_scale * appearing + out_bias).unsqueeze(-1),
+            image_embeddings=high_res_features + [backbone_features],
+        )
 
 
 class SAM2MemoryTracker(nn.Module):
@@ -114,6 +173,7 @@ class SAM2MemoryTracker(nn.Module):
                 f"SAM-2 image weights without a place in Sam2VideoModel: {sorted(result.unexpected_keys)[:10]}"
             )
         self.shared_keys = frozenset(image_state)  # Sam2VideoModel keys that hold the runner's tensors
+        video = MetaMaskPromptSam2VideoModel.adopt(video)
         video.requires_grad_(False)
         self.video = video.eval().to(device=self._device_of(runner), dtype=self._dtype_of(runner))
         self.image_size = runner.image_size
@@ -152,6 +212,30 @@ class SAM2MemoryTracker(nn.Module):
         Returns:
             bool (n, N, H, W); conditioning frames hold SAM-2's version of the given masks.
         """
+        n_frames = frames.shape[0]
+        masks = None
+        bar = tqdm(total=n_frames, desc="SAM-2 propagation", unit="frame", disable=not progress)
+        for t, logits in self.propagate(frames, cond_masks):  # logits (n, 1, h, w)
+            if masks is None:
+                masks = torch.empty(logits.shape[0], n_frames, *out_size, dtype=torch.bool)
+            resized = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+            masks[:, t] = (resized[:, 0] > 0).cpu()
+            bar.update()
+        bar.close()
+        return masks
+
+    @torch.no_grad()
+    def propagate(
+        self, frames: torch.Tensor, cond_masks: dict[int, torch.Tensor]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """SAM-2's low-resolution mask logits of every frame, each frame once: forwards from the
+        first conditioning frame to the end, then backwards from it to frame 0 (Meta's
+        ``SAM2VideoPredictor.propagate_in_video`` order).
+
+        Args: ``frames`` and ``cond_masks`` as in :meth:`track`.
+        Yields:
+            (frame index, (n, 1, h, w) mask logits at SAM-2's low resolution, on the model's device).
+        """
         if not cond_masks:
             raise ValueError("tracking needs at least one conditioning frame")
         n_frames = frames.shape[0]
@@ -164,7 +248,7 @@ class SAM2MemoryTracker(nn.Module):
         n_obj = n_obj.pop()
         device, dtype = self._device_of(self.video), self._dtype_of(self.video)
         session = Sam2VideoInferenceSession(
-            video=frames, video_height=out_size[0], video_width=out_size[1], inference_device=device,
+            video=frames, video_height=frames.shape[-2], video_width=frames.shape[-1], inference_device=device,
             inference_state_device=frames.device, video_storage_device=frames.device, dtype=dtype,
         )  # per-frame memory lives with the frames (CPU for long videos) and moves to the device when read
         for t in cond_frames:
@@ -175,24 +259,18 @@ class SAM2MemoryTracker(nn.Module):
             session.obj_with_new_inputs = list(range(n_obj))
             self.video(session, frame_idx=t)
 
-        low_res: dict[int, torch.Tensor] = {}
-        bar = tqdm(total=n_frames, desc="SAM-2 propagation", unit="frame", disable=not progress)
+        done = set()
         for reverse in (False, True):
             if reverse and cond_frames[0] == 0:
                 break
             for out in self.video.propagate_in_video_iterator(session, start_frame_idx=cond_frames[0], reverse=reverse):
-                bar.update(int(out.frame_idx not in low_res))
-                low_res[out.frame_idx] = out.pred_masks  # (n, 1, h, w)
                 _drop_high_res_masks(session, out.frame_idx)
-        bar.close()
-        missing = [t for t in range(n_frames) if t not in low_res]
+                if out.frame_idx not in done:  # the first conditioning frame starts both passes
+                    done.add(out.frame_idx)
+                    yield out.frame_idx, out.pred_masks
+        missing = [t for t in range(n_frames) if t not in done]
         if missing:
             raise RuntimeError(f"SAM-2 propagation left frames {missing[:10]} without a mask")
-        masks = torch.empty(n_obj, n_frames, *out_size, dtype=torch.bool)
-        for t in range(n_frames):
-            logits = F.interpolate(low_res[t].float(), size=out_size, mode="bilinear", align_corners=False)
-            masks[:, t] = (logits[:, 0] > 0).cpu()
-        return masks
 
     def _as_mask_input(self, masks: torch.Tensor) -> torch.Tensor:
         """(n, h, w) logits or booleans -> (n, 1, S, S) float {0, 1} at SAM-2's input size."""
