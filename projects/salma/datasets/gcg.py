@@ -110,7 +110,8 @@ class GCGDataset(SalmaDataset):
         for phrase, g in (field(rec, "groundings", (dict, type(None)), where=where, default=None) or {}).items():
             at = f"{where}: grounding {phrase!r}"
             span = expect(g, dict, where=at).get("token_positives")
-            if not isinstance(span, list) or len(span) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in span):
+            integers = isinstance(span, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+            if not integers or len(span) != 2:
                 raise DataError(f"{at}: token_positives: expected a list of 2 integers, got {str(span)[:40]}",
                                 reason="bad_record")
             start, end = span

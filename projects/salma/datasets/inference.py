@@ -68,7 +68,8 @@ def read_video(path: str | os.PathLike, *, progress: bool = False) -> tuple[list
         for name, file in zip(names, files):  # masks are written as <name>.png: one frame per name
             if name in seen:
                 raise DataError(f"{os.path.join(path, seen[name])} and {os.path.join(path, file)}: two frames named "
-                                f"'{name}' (their masks would overwrite each other); keep one", reason="duplicate_frame")
+                                f"'{name}' (their masks would overwrite each other); keep one",
+                                reason="duplicate_frame")
             seen[name] = file
         frames = [load_image(os.path.join(path, n)) for n in tqdm(files, desc="frames", disable=not progress)]
         return frames, names
