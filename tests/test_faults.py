@@ -363,7 +363,15 @@ def _frames_with_duplicate_stem(folder):
     return folder
 
 
-def test_duplicate_frame_stems_are_refused(tmp_path, exported):
+def test_duplicate_frame_stems_are_refused(tmp_path, exported, build_data, data_cfgs, mevis_copy):
+    meta = json.loads((mevis_copy / "meta_expressions.json").read_text())
+    vid = sorted(meta["videos"])[0]
+    meta["videos"][vid]["frames"][1] = "00000.jpg"  # the same file (and submission PNG) as '00000'
+    (mevis_copy / "meta_expressions.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=rf"video {vid}: frames '00000' and '00000.jpg' are the same frame"):
+        _mevis(build_data, data_cfgs, mevis_copy)
+    assert _mevis(build_data, data_cfgs, mevis_copy, on_error="skip").index_skip_counts == {"duplicate_frame": 1}
+
     folder = _frames_with_duplicate_stem(tmp_path / "frames")
     with pytest.raises(DataError, match=r"frames/00001.jpg and .*frames/00001.png: two frames named '00001'") as err:
         read_video(folder)
@@ -636,6 +644,17 @@ def _json_edit_copy(src, dst, fn):
     records = json.loads(open(src, encoding="utf-8").read())
     fn(records)
     dst.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.mark.parametrize("entry, match", [("x", r"expected a list, got str"),
+                                          ({"masks": []}, r"no 'masks_rle'"),
+                                          ({"masks_rle": [None]}, r"1 foreground masks for 8 frames")])
+def test_foreground_record_of_the_wrong_shape_is_named(entry, match, build_data, data_cfgs, mevis_copy):
+    """ReVOS mask_dict_foreground.json: {vid: {'masks_rle': [RLE per frame]}}."""
+    ds = _mevis(build_data, data_cfgs, mevis_copy, foreground_file="fg.json")
+    (mevis_copy / "fg.json").write_text(json.dumps({ds.items[0]["vid"]: entry}))
+    with pytest.raises(DataError, match=rf"fg.json: video {ds.items[0]['vid']}: {match}"):
+        ds.load_foreground_masks(0)
 
 
 def test_frame_size_mismatch_blames_the_odd_frame(build_data, data_cfgs, mevis_copy):

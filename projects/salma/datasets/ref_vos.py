@@ -141,8 +141,14 @@ class RefVOSDataset(SalmaDataset):
         frames = field(video, "frames", list, where=where, default=[])
         if not frames:
             raise DataError(f"{where} has no frames", reason="empty_video")
+        seen: dict[str, str] = {}
         for frame in frames:
             safe_name(expect(frame, str, where=f"{where}: frame"), what="frame", where=where)
+            stem = os.path.splitext(frame)[0] if frame.lower().endswith(_IMAGE_EXTENSIONS) else frame
+            if stem in seen:  # one file, and one submission PNG, per name
+                raise DataError(f"{where}: frames '{seen[stem]}' and '{frame}' are the same frame '{stem}'",
+                                reason="duplicate_frame")
+            seen[stem] = frame
         return frames, field(video, "expressions", dict, where=where, default={})
 
     def _check_expression(self, vid: str, exp_id: str, exp: dict, n_frames: int) -> dict:
@@ -256,7 +262,12 @@ class RefVOSDataset(SalmaDataset):
         entry = self._foreground_dict().get(item["vid"])
         if entry is None:
             raise DataError(f"{self.foreground_file}: video {item['vid']} missing", reason="missing_anno")
-        rles = entry["masks_rle"] if isinstance(entry, dict) else entry
+        where = f"{self.foreground_file}: video {item['vid']}"
+        rles = field(entry, "masks_rle", list, where=where) if isinstance(entry, dict) else expect(entry, list,
+                                                                                                  where=where)
+        if len(rles) != len(item["frames"]):
+            raise DataError(f"{where}: {len(rles)} foreground masks for {len(item['frames'])} frames",
+                            reason="mask_frames")
         height, width = self._frame_size(item)
         return np.stack([decode_rle(r, height, width, source=f"{self.foreground_file}: video {item['vid']} "
                                     f"frame {f}") for f, r in enumerate(rles)])

@@ -20,7 +20,7 @@ from ..fingerprint import digest, file_signature
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
-from .io import expect, field, load_pickle, read_json
+from .io import field, load_pickle, read_json
 from .masks import decode_segmentation
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_SEG_QUESTION, SEG_QUESTIONS, clean_expression,
                         image_token_string)
@@ -58,7 +58,8 @@ class RefCOCODataset(SalmaDataset):
     def _build_index(self) -> None:
         instances = read_json(self.ann_path, expect=dict, what="(COCO instances)")
         refs = load_pickle(self.refs_path)
-        expect(refs, list, where=f"{self.refs_path}: the refs")
+        if not isinstance(refs, list):
+            raise DataError(f"{self.refs_path}: expected a list of refs, got {type(refs).__name__}", reason="bad_file")
         self.images, self.annotations = {}, {}
         for kind, records in (("images", self.images), ("annotations", self.annotations)):
             for k, rec in enumerate(field(instances, kind, list, where=self.ann_path)):
