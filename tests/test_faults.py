@@ -612,6 +612,7 @@ def test_record_of_the_wrong_shape_is_named_and_skippable(fault, build_data, dat
     skip[0]  # the remaining items are usable
 
 
+@pytest.mark.slow  # a Python subprocess (imports torch and transformers)
 def test_non_ascii_text_reads_under_the_c_locale(tmp_path, synthetic_data):
     """Every reader opens text as UTF-8, whatever the locale says (here ASCII: LC_ALL=C without
     Python's UTF-8 mode)."""
