@@ -20,10 +20,26 @@ def test_store_appends_and_reads_every_rank(tmp_path):
     b.append({"key": "image:2", "index": 1})
     a.append({"key": "image:3", "index": 2})
     assert ResultStore(str(tmp_path), rank=5).load() == {
-        "image:1": {"key": "image:1", "index": 0, "x": [1, 2]},
-        "image:2": {"key": "image:2", "index": 1},
-        "image:3": {"key": "image:3", "index": 2},
+        "image:1": [{"key": "image:1", "index": 0, "x": [1, 2]}],
+        "image:2": [{"key": "image:2", "index": 1}],
+        "image:3": [{"key": "image:3", "index": 2}],
     }
+
+
+def test_store_keeps_one_record_per_fingerprint(tmp_path):
+    """An item recomputed for another model / other inputs is appended; both versions are read back
+    (the runner picks the one with the current fingerprint). Same fingerprint, other content: corrupt."""
+    a, b = ResultStore(str(tmp_path), rank=0), ResultStore(str(tmp_path), rank=1)
+    old = {"key": "video:v", "index": 0, "fingerprint": {"model": "m1", "inputs": "i"}, "J": 0.2}
+    new = {**old, "fingerprint": {"model": "m2", "inputs": "i"}, "J": 0.4}
+    a.append(old)
+    b.append(new)
+    a.append(old)  # the same record twice (e.g. a rank rewrote it): one version
+    assert ResultStore(str(tmp_path)).load() == {"video:v": [old, new]}
+    b.append({**new, "J": 0.5})
+    with pytest.raises(ValueError, match=r"results-rank1.jsonl:2: item 'video:v' already recorded with the same "
+                                         r"fingerprint and different content"):
+        ResultStore(str(tmp_path)).load()
 
 
 def test_interrupted_line_is_dropped_and_overwritten(tmp_path):

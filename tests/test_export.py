@@ -57,7 +57,9 @@ def load_tool(name):
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def data_cfgs(synthetic_data):
+def export_data_cfgs(synthetic_data):
+    """Evaluation readers of the export tests (named apart from conftest's data_cfgs, so other suites
+    can import these fixtures)."""
     r = synthetic_data
     return {
         "refcoco": dict(type="RefCOCODataset", data_root=r["refcoco"], image_folder=r["refcoco_images"], split="val",
@@ -68,10 +70,10 @@ def data_cfgs(synthetic_data):
 
 
 @pytest.fixture(scope="module")
-def config_path(tmp_path_factory, data_cfgs):
+def config_path(tmp_path_factory, export_data_cfgs):
     """salma_tiny.py plus the evaluation's readers and options (what an export reads from a config)."""
-    test_datasets = {"refcoco": dict(task="res", dataset=data_cfgs["refcoco"]),
-                     "mevis": dict(task="ref_vos", dataset=data_cfgs["mevis"])}
+    test_datasets = {"refcoco": dict(task="res", dataset=export_data_cfgs["refcoco"]),
+                     "mevis": dict(task="ref_vos", dataset=export_data_cfgs["mevis"])}
     test_options = dict(num_llm_frames=LLM_FRAMES, max_new_tokens=8)
     path = tmp_path_factory.mktemp("config") / "salma_tiny_export.py"
     path.write_text(f"_base_ = [{TINY!r}]\ntest_datasets = {test_datasets!r}\ntest_options = {test_options!r}\n")
@@ -193,16 +195,16 @@ def test_cli_export_writes_the_same_weights(exported, trained, config_path, tmp_
 
 
 # ------------------------------------------------------------------ predict = evaluation
-def test_inference_reader_builds_the_evaluation_items(loaded, data_cfgs):
+def test_inference_reader_builds_the_evaluation_items(loaded, export_data_cfgs):
     reader: InferenceReader = loaded.reader
-    refcoco = DATASETS.build(copy.deepcopy(data_cfgs["refcoco"]))
+    refcoco = DATASETS.build(copy.deepcopy(export_data_cfgs["refcoco"]))
     sample = refcoco[0]
     item = reader.image_item(sample["meta"]["image_paths"][0], sample["meta"]["sentences"])
     assert sample["pixel_values"].shape[0] > 1  # several tiles: the tiling settings matter
     _assert_same_rows(expand_eval_sample(item), expand_eval_sample(sample))
     assert item["meta"]["questions"] == sample["meta"]["questions"]
 
-    mevis = DATASETS.build({**data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
+    mevis = DATASETS.build({**export_data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
                             "sam_all_frames": True})
     sample = mevis[0]
     item = reader.video_item(sample["meta"]["all_frame_paths"], sample["meta"]["expressions"])
@@ -218,12 +220,12 @@ def _assert_same_rows(ours, theirs):
 
 
 @pytest.mark.parametrize("forced", [False, True], ids=["generated", "seg"])
-def test_image_predict_equals_the_res_evaluation(loaded, trained, data_cfgs, forced):
+def test_image_predict_equals_the_res_evaluation(loaded, trained, export_data_cfgs, forced):
     """The exported model's answers and masks are tools/test.py's on the training-side model:
     the free-running answers ('generated', no [SEG] from the random LLM), and answers steered to
     [SEG] ('seg'), whose masks are compared."""
     model, _ = trained
-    sample = DATASETS.build(copy.deepcopy(data_cfgs["refcoco"]))[1]
+    sample = DATASETS.build(copy.deepcopy(export_data_cfgs["refcoco"]))[1]
     with forced_answer("Sure, [SEG].") if forced else contextlib.nullcontext():
         record = RESEvaluator(max_new_tokens=8).predict_item(model, sample)
         outputs = loaded.predict(image=record["image_path"], text=[s["sentence"] for s in record["sentences"]])
@@ -238,9 +240,9 @@ def test_image_predict_equals_the_res_evaluation(loaded, trained, data_cfgs, for
             assert np.array_equal(out["masks"][0].numpy(), decode_rle(s["mask"], height, width).astype(bool))
 
 
-def test_video_predict_equals_the_refvos_evaluation(loaded, trained, data_cfgs, fake_llm):
+def test_video_predict_equals_the_refvos_evaluation(loaded, trained, export_data_cfgs, fake_llm):
     model, _ = trained
-    dataset = DATASETS.build({**data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
+    dataset = DATASETS.build({**export_data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
                               "sam_all_frames": True})
     sample = dataset[0]
     tracker = SAM2MemoryTracker(model.grounding_encoder, memory_weights="random", seed=0)

@@ -34,7 +34,7 @@ def main() -> None:
                         "--width", str(DEMO_IMAGE_SIZE)], check=True)
     report = run_demo(args.config, args.work_dir, args.data, args.iters, seed=args.seed)
     print("\n" + format_report(report))
-    with open(os.path.join(args.work_dir, "demo_report.json"), "w") as f:
+    with open(os.path.join(args.work_dir, "demo_report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
 
 

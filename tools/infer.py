@@ -24,12 +24,15 @@ def parse_args(argv=None):
                         help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: the export's)")
     parser.add_argument("--verbatim", action="store_true", help="send --text as the question, without the template")
+    parser.add_argument("--no-verify-weights", action="store_true",
+                        help="skip the check of model.safetensors against the hash recorded in config.json")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                       verify_weights=not args.no_verify_weights)
     kwargs = dict(max_new_tokens=args.max_new_tokens, template=not args.verbatim)
     if args.image:
         summary = infer_image(model, args.image, args.text, args.out, **kwargs)

@@ -24,13 +24,9 @@ from torch import nn
 from .datasets.base import SalmaDataset
 from .evaluation.checkpoint import load_trained_weights
 from .evaluation.runner import DEFAULT_OPTIONS, _plain, build_model
+from .models.export_checks import READER_KEYS, VIDEO_KEYS
 from .models.salma_model import SALMAConfig, SALMAModel
 from .models.video import RANDOM_MEMORY, SAM2MemoryTracker
-
-# SalmaDataset arguments that decide what the model sees (tiling, tokens, template, SAM-2 input).
-READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
-               "sam_image_size", "system", "max_length")
-VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder")
 
 
 def merge_lora(module: nn.Module) -> list[str]:

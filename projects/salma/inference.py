@@ -69,6 +69,6 @@ def _write_result(out_dir: str, result: dict, files: list[str], *, source: str) 
                "n_seg": int(result["masks"].shape[0]), "masks": [os.path.relpath(f, out_dir) for f in files]}
     if "llm_frames" in result:
         summary["llm_frames"] = result["llm_frames"]
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
+    with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
     return summary

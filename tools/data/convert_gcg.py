@@ -18,9 +18,9 @@ def main() -> None:
     parser.add_argument("--src", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    with open(args.src) as f:
+    with open(args.src, encoding="utf-8") as f:
         records, dropped = convert_refcocog_gcg(json.load(f))
-    with open(args.out, "w") as f:
+    with open(args.out, "w", encoding="utf-8") as f:
         json.dump(records, f)
     print(f"{len(records)} records written to {args.out}; dropped: {dropped}")
 

@@ -157,6 +157,12 @@ class SalmaDataset(Dataset):
     def prepare(self, index: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError
 
+    def item_fingerprint(self, index: int) -> str:
+        """A digest of what item ``index`` is computed from (annotation records, file sizes and
+        modification times): evaluation resume recomputes an item whose fingerprint changed.
+        Readers that ``tools/test.py`` evaluates implement it."""
+        raise NotImplementedError(f"{self.name}: item_fingerprint is needed to evaluate (and resume) this reader")
+
     # ---- helpers for subclasses -----------------------------------------------------------------
     def index_error(self, err: DataError) -> None:
         """A bad entry found while building the index: raise, or count it (caller drops it)."""

@@ -11,7 +11,6 @@ order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... <
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -21,6 +20,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import ExprSpan, Turn
 from .errors import DataError
+from .io import expect, field, read_json
 from .masks import decode_segmentation
 from .templates import GCG_QUESTIONS, image_token_string
 from .transforms import load_image
@@ -84,8 +84,7 @@ class GCGDataset(SalmaDataset):
         super().__init__(**kwargs)
         self.data_file = os.path.join(data_root, data_file)
         self.image_folder = os.path.join(data_root, image_folder)
-        with open(self.data_file) as f:
-            records = json.load(f)
+        records = read_json(self.data_file, expect=list, what="(GCG records)")
         for i, rec in enumerate(records):
             try:
                 item = self._parse(rec, i)
@@ -98,15 +97,26 @@ class GCGDataset(SalmaDataset):
                                          + 8 * len(item["phrases"]))
 
     def _parse(self, rec: dict, i: int) -> dict:
-        file_name = rec.get("file_name") or rec.get("image")
-        where = f"{self.data_file}: record {i} ({file_name})"
-        caption = str(rec.get("caption", "")).strip('"').strip()
-        if not file_name or not caption:
-            raise DataError(f"{where}: needs file_name and caption", reason="bad_record")
+        where = f"{self.data_file}: record {i}"
+        file_name = field(rec, "file_name", str, where=where, default=None) or field(rec, "image", str, where=where,
+                                                                                      default=None)
+        where = f"{where} ({file_name})"
+        if not file_name:
+            raise DataError(f"{where}: needs file_name", reason="bad_record")
+        caption = field(rec, "caption", str, where=where, default="").strip('"').strip()
+        if not caption:
+            raise DataError(f"{where}: empty caption", reason="empty_expression")
         groundings = []
-        for phrase, g in (rec.get("groundings") or {}).items():
-            start, end = (int(x) for x in g["token_positives"])
-            masks = list(g.get("rle_masks", ())) + list(g.get("segmentations", ()))
+        for phrase, g in (field(rec, "groundings", (dict, type(None)), where=where, default=None) or {}).items():
+            at = f"{where}: grounding {phrase!r}"
+            span = expect(g, dict, where=at).get("token_positives")
+            integers = isinstance(span, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+            if not integers or len(span) != 2:
+                raise DataError(f"{at}: token_positives: expected a list of 2 integers, got {str(span)[:40]}",
+                                reason="bad_record")
+            start, end = span
+            masks = field(g, "rle_masks", list, where=at, default=[]) + field(g, "segmentations", list, where=at,
+                                                                               default=[])
             if not 0 <= start < end <= len(caption) or not masks:
                 raise DataError(f"{where}: grounding {phrase!r} needs a span inside the caption and a mask",
                                 reason="bad_grounding")

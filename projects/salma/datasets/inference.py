@@ -33,7 +33,7 @@ from .errors import DataError
 from .ref_vos import sample_frame_indices
 from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
                         image_token_string, video_token_string)
-from .transforms import load_image, stack_normalized
+from .transforms import common_frame_size, load_image, stack_normalized
 
 ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -56,15 +56,23 @@ def as_rgb_image(image: ImageInput, *, name: str = "image") -> Image.Image:
 
 def read_video(path: str | os.PathLike, *, progress: bool = False) -> tuple[list[Image.Image], list[str]]:
     """Frames of a video and their names: a folder of images (sorted by name; names without the
-    extension) or a video file read with OpenCV (an mmengine dependency; PIL cannot decode video;
-    names '00000', '00001', ...)."""
+    extension, so '00001.jpg' next to '00001.png' is a DataError) or a video file read with OpenCV
+    (an mmengine dependency; PIL cannot decode video; names '00000', '00001', ...)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         files = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS))
         if not files:
             raise DataError(f"{path}: no frames ({', '.join(FRAME_EXTENSIONS)}) in this folder", reason="empty_video")
+        names = [os.path.splitext(n)[0] for n in files]
+        seen: dict[str, str] = {}
+        for name, file in zip(names, files):  # masks are written as <name>.png: one frame per name
+            if name in seen:
+                raise DataError(f"{os.path.join(path, seen[name])} and {os.path.join(path, file)}: two frames named "
+                                f"'{name}' (their masks would overwrite each other); keep one",
+                                reason="duplicate_frame")
+            seen[name] = file
         frames = [load_image(os.path.join(path, n)) for n in tqdm(files, desc="frames", disable=not progress)]
-        return frames, [os.path.splitext(n)[0] for n in files]
+        return frames, names
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such video file or frame folder", reason="missing_image")
     if not path.lower().endswith(VIDEO_EXTENSIONS):
@@ -122,10 +130,7 @@ class InferenceReader(SalmaDataset):
         if len(frames) == 0:
             raise ValueError("a video needs at least one frame")
         images = [as_rgb_image(f, name=f"frame {t}") for t, f in enumerate(frames)]
-        size = images[0].size
-        for t, im in enumerate(images):
-            if im.size != size:
-                raise DataError(f"frame {t}: size {im.size} differs from frame 0's {size}", reason="size_mismatch")
+        size = common_frame_size({f"frame {t}": im.size for t, im in enumerate(images)})
         rng = np.random.default_rng([self.seed, 0, 0])  # what the readers use for item 0 (only 'random' draws)
         frame_indices = sample_frame_indices(len(images), self.num_frames, self.frame_sampling, rng)
         pixel_values = stack_normalized([images[t] for t in frame_indices], self.image_size)  # (K, 3, S, S)

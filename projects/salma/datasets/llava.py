@@ -5,7 +5,6 @@ where the image goes in the first human turn (prepended when absent). No masks, 
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -14,6 +13,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import Turn
 from .errors import DataError
+from .io import expect, field, read_json
 from .templates import image_token_string
 from .transforms import load_image
 
@@ -35,8 +35,7 @@ class LLaVADataset(SalmaDataset):
         super().__init__(**kwargs)
         self.data_file = os.path.join(data_root, data_file)
         self.image_folder = os.path.join(data_root, image_folder)
-        with open(self.data_file) as f:
-            records = json.load(f)
+        records = read_json(self.data_file, expect=list, what="(conversation records)")
         for i, rec in enumerate(records):
             try:
                 turns = self._turns(rec, i)
@@ -49,12 +48,24 @@ class LLaVADataset(SalmaDataset):
             self.modality_lengths.append(self.max_tiles * self.image_seq_length + words if rec.get("image") else -words)
 
     def _turns(self, rec: dict, i: int) -> list[Turn]:
-        where = f"{self.data_file}: record {i} (id {rec.get('id')})"
-        conv = rec.get("conversations") or []
-        if not conv or len(conv) % 2 or any(m.get("from") != ("human", "gpt")[j % 2] for j, m in enumerate(conv)):
+        where = f"{self.data_file}: record {i}"
+        expect(rec, dict, where=where)
+        where = f"{where} (id {rec.get('id')})"
+        field(rec, "image", (str, type(None)), where=where, default=None)
+        conv = field(rec, "conversations", list, where=where, default=[])
+        values = []
+        for j, message in enumerate(conv):
+            values.append(field(message, "value", str, where=f"{where}: turn {j}").strip())
+            if field(message, "from", str, where=f"{where}: turn {j}") != ("human", "gpt")[j % 2]:
+                values = None
+                break
+        if not conv or len(conv) % 2 or values is None:
             raise DataError(f"{where}: conversations must alternate human/gpt, starting with human",
                             reason="bad_conversation")
-        turns = [Turn(conv[j]["value"].strip(), conv[j + 1]["value"].strip()) for j in range(0, len(conv), 2)]
+        empty = [j for j, v in enumerate(values) if not v]
+        if empty:  # an empty question or answer: nothing to learn from that turn
+            raise DataError(f"{where}: turn {empty[0]} ({conv[empty[0]]['from']}) is empty", reason="empty_expression")
+        turns = [Turn(values[j], values[j + 1]) for j in range(0, len(values), 2)]
         if not rec.get("image") and any(IMAGE_PLACEHOLDER in t.question for t in turns):
             raise DataError(f"{where}: '{IMAGE_PLACEHOLDER}' without an image", reason="bad_conversation")
         return turns

@@ -14,19 +14,19 @@ SAM-2 propagation; full-video GT via :meth:`load_gt_masks` (decoded lazily).
 """
 from __future__ import annotations
 
-import json
 import os
-import pickle
 
 import numpy as np
 
+from ..fingerprint import digest, file_signature
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
+from .io import expect, field, load_pickle, read_json, safe_name
 from .masks import decode_rle
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_VIDEO_SEG_QUESTION, VIDEO_SEG_QUESTIONS,
                         clean_expression, video_token_string)
-from .transforms import load_image, stack_normalized
+from .transforms import common_frame_size, load_image, stack_normalized
 
 _TURN_OVERHEAD = 30
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -59,11 +59,11 @@ def _exp_key(exp_id: str):
 
 
 def load_mask_dict(path: str) -> dict:
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    with open(path) as f:
-        return json.load(f)
+    """``{key: ...}`` from a ``.json`` (UTF-8) or a ``.pkl`` (plain data only, see ``io.load_pickle``)."""
+    data = load_pickle(path) if path.endswith(".pkl") else read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of ids to masks, got {type(data).__name__}", reason="bad_file")
+    return data
 
 
 @DATASETS.register_module()
@@ -108,19 +108,22 @@ class RefVOSDataset(SalmaDataset):
         self._build_index()
 
     def _build_index(self) -> None:
-        with open(self.expression_file) as f:
-            videos = json.load(f)["videos"]
+        meta = read_json(self.expression_file)
+        if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
+            got = type(meta).__name__ if not isinstance(meta, dict) else "an object without a 'videos' object"
+            raise DataError(f"{self.expression_file}: expected a JSON object with 'videos': {{vid: ...}}, got {got}",
+                            reason="bad_file")
+        videos = meta["videos"]
         for vid in sorted(videos):
-            video = videos[vid]
-            frames = list(video.get("frames", ()))
-            if not frames:
-                self.index_error(DataError(f"{self.expression_file}: video {vid} has no frames", reason="empty_video"))
+            try:
+                frames, expressions = self._check_video(vid, videos[vid])
+            except DataError as err:
+                self.index_error(err)
                 continue
             exps = []
-            for exp_id in sorted(video.get("expressions", {}), key=_exp_key):
-                exp = video["expressions"][exp_id]
+            for exp_id in sorted(expressions, key=_exp_key):
                 try:
-                    exps.append(self._check_expression(vid, str(exp_id), exp, len(frames)))
+                    exps.append(self._check_expression(vid, exp_id, expressions[exp_id], len(frames)))
                 except DataError as err:
                     self.index_error(err)
             if not exps:
@@ -131,12 +134,35 @@ class RefVOSDataset(SalmaDataset):
             self.modality_lengths.append(self.num_frames * (self.image_seq_length + 8) + n_exp * _TURN_OVERHEAD
                                          + 2 * words)
 
+    def _check_video(self, vid: str, video: dict) -> tuple[list[str], dict]:
+        """(frame names, expressions) of a video record; ids that would be paths are refused."""
+        safe_name(vid, what="video id", where=self.expression_file)
+        where = f"{self.expression_file}: video {vid}"
+        frames = field(video, "frames", list, where=where, default=[])
+        if not frames:
+            raise DataError(f"{where} has no frames", reason="empty_video")
+        seen: dict[str, str] = {}
+        for frame in frames:
+            safe_name(expect(frame, str, where=f"{where}: frame"), what="frame", where=where)
+            stem = os.path.splitext(frame)[0] if frame.lower().endswith(_IMAGE_EXTENSIONS) else frame
+            if stem in seen:  # one file, and one submission PNG, per name
+                raise DataError(f"{where}: frames '{seen[stem]}' and '{frame}' are the same frame '{stem}'",
+                                reason="duplicate_frame")
+            seen[stem] = frame
+        return frames, field(video, "expressions", dict, where=where, default={})
+
     def _check_expression(self, vid: str, exp_id: str, exp: dict, n_frames: int) -> dict:
+        safe_name(exp_id, what="exp id", where=f"{self.expression_file}: video {vid}")
         where = f"{self.expression_file}: video {vid} exp {exp_id}"
-        text = clean_expression(str(exp.get("exp", "")))
+        expect(exp, dict, where=where)
+        text = clean_expression(field(exp, "exp", str, where=where, default=""))
         if not text:
             raise DataError(f"{where}: empty expression text", reason="empty_expression")
-        anno_ids = list(exp.get("anno_id", ()))
+        anno_ids = field(exp, "anno_id", list, where=where, default=[])
+        obj_ids = field(exp, "obj_id", list, where=where, default=[])
+        for anno_id in anno_ids:
+            expect(anno_id, (int, str), where=f"{where}: anno_id")
+        type_id = field(exp, "type_id", (int, type(None)), where=where, default=None)
         if self.mask_dict is not None:
             if not anno_ids:
                 raise DataError(f"{where}: expression has no object (empty anno_id)", reason="empty_expression")
@@ -145,11 +171,11 @@ class RefVOSDataset(SalmaDataset):
                 if rles is None:
                     raise DataError(f"{self.mask_file}: anno_id {anno_id} (video {vid}, exp {exp_id}) not in "
                                     f"the mask dict", reason="missing_anno")
+                expect(rles, list, where=f"{self.mask_file}: anno_id {anno_id}")
                 if len(rles) != n_frames:
                     raise DataError(f"{self.mask_file}: anno_id {anno_id} has {len(rles)} masks for {n_frames} "
                                     f"frames (video {vid})", reason="mask_frames")
-        return {"exp_id": exp_id, "exp": text, "anno_ids": anno_ids, "obj_ids": list(exp.get("obj_id", ())),
-                "type_id": exp.get("type_id")}
+        return {"exp_id": exp_id, "exp": text, "anno_ids": anno_ids, "obj_ids": obj_ids, "type_id": type_id}
 
     def frame_path(self, vid: str, frame: str) -> str:
         name = frame if frame.lower().endswith(_IMAGE_EXTENSIONS) else frame + self.frame_suffix
@@ -178,11 +204,8 @@ class RefVOSDataset(SalmaDataset):
 
         sam_indices = list(range(len(frames))) if self.sam_all_frames else frame_indices
         loaded = {f: self._load_frame(vid, frames[f]) for f in sorted(set(frame_indices) | set(sam_indices))}
-        width, height = loaded[frame_indices[0]].size
-        for f, im in loaded.items():
-            if im.size != (width, height):
-                raise DataError(f"{self.frame_path(vid, frames[f])}: frame size {im.size} differs from the "
-                                f"video's {(width, height)} (video {vid})", reason="size_mismatch")
+        width, height = common_frame_size({self.frame_path(vid, frames[f]): im.size for f, im in loaded.items()},
+                                          context=f" (video {vid})")
         images = [loaded[f] for f in frame_indices]
         pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S): one tile per frame
         g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T, 3, G, G)
@@ -235,16 +258,34 @@ class RefVOSDataset(SalmaDataset):
         """ReVOS foreground (all objects) of item ``index``: uint8 (n_frames, H, W)."""
         if not self.foreground_file:
             raise ValueError(f"{self.name}: no foreground_file configured")
-        if self._foreground is None:
-            self._foreground = load_mask_dict(self.foreground_file)
         item = self.items[index]
-        entry = self._foreground.get(item["vid"])
+        entry = self._foreground_dict().get(item["vid"])
         if entry is None:
             raise DataError(f"{self.foreground_file}: video {item['vid']} missing", reason="missing_anno")
-        rles = entry["masks_rle"] if isinstance(entry, dict) else entry
+        where = f"{self.foreground_file}: video {item['vid']}"
+        rles = field(entry, "masks_rle", list, where=where) if isinstance(entry, dict) else expect(entry, list,
+                                                                                                  where=where)
+        if len(rles) != len(item["frames"]):
+            raise DataError(f"{where}: {len(rles)} foreground masks for {len(item['frames'])} frames",
+                            reason="mask_frames")
         height, width = self._frame_size(item)
         return np.stack([decode_rle(r, height, width, source=f"{self.foreground_file}: video {item['vid']} "
                                     f"frame {f}") for f, r in enumerate(rles)])
+
+    def _foreground_dict(self) -> dict:
+        if self._foreground is None:
+            self._foreground = load_mask_dict(self.foreground_file)
+        return self._foreground
+
+    def item_fingerprint(self, index: int) -> str:
+        """What item ``index`` is computed from: its video record, the masks of its anno_ids (and
+        ReVOS foreground), and each frame file's size and modification time (evaluation resume)."""
+        item = self.items[index]
+        masks = None if self.mask_dict is None else \
+            {str(a): self.mask_dict[str(a)] for e in item["exps"] for a in e["anno_ids"]}
+        foreground = self._foreground_dict().get(item["vid"]) if self.foreground_file else None
+        return digest({"video": item, "masks": masks, "foreground": foreground,
+                       "files": [file_signature(self.frame_path(item["vid"], f)) for f in item["frames"]]})
 
     def _load_frame(self, vid: str, frame: str):
         return load_image(self.frame_path(vid, frame))

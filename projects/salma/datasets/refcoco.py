@@ -11,16 +11,16 @@ ids (``sent_ids``, ``ref_ids``, ``ann_ids``) to report per sentence.
 """
 from __future__ import annotations
 
-import json
 import os
-import pickle
 from collections import defaultdict
 
 import numpy as np
 
+from ..fingerprint import digest, file_signature
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
+from .io import field, load_pickle, read_json
 from .masks import decode_segmentation
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_SEG_QUESTION, SEG_QUESTIONS, clean_expression,
                         image_token_string)
@@ -56,34 +56,28 @@ class RefCOCODataset(SalmaDataset):
         self._build_index()
 
     def _build_index(self) -> None:
-        with open(self.ann_path) as f:
-            instances = json.load(f)
-        with open(self.refs_path, "rb") as f:
-            refs = pickle.load(f)
-        self.images = {im["id"]: {"file_name": im["file_name"], "height": im["height"], "width": im["width"]}
-                       for im in instances["images"]}
-        self.annotations = {a["id"]: a["segmentation"] for a in instances["annotations"]}
+        instances = read_json(self.ann_path, expect=dict, what="(COCO instances)")
+        refs = load_pickle(self.refs_path)
+        if not isinstance(refs, list):
+            raise DataError(f"{self.refs_path}: expected a list of refs, got {type(refs).__name__}", reason="bad_file")
+        self.images, self.annotations = {}, {}
+        for kind, records in (("images", self.images), ("annotations", self.annotations)):
+            for k, rec in enumerate(field(instances, kind, list, where=self.ann_path)):
+                try:
+                    self._add_instance(kind, k, rec, records)
+                except DataError as err:
+                    self.index_error(err)
 
         by_image: dict[int, list[dict]] = defaultdict(list)
-        for ref in refs:
-            if ref["split"] != self.split:
-                continue
-            where = f"{self.refs_path}: ref_id {ref['ref_id']}"
-            sentences = [(s["sent_id"], clean_expression(s["sent"])) for s in ref.get("sentences", ())]
-            sentences = [(sid, sent) for sid, sent in sentences if sent]
+        for k, ref in enumerate(refs):
             try:
-                if ref["ann_id"] not in self.annotations:
-                    raise DataError(f"{where}: ann_id {ref['ann_id']} not in {self.ann_path}", reason="missing_ann")
-                if ref["image_id"] not in self.images:
-                    raise DataError(f"{where}: image_id {ref['image_id']} not in {self.ann_path}",
-                                    reason="missing_image_entry")
-                if not sentences:
-                    raise DataError(f"{where}: no sentence", reason="empty_expression")
+                if field(ref, "split", str, where=f"{self.refs_path}: ref {k}") != self.split:
+                    continue
+                image_id, ref = self._check_ref(ref, k)
             except DataError as err:
                 self.index_error(err)
                 continue
-            by_image[ref["image_id"]].append({"ref_id": ref["ref_id"], "ann_id": ref["ann_id"],
-                                              "sentences": sentences})
+            by_image[image_id].append(ref)
 
         for image_id in sorted(by_image):
             image_refs = sorted(by_image[image_id], key=lambda r: r["ref_id"])
@@ -99,6 +93,49 @@ class RefCOCODataset(SalmaDataset):
                 sents = [s for r in image_refs for _, s in r["sentences"]]
                 n_turns, words = len(sents), sum(len(s.split()) for s in sents)
             self.modality_lengths.append(tiles * self.image_seq_length + n_turns * _TURN_OVERHEAD + 2 * words)
+
+    def _add_instance(self, kind: str, k: int, rec: dict, records: dict) -> None:
+        """One COCO image (file name and size) or annotation (segmentation) record, checked."""
+        where = f"{self.ann_path}: {kind}[{k}]"
+        record_id = field(rec, "id", int, where=where)
+        if kind == "images":
+            records[record_id] = {"file_name": field(rec, "file_name", str, where=where),
+                                  "height": field(rec, "height", int, where=where),
+                                  "width": field(rec, "width", int, where=where)}
+        else:
+            records[record_id] = field(rec, "segmentation", (dict, list), where=where)
+
+    def _check_ref(self, ref: dict, k: int) -> tuple[int, dict]:
+        """(image_id, the ref with its non-empty sentences) of a ref of this split; each empty
+        sentence is an error or, with ``on_error='skip'``, dropped and counted."""
+        where = f"{self.refs_path}: ref {k}"
+        ref_id = field(ref, "ref_id", int, where=where)
+        where = f"{self.refs_path}: ref_id {ref_id}"
+        ann_id, image_id = field(ref, "ann_id", int, where=where), field(ref, "image_id", int, where=where)
+        sentences = []
+        for s in field(ref, "sentences", list, where=where):
+            sent_id = field(s, "sent_id", int, where=f"{where}: sentence")
+            text = clean_expression(field(s, "sent", str, where=f"{where} sent_id {sent_id}"))
+            if text:
+                sentences.append((sent_id, text))
+            else:  # nothing to ask: counted (skip) or an error, never dropped unseen
+                self.index_error(DataError(f"{where} sent_id {sent_id}: empty sentence", reason="empty_expression"))
+        if ann_id not in self.annotations:
+            raise DataError(f"{where}: ann_id {ann_id} not in {self.ann_path}", reason="missing_ann")
+        if image_id not in self.images:
+            raise DataError(f"{where}: image_id {image_id} not in {self.ann_path}", reason="missing_image_entry")
+        if not sentences:
+            raise DataError(f"{where}: no sentence", reason="empty_expression")
+        return image_id, {"ref_id": ref_id, "ann_id": ann_id, "sentences": sentences}
+
+    def item_fingerprint(self, index: int) -> str:
+        """What item ``index`` is computed from: its image record, refs, sentences and segmentations,
+        and the image file's size and modification time (evaluation resume)."""
+        image_id, image_refs = self.items[index]
+        info = self.images[image_id]
+        return digest({"image": info, "refs": image_refs,
+                       "segmentations": [self.annotations[r["ann_id"]] for r in image_refs],
+                       "file": file_signature(os.path.join(self.image_folder, info["file_name"]))})
 
     def prepare(self, index: int, rng: np.random.Generator) -> dict:
         image_id, image_refs = self.items[index]

@@ -49,8 +49,8 @@ def build_tiny_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = 
 
 @FUNCTIONS.register_module()
 def load_pretrained_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """Load the tokenizer shipped with a local model folder (never from a hub)."""
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    """Load the tokenizer shipped with a local model folder (never from a hub, never its code)."""
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 
 def build_tokenizer(cfg) -> PreTrainedTokenizerBase:

@@ -9,6 +9,9 @@ Both normalise with the ImageNet statistics. PIL/numpy/torch only (no torchvisio
 """
 from __future__ import annotations
 
+from collections import Counter
+from typing import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,22 @@ def load_image(path: str) -> Image.Image:
         raise DataError(f"{path}: image file not found", reason="missing_image") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
+
+
+def common_frame_size(sizes: Mapping[str, tuple[int, int]], *, context: str = "") -> tuple[int, int]:
+    """The (width, height) all frames of a video share, from ``{frame label: size}``.
+
+    The reference is the size most frames have (a tie: the first frame's), so a DataError blames
+    the frame that differs and names one that has the reference size, never the odd frame's
+    neighbour. ``context`` ends the message (e.g. ``" (video v)"``).
+    """
+    reference = Counter(sizes.values()).most_common(1)[0][0]  # stable: ties keep the first frame's
+    for label, size in sizes.items():
+        if size != reference:
+            example = next(k for k, v in sizes.items() if v == reference)
+            raise DataError(f"{label}: size {size[0]}x{size[1]} differs from {reference[0]}x{reference[1]} of the "
+                            f"video's other frames (e.g. {example}){context}", reason="size_mismatch")
+    return reference
 
 
 def _target_grids(min_num: int, max_num: int) -> list[tuple[int, int]]:

@@ -39,7 +39,7 @@ def set_schedule(cfg: Config, max_iters: int) -> None:
 
 def image_unions(ann_file: str) -> dict[int, np.ndarray]:
     """image_id -> union of every annotated shape in the image (uint8 H×W)."""
-    with open(ann_file) as f:
+    with open(ann_file, encoding="utf-8") as f:
         instances = json.load(f)
     sizes = {im["id"]: (im["height"], im["width"]) for im in instances["images"]}
     unions: dict[int, np.ndarray] = {}

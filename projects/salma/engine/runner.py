@@ -33,7 +33,7 @@ def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
     path = ZERO2 if deepspeed == "zero2" else deepspeed  # a given path is the user's: relative to the cwd
     if not osp.isfile(path):
         raise FileNotFoundError(f"--deepspeed: no such JSON file: {path}")
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         ds = json.load(f)
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         if key in ds:

@@ -6,10 +6,14 @@ every weight or only the trainable ones (LoRA, embeddings, decoder, CMA, project
 rest comes from the pretrained paths in the model config. So loading is non-strict, but never
 blind: a checkpoint key the model does not have, or a shape mismatch, is an error (wrong config or
 wrong file), and trainable weights the checkpoint lacks are reported.
+
+:func:`checkpoint_fingerprint` hashes the file the weights come from, so a rerun notices a new
+checkpoint copied to the same path (evaluation resume keys its saved results on it).
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +21,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..engine.checkpoint import allow_mmengine_checkpoints
+from ..fingerprint import HASH, file_digest
 
 DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
 
@@ -27,6 +32,27 @@ class LoadReport:
     loaded: int = 0
     missing_trainable: list[str] = field(default_factory=list)
     missing_frozen: int = 0
+
+
+def weights_file(path: str) -> str:
+    """The file a checkpoint's model weights are read from: the file itself, or the model file of
+    a DeepSpeed checkpoint folder."""
+    if os.path.isdir(path):
+        return os.path.join(path, DEEPSPEED_MODEL_FILE)
+    return path
+
+
+def checkpoint_fingerprint(path: str) -> dict | str:
+    """``{'bytes', 'blake2b'}`` of the checkpoint's weights file ('none': no checkpoint)."""
+    if path == "none":
+        return "none"
+    file = weights_file(path)
+    start = time.perf_counter()
+    value = {"bytes": os.path.getsize(file), HASH: file_digest(file)}
+    seconds = time.perf_counter() - start
+    MMLogger.get_current_instance().info(
+        f"{file}: {HASH} {value[HASH][:16]}... ({value['bytes'] / 2 ** 20:.1f} MiB hashed in {seconds:.2f} s)")
+    return value
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

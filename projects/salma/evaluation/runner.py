@@ -25,7 +25,12 @@ built in ``mode='eval'`` with the model's image sizes and tokenizer unless the e
 Distributed (``launcher='pytorch'``, torchrun): rank r predicts items r, r+W, r+2W, ... and
 appends them to its own results file; records are gathered with ``all_gather_object`` and
 summarised in item order, so the numbers equal a one-process run. A restart skips every item
-already in the run's results files (whatever world size wrote them).
+already in the run's results files (whatever world size wrote them) whose saved fingerprint is the
+current one: the model's (BLAKE2b of the checkpoint's weights file and the model config) and the
+item's inputs (``dataset.item_fingerprint``: annotation records, image / frame file sizes and
+mtimes). Items saved for another checkpoint at the same path or for edited annotations are
+predicted again, and counted (``recomputed`` in the log and summary). The work dir's files are
+parsed before the model is built, so a corrupt one is an error naming it before any work.
 """
 from __future__ import annotations
 
@@ -37,18 +42,20 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import all_gather_object, barrier, get_dist_info, init_dist
+from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info, init_dist
 from mmengine.logging import MMLogger, print_log
 from tqdm import tqdm
 
 from ..datasets.base import SalmaDataset
+from ..fingerprint import digest
 from ..models.video import RANDOM_MEMORY, SAM2MemoryTracker, VideoPredictor
 from ..registry import DATASETS, MODELS
-from .checkpoint import load_trained_weights
+from .checkpoint import checkpoint_fingerprint, load_trained_weights
 from .ref_vos import RefVOSEvaluator
 from .res import RESEvaluator
 from .visualize import draw_res_record, draw_video_record
-from .writers import ResultStore, check_run_meta, summary_markdown, write_submission_zip, write_summary
+from .writers import (ResultStore, check_run_meta, check_work_dir, summary_markdown, write_submission_zip,
+                      write_summary)
 
 TASKS = ("res", "ref_vos")
 DEFAULT_OPTIONS: dict[str, Any] = dict(
@@ -212,7 +219,16 @@ def init_distributed(launcher: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str) -> dict:
+def model_fingerprint(cfg: Config, checkpoint: str) -> str:
+    """What the predictions depend on besides the data: the checkpoint's content and the model
+    config (weights not in the checkpoint come from it). Computed on rank 0, shared with all."""
+    value = [digest({"checkpoint": checkpoint_fingerprint(checkpoint), "model": _plain(cfg.model)})
+             if get_dist_info()[0] == 0 else None]
+    broadcast_object_list(value)
+    return value[0]
+
+
+def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str, fingerprint: dict) -> dict:
     sample = dataset[index]
     if sample["meta"]["index"] != index:
         raise RuntimeError(f"{dataset.name}: asked for item {index}, the reader returned {sample['meta']['index']}")
@@ -223,7 +239,7 @@ def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str)
         record = evaluator.predict_item(model, sample, foreground=foreground)
     else:
         record = evaluator.predict_item(model, sample)
-    return {"key": key, "index": index, **record}
+    return {"key": key, "index": index, "fingerprint": fingerprint, **record}
 
 
 def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str, count: int) -> None:
@@ -238,8 +254,10 @@ def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str
 
 
 def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, checkpoint: str, work_dir: str,
-                 max_items: int | None, show: int) -> dict:
-    """Predict (or reuse) every selected item of one run, gather, summarise; returns the summary entry."""
+                 max_items: int | None, show: int, model_fp: str | None = None) -> dict:
+    """Predict (or reuse) every selected item of one run, gather, summarise; returns the summary entry.
+
+    ``model_fp``: :func:`model_fingerprint` (computed here when not given)."""
     rank, world = get_dist_info()
     logger = MMLogger.get_current_instance()
     dataset_cfg = complete_dataset_cfg(run, _plain(cfg.model), model)
@@ -251,35 +269,41 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
                                  "checkpoint": checkpoint})
     barrier()
     evaluator = make_evaluator(run, model, trackers)
+    model_fp = model_fp or model_fingerprint(cfg, checkpoint)
     store = ResultStore(run_dir, rank)
     done = store.load()
     barrier()  # every rank has read the finished items before any rank appends new ones
-    mine, computed, reused = [], 0, 0
+    mine, counts = [], {"computed": 0, "reused": 0, "recomputed": 0}
     for index in tqdm(range(rank, n_items, world), desc=run.name, disable=rank != 0):
         key = evaluator.item_key(dataset, index)
-        if key in done:
-            record, reused = done[key], reused + 1
+        fingerprint = {"model": model_fp, "inputs": dataset.item_fingerprint(index)}
+        saved = done.get(key, [])
+        record = next((r for r in saved if r.get("fingerprint") == fingerprint), None)
+        if record is not None:
+            counts["reused"] += 1
             if record["index"] != index:
                 raise RuntimeError(f"{run_dir}: {key} was item {record['index']} when saved, now item {index}: "
                                    f"the data changed; use another --work-dir")
-        else:
-            record = _predict_item(evaluator, model, dataset, index, key)
+        else:  # not saved, or saved for another model / other inputs: (re)compute
+            record = _predict_item(evaluator, model, dataset, index, key, fingerprint)
             store.append(record)
-            computed += 1
+            counts["computed"] += 1
+            counts["recomputed"] += bool(saved)
         mine.append(record)
-    if world > 1:
-        gathered = all_gather_object({"records": mine, "computed": computed, "reused": reused})
-    else:
-        gathered = [{"records": mine, "computed": computed, "reused": reused}]
+    gathered = all_gather_object({"records": mine, **counts}) if world > 1 else [{"records": mine, **counts}]
     records = sorted((r for g in gathered for r in g["records"]), key=lambda r: r["index"])
     if [r["index"] for r in records] != list(range(n_items)):
         raise RuntimeError(f"{run.name}: gathered items {[r['index'] for r in records][:20]} are not 0..{n_items - 1}")
-    computed, reused = sum(g["computed"] for g in gathered), sum(g["reused"] for g in gathered)
-    logger.info(f"{run.name}: {computed} items predicted, {reused} found in {run_dir} (skipped)")
+    counts = {k: sum(g[k] for g in gathered) for k in counts}
+    logger.info(f"{run.name}: {counts['computed']} items predicted, {counts['reused']} found in {run_dir} (skipped)")
+    if counts["recomputed"]:
+        logger.warning(f"{run.name}: {counts['recomputed']} of the predicted items had saved results in {run_dir} "
+                       f"from another checkpoint or model config, or other inputs (annotations, image files): "
+                       f"recomputed")
 
     entry = {"task": run.task, "protocol": run.options["protocol"] if run.task == "ref_vos" else None,
              "metrics": evaluator.summarize(records), "n_items": n_items, "n_dataset_items": len(dataset),
-             "computed": computed, "reused": reused, "checkpoint": checkpoint}
+             **counts, "checkpoint": checkpoint}
     if rank == 0:
         has_gt = run.task == "res" or (bool(records) and "J" in records[0]["expressions"][0])
         want_zip = run.options["submission"] if run.options["submission"] is not None else not has_gt
@@ -307,19 +331,22 @@ def run_evaluation(
     """Evaluate the selected runs; rank 0 writes ``summary.json`` / ``summary.md`` in ``work_dir``.
 
     Returns ``{run name: entry}`` with ``metrics``, ``computed`` / ``reused`` item counts
-    (a restart reuses finished items) and, for submissions, the zip path.
+    (a restart reuses finished items), ``recomputed`` (items whose saved results were stale)
+    and, for submissions, the zip path.
     """
     device = init_distributed(launcher)
     rank, _ = get_dist_info()
     os.makedirs(work_dir, exist_ok=True)
     runs = resolve_runs(cfg, datasets, split)
+    check_work_dir(work_dir, [run.name for run in runs])  # before any work
     seed = int({**DEFAULT_OPTIONS, **_plain(cfg.get("test_options") or {})}["seed"])
     model = build_model(cfg, checkpoint, device, seed)
+    model_fp = model_fingerprint(cfg, checkpoint)
     trackers = TrackerCache(model, _plain(cfg.model))
     entries = {}
     for run in runs:
         entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir,
-                                         max_items=max_items, show=show)
+                                         max_items=max_items, show=show, model_fp=model_fp)
     if rank == 0:
         summary = write_summary(work_dir, entries)
         print_log("\n" + summary_markdown(summary), logger="current")

@@ -1,7 +1,8 @@
 """Prediction overlays for a quick look (``tools/test.py --show N``), drawn from saved records.
 
 The predicted mask is blended in colour over the image; the GT outline (when known) is drawn in
-green; the expression and the model's answer are written on top. PIL only.
+green; the expression and the model's answer are written on top. PIL only. File names are built
+from the record's ids, which must be plain names (no path separators or '..': a ValueError).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..datasets.io import safe_name
 from ..datasets.masks import decode_rle
 from ..datasets.transforms import load_image
 from .metrics import boundary_map
@@ -55,8 +57,10 @@ def strip_frames(n_frames: int, max_frames: int = MAX_VIDEO_FRAMES) -> list[int]
     return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(max_frames, n_frames))})
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+def _safe(name) -> str:
+    """An id as a file-name part: refused if it is a path ('../x', 'a/b'), other odd characters
+    (':' of 'image:12') replaced."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", safe_name(str(name), what="id", where="overlay file name"))
 
 
 def draw_res_record(record: dict, out_dir: str, gt_masks: dict | None = None) -> list[str]:

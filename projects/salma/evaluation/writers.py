@@ -1,17 +1,24 @@
 """What an evaluation leaves on disk: per-item results (resumable), the submission zip, summaries.
 
 * ``<run_dir>/results-rank<r>.jsonl``: one JSON line per finished item (image or video), written by
-  rank r with a single ``write`` + ``fsync``. A restart reads every rank's file (any world size)
-  and skips the items found there. A line cut short by a crash (no trailing newline) is not a
-  result: it is reported and dropped, and the item is predicted again.
-* ``<run_dir>/run_meta.json``: what produced the results (dataset config, options, checkpoint);
-  a restart with different settings fails instead of mixing results.
+  rank r with a single ``write`` + ``fsync``. Each record carries the ``fingerprint`` of what it was
+  computed from (the model: checkpoint content hash and model config; the item's inputs:
+  annotation records and file sizes / mtimes). A restart reads every rank's file (any world
+  size) and reuses a record only if its fingerprint is the current one; otherwise the item is
+  predicted again and the new record appended (the runner counts these as ``recomputed``). A
+  line cut short by a crash (no trailing newline) is not a result: it is reported and dropped,
+  and the item is predicted again.
+* ``<run_dir>/run_meta.json``: what produced the results (dataset config, options, checkpoint
+  path); a restart with different settings fails instead of mixing results.
 * ``submission.zip``: ``Annotations/<vid>/<exp_id>/<frame>.png`` (0 / 255, frame size) for
   benchmarks without public GT (Ref-YouTube-VOS, MeViS valid).
 * ``summary.json`` / ``summary.md`` in the work dir: every run's numbers (merged with earlier runs
   of the same work dir).
 
-All whole-file writes go through a temporary file and ``os.replace`` (atomic on POSIX).
+All whole-file writes go through a temporary file and ``os.replace`` (atomic on POSIX). A rerun
+parses every file it will read (:func:`check_work_dir`) before any work: a corrupt one is an error
+naming it. Ids that become zip entries or file names (video, expression, frame) must be plain
+names (``datasets.io.safe_name``).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import numpy as np
 from mmengine.logging import MMLogger
 from PIL import Image
 
+from ..datasets.io import read_json, safe_name
 from ..datasets.masks import decode_rle
 
 _RESULTS_GLOB = "results-rank*.jsonl"
@@ -64,9 +72,10 @@ class ResultStore:
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, f"results-rank{rank}.jsonl")
 
-    def load(self) -> dict[str, dict]:
-        """{item key: record} from every rank's file; an unterminated last line is dropped."""
-        records: dict[str, dict] = {}
+    def load(self) -> dict[str, list[dict]]:
+        """{item key: its records} from every rank's file, one per fingerprint (an item recomputed
+        for another model or other inputs has several); an unterminated last line is dropped."""
+        records: dict[str, list[dict]] = {}
         for path in sorted(glob.glob(os.path.join(self.run_dir, _RESULTS_GLOB))):
             with open(path, "rb") as f:
                 data = f.read()
@@ -80,10 +89,15 @@ class ResultStore:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{n}: not a JSON record ({err}); the results file is corrupt") from err
-                key = record["key"]
-                if key in records and records[key] != record:
-                    raise ValueError(f"{path}:{n}: item {key!r} already recorded with different content")
-                records[key] = record
+                if not isinstance(record, dict) or "key" not in record:
+                    raise ValueError(f"{path}:{n}: a result record needs a 'key'; the results file is corrupt")
+                versions = records.setdefault(record["key"], [])
+                same = [r for r in versions if r.get("fingerprint") == record.get("fingerprint")]
+                if any(r != record for r in same):
+                    raise ValueError(f"{path}:{n}: item {record['key']!r} already recorded with the same fingerprint "
+                                     f"and different content")
+                if not same:
+                    versions.append(record)
         return records
 
     def append(self, record: dict) -> None:
@@ -122,13 +136,28 @@ def check_run_meta(run_dir: str, meta: dict) -> None:
     if not os.path.exists(path):
         atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True))
         return
-    with open(path) as f:
-        old = json.load(f)
+    old = read_json(path, expect=dict, what="(run settings)")
     if old != meta:
         changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
         raise ValueError(
             f"{path}: results in {run_dir} were produced with different settings (changed: {changed}); "
             f"use another --work-dir or remove that folder")
+
+
+def check_work_dir(work_dir: str, run_names: Iterable[str]) -> None:
+    """Parse what a rerun in ``work_dir`` will read (``summary.json``, each run's ``run_meta.json``
+    and results files), so that a corrupt file stops the run before the model is built, naming the
+    file, instead of after hours of prediction."""
+    summary = os.path.join(work_dir, "summary.json")
+    if os.path.exists(summary):
+        read_json(summary, expect=dict, what="(run name -> results)")
+    for name in run_names:
+        run_dir = os.path.join(work_dir, name)
+        meta = os.path.join(run_dir, "run_meta.json")
+        if os.path.exists(meta):
+            read_json(meta, expect=dict, what="(run settings)")
+        if glob.glob(os.path.join(run_dir, _RESULTS_GLOB)):
+            ResultStore(run_dir).load()
 
 
 # ------------------------------------------------------------------ submission
@@ -148,25 +177,34 @@ def write_submission_zip(path: str, video_records: Iterable[dict]) -> dict[str, 
     """``Annotations/<vid>/<exp_id>/<frame>.png`` for every frame of every expression.
 
     Masks are 0 / 255 greyscale PNGs of the frame size; an expression without ``[SEG]`` gets
-    empty masks (it is part of the benchmark). Returns counts of videos, expressions, PNGs.
+    empty masks (it is part of the benchmark). An id that is not a plain name ('../x', 'a/b') is
+    a ValueError and no zip is written. Returns counts of videos, expressions, PNGs.
     """
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     counts = {"videos": 0, "expressions": 0, "pngs": 0}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for rec in video_records:
-            height, width = rec["size"]
-            counts["videos"] += 1
-            for exp in rec["expressions"]:
-                counts["expressions"] += 1
-                rles = exp["masks"] or [None] * len(rec["frame_names"])
-                if len(rles) != len(rec["frame_names"]):
-                    raise ValueError(f"video {rec['video_id']} exp {exp['exp_id']}: {len(rles)} masks for "
-                                     f"{len(rec['frame_names'])} frames")
-                for name, rle in zip(rec["frame_names"], rles):
-                    mask = decode_rle(rle, height, width, source=f"results: video {rec['video_id']} exp {exp['exp_id']}")
-                    zf.writestr(f"Annotations/{rec['video_id']}/{exp['exp_id']}/{frame_stem(name)}.png", _png(mask))
-                    counts["pngs"] += 1
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for rec in video_records:
+                height, width = rec["size"]
+                vid = safe_name(rec["video_id"], what="video_id", where=f"{path}: results")
+                stems = [frame_stem(safe_name(n, what="frame", where=f"{path}: video {vid}"))
+                         for n in rec["frame_names"]]
+                counts["videos"] += 1
+                for exp in rec["expressions"]:
+                    exp_id = safe_name(exp["exp_id"], what="exp_id", where=f"{path}: video {vid}")
+                    counts["expressions"] += 1
+                    rles = exp["masks"] or [None] * len(stems)
+                    if len(rles) != len(stems):
+                        raise ValueError(f"video {vid} exp {exp_id}: {len(rles)} masks for {len(stems)} frames")
+                    for stem, rle in zip(stems, rles):
+                        mask = decode_rle(rle, height, width, source=f"results: video {vid} exp {exp_id}")
+                        zf.writestr(f"Annotations/{vid}/{exp_id}/{stem}.png", _png(mask))
+                        counts["pngs"] += 1
+    except BaseException:
+        if os.path.exists(tmp):  # no partial zip is left behind
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
     return counts
 
@@ -235,8 +273,7 @@ def write_summary(work_dir: str, entries: dict[str, dict]) -> dict[str, dict]:
     path = os.path.join(work_dir, "summary.json")
     summary: dict[str, dict] = {}
     if os.path.exists(path):
-        with open(path) as f:
-            summary = json.load(f)
+        summary = read_json(path, expect=dict, what="(run name -> results)")
     summary.update(_jsonable(entries))
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True))
     atomic_write_text(os.path.join(work_dir, "summary.md"), summary_markdown(summary))

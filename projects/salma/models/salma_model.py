@@ -5,7 +5,8 @@
 The folder (written by :meth:`SALMAModel.save_pretrained`, see ``projects.salma.export``)::
 
     config.json         SALMAConfig: InternVL and SAM-2 configs, CMA / prior settings, the readers'
-                        image and template settings, video propagation settings
+                        image and template settings, video propagation settings; and the size and
+                        BLAKE2b hash of model.safetensors (checked at load)
     model.safetensors   every weight: InternVL with LoRA merged (grown embeddings), SAM-2 with its
                         fine-tuned decoder, CMA, text_hidden_fcs and, under ``tracker.``, SAM-2's
                         memory modules for video propagation
@@ -14,6 +15,10 @@ The folder (written by :meth:`SALMAModel.save_pretrained`, see ``projects.salma.
 The model that predicts is the training-side ``VideoLLaVASAMModel`` (built without LoRA), and the
 inputs are built by the evaluation readers' code (``datasets.inference``), so ``predict`` gives
 what ``tools/test.py`` would give for the same image / video and expression.
+
+Loading executes nothing from the folder: the config is JSON checked strictly
+(``export_checks``), weights are safetensors, the tokenizer is loaded with
+``trust_remote_code=False``.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Sam2VideoModel
@@ -31,9 +37,11 @@ from transformers.initialization import no_init_weights
 from ..datasets.chat import jinja_chat_template
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.inference import ImageInput, InferenceReader, read_video
+from ..datasets.io import read_json
 from ..datasets.tokenizer import build_tokenizer
 from .convert.common import DTYPES, check_state_dict
 from .convert.sam2 import _video_config_from_json
+from .export_checks import check_salma_config, check_weights_file, weights_record
 from .llava_sam2 import VideoLLaVASAMModel
 from .video import SAM2MemoryTracker, VideoPredictor
 
@@ -42,6 +50,7 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "salma"
 FORMAT_VERSION = 1
 TRACKER_PREFIX = "tracker."
+WEIGHTS_KEY = "weights"  # config.json: {"file", "bytes", "blake2b"} of model.safetensors
 
 
 @dataclass
@@ -81,25 +90,32 @@ class SALMAConfig:
             raise ValueError(f"{source}: not a SALMA export (format {data.get('format')!r} version "
                              f"{data.get('format_version')!r}; expected {FORMAT!r} version {FORMAT_VERSION})")
         names = {f.name for f in fields(cls)}
-        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version", WEIGHTS_KEY)}
         unknown = sorted(set(body) - names)
         missing = sorted(f.name for f in fields(cls)
                          if f.name not in body and f.default is MISSING and f.default_factory is MISSING)
         if unknown or missing:
             raise ValueError(f"{source}: unknown keys {unknown}, missing keys {missing}")
+        check_salma_config(body, source=source)
         return cls(**body)
 
-    def save(self, folder: str) -> None:
-        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-            json.dump(self.to_dict(), f, indent=2, ensure_ascii=False)
+    def save(self, folder: str, *, weights: dict | None = None) -> None:
+        """Write config.json; ``weights`` (``export_checks.weights_record``) is stored next to it."""
+        data = self.to_dict() if weights is None else {**self.to_dict(), WEIGHTS_KEY: weights}
+        with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
 
     @classmethod
     def load(cls, folder: str) -> SALMAConfig:
-        path = os.path.join(folder, CONFIG_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not an exported SALMA folder)")
-        with open(path) as f:
-            return cls.from_dict(json.load(f), source=path)
+        return cls.from_dict(read_config(folder), source=os.path.join(folder, CONFIG_NAME))
+
+
+def read_config(folder: str) -> dict:
+    """The raw config.json of an exported folder (UTF-8 JSON object; errors name the file)."""
+    path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not an exported SALMA folder)")
+    return read_json(path, expect=dict)
 
 
 def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):
@@ -195,28 +211,41 @@ class SALMAModel(nn.Module):
             if cast is not None and tensor.is_floating_point():
                 tensor = tensor.to(cast)
             state[key] = tensor.contiguous().cpu()
-        save_file(state, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
-        self.config.save(folder)
+        weights_path = os.path.join(folder, WEIGHTS_NAME)
+        save_file(state, weights_path, metadata={"format": "pt"})
+        self.config.save(folder, weights=weights_record(weights_path))
         self.tokenizer.chat_template = jinja_chat_template(self.config.inputs["system"])
         self.tokenizer.save_pretrained(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str, *, device: str | torch.device | None = None,
-                        dtype: str | torch.dtype | None = None) -> SALMAModel:
+                        dtype: str | torch.dtype | None = None, verify_weights: bool = True) -> SALMAModel:
         """Rebuild from ``folder``; every weight must be there and nothing else (an error names the
-        missing / unexpected keys). Defaults: CUDA if available, bfloat16 there, float32 on CPU."""
+        missing / unexpected keys), and ``model.safetensors`` must have the size and hash recorded at
+        export (``verify_weights=False`` skips that check). Defaults: CUDA if available, bfloat16
+        there, float32 on CPU."""
         device, dtype = resolve_device_dtype(device, dtype)
-        config = SALMAConfig.load(folder)
+        raw = read_config(folder)
+        config_path = os.path.join(folder, CONFIG_NAME)
+        config = SALMAConfig.from_dict(raw, source=config_path)
         weights_path = os.path.join(folder, WEIGHTS_NAME)
         if not os.path.isfile(weights_path):
             raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
+        if os.path.getsize(weights_path) == 0:
+            raise ValueError(f"{weights_path}: empty file (0 bytes); copy or export it again")
         tokenizer = build_tokenizer(dict(type="load_pretrained_tokenizer", path=folder))
         with no_init_weights():  # every weight is loaded below: skip the random initialisation
             model = build_model(config, tokenizer)
             salma = cls(model, config, build_tracker(config, model))
-        state = load_file(weights_path)
+        try:
+            state = load_file(weights_path)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); it is truncated or damaged: "
+                             f"copy or export it again") from err
         targets = salma.state_to_save()
         check_state_dict(state, targets, source=weights_path)
+        if verify_weights:  # after the key check, which names a missing / extra tensor more precisely
+            check_weights_file(weights_path, raw.get(WEIGHTS_KEY), config_path=config_path)
         with torch.no_grad():
             for key, target in targets.items():
                 target.copy_(state[key])

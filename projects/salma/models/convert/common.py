@@ -140,7 +140,7 @@ def load_safetensors_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     index_path = folder / "model.safetensors.index.json"
     if index_path.is_file():
-        weight_map = json.loads(index_path.read_text())["weight_map"]
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
         state_dict: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
             shard_sd = load_file(str(folder / shard))
@@ -175,7 +175,7 @@ def save_sharded_safetensors(state_dict: Mapping[str, torch.Tensor], folder: str
         weight_map.update(dict.fromkeys(shard, name))
     total_size = sum(t.numel() * t.element_size() for t in state_dict.values())
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
 def torch_load_state_dict(path: str | Path, *, key: str | None) -> dict[str, torch.Tensor]:

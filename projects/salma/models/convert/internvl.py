@@ -84,15 +84,15 @@ def find_image_token_id(folder: str | Path, token: str = IMG_CONTEXT_TOKEN) -> i
     folder = Path(folder)
     tokenizer_json = folder / "tokenizer.json"
     if tokenizer_json.is_file():
-        for entry in json.loads(tokenizer_json.read_text()).get("added_tokens", []):
+        for entry in json.loads(tokenizer_json.read_text(encoding="utf-8")).get("added_tokens", []):
             if entry.get("content") == token:
                 return int(entry["id"])
     added = folder / "added_tokens.json"
-    if added.is_file() and token in (table := json.loads(added.read_text())):
+    if added.is_file() and token in (table := json.loads(added.read_text(encoding="utf-8"))):
         return int(table[token])
     tok_config = folder / "tokenizer_config.json"
     if tok_config.is_file():
-        for idx, entry in json.loads(tok_config.read_text()).get("added_tokens_decoder", {}).items():
+        for idx, entry in json.loads(tok_config.read_text(encoding="utf-8")).get("added_tokens_decoder", {}).items():
             if entry.get("content") == token:
                 return int(idx)
     raise ValueError(f"{folder}: no tokenizer file defines {token!r}; pass image_token_id explicitly")
@@ -347,7 +347,8 @@ def save_internvl_original_layout(
     folder = Path(folder)
     state_dict = convert_internvl_state_dict_to_original(model.state_dict(), model.config)
     save_sharded_safetensors(state_dict, folder, num_shards=num_shards)
-    (folder / "config.json").write_text(json.dumps(internvl_config_to_original(model.config), indent=2))
+    config = internvl_config_to_original(model.config)
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 
 
@@ -363,7 +364,8 @@ def _stored_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
 
 def _load_native(folder: Path, dtype: torch.dtype | None, **kwargs) -> InternVLForConditionalGeneration:
     model, info = InternVLForConditionalGeneration.from_pretrained(
-        folder, local_files_only=True, dtype=dtype if dtype is not None else "auto", output_loading_info=True, **kwargs
+        folder, local_files_only=True, trust_remote_code=False, dtype=dtype if dtype is not None else "auto",
+        output_loading_info=True, **kwargs,
     )
     if info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]:
         raise CheckpointMismatchError(
@@ -409,7 +411,7 @@ def load_internvl(
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    config_dict = json.loads(config_path.read_text())
+    config_dict = json.loads(config_path.read_text(encoding="utf-8"))
     if is_original_internvl(config_dict):
         return _load_original(folder, config_dict, dtype, image_token_id, **model_kwargs)
     if config_dict.get("model_type") == "internvl":

@@ -406,7 +406,7 @@ def _video_config_from_json(config_dict: dict) -> Sam2VideoConfig:
 
 def sam2_config_from_json(path: str | Path) -> Sam2Config | Sam2VideoConfig:
     """A SAM-2 config from an HF ``config.json`` (model_type 'sam2' or 'sam2_video')."""
-    config_dict = json.loads(Path(path).read_text())
+    config_dict = json.loads(Path(path).read_text(encoding="utf-8"))
     model_type = config_dict.get("model_type")
     if model_type == "sam2":
         return Sam2Config(**{k: v for k, v in config_dict.items() if k != "model_type"})
@@ -424,7 +424,7 @@ def load_sam2_from_hf(
     a 'sam2' folder has no memory weights, so it cannot give the video model."""
     _check_target(target)
     folder = Path(folder)
-    config_dict = json.loads((folder / "config.json").read_text())
+    config_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     model_type = config_dict.get("model_type")
     if model_type not in ("sam2", "sam2_video"):
         raise ValueError(f"{folder}: model_type {model_type!r} is not 'sam2' or 'sam2_video'")
@@ -434,7 +434,7 @@ def load_sam2_from_hf(
         )
     state_dict = load_safetensors_folder(folder)
     if model_type == "sam2":
-        config = Sam2Config.from_pretrained(folder, local_files_only=True)
+        config = Sam2Config.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         return _build_and_load(Sam2Model, config, state_dict, source=str(folder), dtype=dtype)
     video_config = _video_config_from_json(config_dict)
     if target == "video":

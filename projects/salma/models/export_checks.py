@@ -1,0 +1,228 @@
+"""Checks of an exported folder before a model is built from it: ``config.json`` is strict and
+consistent, ``model.safetensors`` is the file that was exported.
+
+transformers keeps an unknown config key as a silent attribute, so a typo inside ``internvl`` is
+ignored; and sizes that the readers and the model must share are stored in several sections
+(``inputs.image_seq_length`` is what the readers emit per tile, the vision config decides what
+the model produces): if they disagree the LLM can answer without seeing the image. Every
+section is checked here: unknown keys (transformers configs recursively, through each class's
+``sub_configs``), missing reader / video keys, allowed values, and the derived sizes. All
+problems are reported at once, each with its dotted key.
+
+The weights: ``save_pretrained`` records the size and BLAKE2b hash of ``model.safetensors`` in
+``config.json`` (:func:`weights_record`); ``from_pretrained`` compares them (:func:`check_weights_file`),
+so flipped bytes or a partial copy are an error instead of different masks. Hashing reads the
+file once more (hundreds of MB/s; see the report of issue 11); ``verify_weights=False`` skips it.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Any
+
+import numpy as np
+from transformers import CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedConfig, Sam2Config, Sam2VideoConfig
+
+from ..datasets.ref_vos import sample_frame_indices
+from ..fingerprint import HASH, file_digest
+from .cma import CrossModalAttention2D
+from .grounding import MASK_SOURCES, SAM2GroundingRunner
+from .video import PROPAGATION_MODES, TRACKER_DECODERS
+
+# SalmaDataset arguments that decide what the model sees (tiling, tokens, template, SAM-2 input).
+READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
+              "sam_image_size", "system", "max_length")
+# The evaluation's test_options that decide how a video is predicted.
+VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder")
+_VERSION_KEYS = ("transformers_version",)  # written by the exporting version only
+
+
+def check_salma_config(body: dict, *, source: str) -> None:
+    """Raise ValueError('<source>: problem; problem; ...') if ``body`` (the SALMAConfig fields)
+    has unknown keys or sections that disagree with each other."""
+    problems: list[str] = []
+    problems += unknown_config_keys(body["internvl"], InternVLConfig, "internvl")
+    problems += unknown_config_keys(body["sam2"], Sam2Config, "sam2")
+    if body.get("tracker") is not None:
+        problems += unknown_config_keys(body["tracker"], Sam2VideoConfig, "tracker")
+    problems += _check_grounding(body["grounding"])
+    problems += _check_inputs(body["inputs"])
+    problems += _check_video(body["video"], body.get("tracker"))
+    if not problems:  # the sizes below need well-formed sections
+        problems += _check_sizes(body)
+    for key in ("max_expr_tokens", "max_new_tokens"):
+        if key in body and not _positive_int(body[key]):
+            problems.append(f"{key} {body[key]!r} must be a positive integer")
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+
+
+@functools.lru_cache(maxsize=None)
+def _known_keys(cls: type[PretrainedConfig]) -> frozenset[str]:
+    """Keys a ``cls`` writes (its defaults' ``to_dict``) or takes (its constructor's arguments)."""
+    params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    return frozenset(set(cls().to_dict()) | params)
+
+
+def unknown_config_keys(data: Any, cls: type[PretrainedConfig], path: str) -> list[str]:
+    """Problems of a transformers config dict: keys ``cls`` does not know, in it and its sub-configs."""
+    if not isinstance(data, dict):
+        return [f"{path} must be an object, got {type(data).__name__}"]
+    problems = [f"unknown key '{path}.{k}'" for k in sorted(set(data) - _known_keys(cls))]
+    for name, sub in getattr(cls, "sub_configs", {}).items():
+        value = data.get(name)
+        if not isinstance(value, dict):
+            continue
+        if sub is AutoConfig:
+            model_type = value.get("model_type")
+            if model_type not in CONFIG_MAPPING:
+                problems.append(f"{path}.{name}.model_type {model_type!r} is not a transformers config type")
+                continue
+            sub = CONFIG_MAPPING[model_type]
+        problems += unknown_config_keys(value, sub, f"{path}.{name}")
+    return problems
+
+
+def _unknown(section: Any, known, path: str, *, required=()) -> list[str]:
+    if not isinstance(section, dict):
+        return [f"{path} must be an object, got {type(section).__name__}"]
+    problems = [f"unknown key '{path}.{k}'" for k in sorted(set(section) - set(known))]
+    problems += [f"{path}: missing key '{k}'" for k in required if k not in section]
+    return problems
+
+
+def _params(cls, *drop: str) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self", *drop}
+
+
+def _check_grounding(grounding: Any) -> list[str]:
+    problems = _unknown(grounding, _params(SAM2GroundingRunner, "sam2"), "grounding")
+    if problems:
+        return problems
+    if grounding.get("cma") is not None:
+        problems += _unknown(grounding["cma"], _params(CrossModalAttention2D, "dim"), "grounding.cma")
+    source = grounding.get("mask_source", "pred")
+    if source not in MASK_SOURCES or (source == "gt" and grounding.get("enable_cma", True)):
+        problems.append(f"grounding.mask_source {source!r} cannot run at inference (use 'pred' or 'none')")
+    return problems
+
+
+def _check_inputs(inputs: Any) -> list[str]:
+    problems = _unknown(inputs, READER_KEYS, "inputs", required=READER_KEYS)
+    if problems:
+        return problems
+    for key in ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "sam_image_size",
+                "max_length"):
+        if not _positive_int(inputs[key]):
+            problems.append(f"inputs.{key} {inputs[key]!r} must be a positive integer")
+    if not problems and inputs["min_dynamic_patch"] > inputs["max_dynamic_patch"]:
+        problems.append(f"inputs.min_dynamic_patch {inputs['min_dynamic_patch']} > inputs.max_dynamic_patch "
+                        f"{inputs['max_dynamic_patch']}")
+    return problems
+
+
+def _check_video(video: Any, tracker: Any) -> list[str]:
+    problems = _unknown(video, VIDEO_KEYS, "video", required=VIDEO_KEYS)
+    if problems:
+        return problems
+    if not _positive_int(video["num_llm_frames"]):
+        problems.append(f"video.num_llm_frames {video['num_llm_frames']!r} must be a positive integer")
+    try:
+        sample_frame_indices(1, 1, video["llm_frame_sampling"], np.random.default_rng(0))
+    except ValueError:
+        problems.append(f"video.llm_frame_sampling {video['llm_frame_sampling']!r} is not 'uniform', 'random' or "
+                        f"'first'")
+    propagation = video["propagation"]
+    if propagation not in PROPAGATION_MODES:
+        problems.append(f"video.propagation {propagation!r} is not one of {PROPAGATION_MODES}")
+    elif (propagation == "memory") != (tracker is not None):
+        problems.append(f"video.propagation {propagation!r} needs " + (
+            "the SAM-2 memory tracker config (tracker is null)" if tracker is None else "no tracker config"))
+    if video["tracker_decoder"] not in TRACKER_DECODERS:
+        problems.append(f"video.tracker_decoder {video['tracker_decoder']!r} is not one of {TRACKER_DECODERS}")
+    return problems
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value[0], value[1]) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _check_sizes(body: dict) -> list[str]:
+    """The sizes several sections must agree on."""
+    problems = []
+    internvl, inputs = body["internvl"], body["inputs"]
+    vision = internvl.get("vision_config") or {}
+    (height, width), (patch_h, patch_w) = _pair(vision.get("image_size")), _pair(vision.get("patch_size"))
+    ratio = internvl.get("downsample_ratio")
+    # InternVL: a (H/p) x (W/p) patch grid, pixel-shuffled by downsample_ratio in each direction.
+    grid = (height / patch_h * ratio, width / patch_w * ratio)
+    tokens = int(grid[0] * grid[1]) if all(float(g).is_integer() for g in grid) else None
+    derivation = (f"the internvl.vision_config's (image_size {height} / patch_size {patch_h} * downsample_ratio "
+                  f"{ratio})^2 = {tokens}")
+    if tokens is None:
+        problems.append(f"internvl.vision_config: image_size {height}x{width} / patch_size {patch_h}x{patch_w} * "
+                        f"downsample_ratio {ratio} is not a whole token grid")
+    else:
+        if inputs["image_seq_length"] != tokens:
+            problems.append(f"inputs.image_seq_length {inputs['image_seq_length']} (image tokens per tile the readers "
+                            f"write) != {tokens} tokens the model makes per tile: {derivation}")
+        if internvl.get("image_seq_length", tokens) != tokens:
+            problems.append(f"internvl.image_seq_length {internvl['image_seq_length']} != {tokens}: {derivation}")
+    if (height, width) != (inputs["image_size"], inputs["image_size"]):
+        problems.append(f"inputs.image_size {inputs['image_size']} (square tiles) != internvl.vision_config.image_size "
+                        f"{height}x{width}")
+    sam2, tracker = body["sam2"], body.get("tracker")
+    sam_size = (sam2.get("prompt_encoder_config") or {}).get("image_size")
+    backbone = ((sam2.get("vision_config") or {}).get("backbone_config") or {}).get("image_size")
+    if backbone is not None and _pair(backbone) != (sam_size, sam_size):
+        problems.append(f"sam2.vision_config.backbone_config.image_size {backbone} != "
+                        f"sam2.prompt_encoder_config.image_size {sam_size}")
+    if inputs["sam_image_size"] != sam_size:
+        problems.append(f"inputs.sam_image_size {inputs['sam_image_size']} != sam2.prompt_encoder_config.image_size "
+                        f"{sam_size}")
+    if tracker is not None:
+        if tracker.get("image_size") != sam_size:
+            problems.append(f"tracker.image_size {tracker.get('image_size')} != sam2.prompt_encoder_config.image_size "
+                            f"{sam_size}")
+        # The tracker runs the runner's image encoder (and, 'shared', its prompt encoder and decoder).
+        if _strip(tracker.get("vision_config")) != _strip(sam2.get("vision_config")):
+            problems.append("tracker.vision_config != sam2.vision_config (the tracker shares the image encoder)")
+        for name in ("prompt_encoder_config", "mask_decoder_config"):
+            ours, theirs = (tracker.get(name) or {}).get("hidden_size"), (sam2.get(name) or {}).get("hidden_size")
+            if ours != theirs:
+                problems.append(f"tracker.{name}.hidden_size {ours} != sam2.{name}.hidden_size {theirs}")
+    return problems
+
+
+def _strip(config: Any) -> Any:
+    """A config dict without the keys only the exporting library version decides."""
+    if not isinstance(config, dict):
+        return config
+    return {k: _strip(v) for k, v in config.items() if k not in _VERSION_KEYS}
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# ------------------------------------------------------------------ model.safetensors
+def weights_record(path: str) -> dict:
+    """What ``config.json`` records about the weight file: name, size and content hash."""
+    return {"file": os.path.basename(path), "bytes": os.path.getsize(path), HASH: file_digest(path)}
+
+
+def check_weights_file(path: str, record: dict | None, *, config_path: str) -> None:
+    """Raise ValueError naming ``path`` unless it has the size and hash ``config_path`` recorded."""
+    if not isinstance(record, dict) or not isinstance(record.get(HASH), str):
+        raise ValueError(f"{config_path}: no '{HASH}' hash of {os.path.basename(path)} (exported before hashes were "
+                         f"recorded?); re-export, or load with verify_weights=False to skip the check")
+    size = os.path.getsize(path)
+    if size != record.get("bytes"):
+        raise ValueError(f"{path}: {size} bytes, but {config_path} records {record.get('bytes')}: the file is "
+                         f"truncated or was replaced after export")
+    found = file_digest(path)
+    if found != record[HASH]:
+        raise ValueError(f"{path}: content hash {HASH} {found[:16]}... does not match {record[HASH][:16]}... recorded "
+                         f"in {config_path}: the file changed after export (damaged or partial copy); copy or "
+                         f"export it again (verify_weights=False loads it anyway)")
