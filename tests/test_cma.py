@@ -188,3 +188,22 @@ def test_topk_routing_respects_padding_and_rows_without_expression_tokens():
 def test_topk_routing_needs_multi_token():
     with pytest.raises(ValueError, match="topk_tokens.*use_multi_token"):
         CrossModalAttention2D(C, num_heads=4, topk_tokens=2, use_multi_token=False)
+
+
+def test_film_learns_from_its_real_initialisation():
+    """Identity at init, yet every FiLM parameter moves after a few steps on a toy objective
+    (an all-zero projection with a zero gain has zero gradient everywhere and never moves)."""
+    cma = make(use_film=True, use_multi_token=True)
+    visual, text = inputs()
+    assert torch.equal(cma(visual, text), visual)
+    film = {"film.weight": cma.film.weight, "film.bias": cma.film.bias, "gamma_film": cma.gamma_film}
+    before = {n: p.detach().clone() for n, p in film.items()}
+    target = visual * 1.5 + 0.3  # reachable by a per-channel scale and shift
+    opt = torch.optim.Adam(film.values(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        (cma(visual, text) - target).pow(2).mean().backward()
+        opt.step()
+    still = [n for n, p in film.items() if torch.equal(p, before[n])]
+    assert still == []
+    assert (cma.film.weight - before["film.weight"]).abs().min() > 0  # every entry, not a few

@@ -12,7 +12,8 @@ prior" then steers where the attention output lands:
   which moves background pixels' attention mass onto the null key.
 
 The result is added back through a zero-initialised gain ``gamma`` times a warm-up scale, so the
-module is exactly the identity at initialisation and during the first warm-up iteration.
+module is exactly the identity at initialisation and during the first warm-up iteration. Only the
+gains start at zero: what they multiply is randomly initialised, so every parameter can learn.
 
 Fixes to the original module: attention over several tokens with a key padding mask (one key
 makes softmax degenerate), differentiable top-k routing (the router's scores enter the logits
@@ -91,10 +92,10 @@ class CrossModalAttention2D(nn.Module):
         self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
         # No bias: a score shared by every token cancels in the softmax over the kept ones.
         self.router = nn.Linear(dim, 1, bias=False) if topk_tokens > 0 else None
+        # FiLM keeps nn.Linear's random init: with gamma_film = 0 the branch is still the identity,
+        # gamma gets gradient first (its input x * scale + shift is non-zero), then the projection.
+        # (A zero projection under a zero gain would give both a zero gradient forever.)
         self.film = nn.Linear(dim, 2 * dim) if use_film else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
         self.gamma_attn = nn.Parameter(torch.zeros(1))
         self.gamma_film = nn.Parameter(torch.zeros(1)) if use_film else None
         # Persistent, so an exported model predicts with the scale it was trained with.
