@@ -157,8 +157,10 @@ class CrossModalAttention2D(nn.Module):
         neg_inf = torch.finfo(tokens.dtype).min
         bias = torch.zeros(padding_mask.shape, dtype=tokens.dtype, device=tokens.device)
         bias = bias.masked_fill(padding_mask, neg_inf)
-        if self.router is None or tokens.shape[1] == 1:
+        if self.router is None:
             return bias
+        # The router runs even without expression tokens (N = 1): its weight stays in the graph, so
+        # every rank of a distributed step has its gradient.
         expr, expr_padding = tokens[:, 1:], padding_mask[:, 1:]  # (B, N-1): the router's candidates
         scores = self.router(expr).squeeze(-1).masked_fill(expr_padding, neg_inf)  # (B, N-1)
         kept = scores.topk(min(self.topk_tokens, expr.shape[1]), dim=1).indices  # (B, k)
