@@ -112,8 +112,9 @@ def test_batch_without_masks_still_touches_every_grounding_module(model):
 
 @pytest.mark.parametrize("overrides", [
     {"grounding_encoder.mask_source": "gt"},
-    {"grounding_encoder.mask_source": "none"},
-    {"grounding_encoder.enable_cma": False, "loss_tmc_weight": 0.0, "loss_boundary_weight": 0.0},
+    {"grounding_encoder.mask_source": "none", "grounding_encoder.cma.enable_mask_bias": False},
+    {"grounding_encoder.enable_cma": False, "grounding_encoder.mask_source": "none", "loss_tmc_weight": 0.0,
+     "loss_boundary_weight": 0.0},
     {"grounding_encoder.cma.mask_bias_mode": "bias"},
 ])
 def test_variants_train(overrides):
@@ -220,3 +221,18 @@ def test_bf16_llm_with_fp32_grounding_predicts_and_trains_without_autocast(monke
     losses = model(make_batch(model, [(2, 1)], **SIZES), mode="loss")
     sum(losses.values()).backward()
     assert model.text_hidden_fcs[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("overrides,keys", [
+    ({"grounding_encoder.mask_source": "none"}, ("cma.enable_mask_bias=True", "mask_source='none'")),
+    ({"grounding_encoder.cma.enable_mask_bias": False}, ("mask_source='pred'", "cma.enable_mask_bias=False")),
+    ({"grounding_encoder.cma.enable_mask_bias": False, "grounding_encoder.mask_source": "gt"},
+     ("mask_source='gt'", "cma.enable_mask_bias=False")),
+    ({"grounding_encoder.enable_cma": False}, ("mask_source='pred'", "enable_cma=False")),
+])
+def test_contradictory_prior_settings_are_refused_naming_both_keys(overrides, keys):
+    """A mask bias without a prior trains without MBA; a prior nothing reads costs a decoder pass per frame."""
+    with pytest.raises(ValueError) as error:
+        build(**overrides)
+    for key in keys:
+        assert key in str(error.value)

@@ -44,6 +44,26 @@ class FrameFeatures:
     high_res: list[torch.Tensor]
 
 
+def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str) -> None:
+    """Refuse prior settings that contradict each other instead of silently dropping one.
+
+    The prior is read only by CMA's mask bias: a mask bias without a prior trains CMA without MBA,
+    and a prior without a mask bias costs a decoder pass per frame for nothing.
+    """
+    if mask_source not in MASK_SOURCES:
+        raise ValueError(f"grounding_encoder.mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+    mask_bias = bool((cma or {}).get("enable_mask_bias", False))
+    if enable_cma and mask_bias and mask_source == "none":
+        raise ValueError(
+            "grounding_encoder.cma.enable_mask_bias=True but grounding_encoder.mask_source='none': CMA would train "
+            "without its structure prior (no MBA). Set mask_source='pred' (or 'gt'), or cma.enable_mask_bias=False")
+    if mask_source != "none" and not (enable_cma and mask_bias):
+        unused_by = "enable_cma=False" if not enable_cma else "cma.enable_mask_bias=False"
+        raise ValueError(
+            f"grounding_encoder.mask_source={mask_source!r} but grounding_encoder.{unused_by}: nothing reads the "
+            "structure prior. Set mask_source='none', or enable CMA with cma.enable_mask_bias=True")
+
+
 def build_sam2_model(spec: dict) -> Sam2Model:
     """Build SAM-2 from ``checkpoint`` (Meta .pt or HF folder), ``size`` (random weights), or ``config``."""
     spec = dict(spec)
@@ -69,6 +89,8 @@ class SAM2GroundingRunner(nn.Module):
         enable_cma: add ``CrossModalAttention2D`` before the language-conditioned decode.
         cma: keyword arguments of ``CrossModalAttention2D`` (``dim`` is SAM-2's width).
         mask_source: structure prior: 'pred' (language-free pre-pass), 'gt' (oracle), 'none'.
+            A prior needs CMA with ``enable_mask_bias`` and the mask bias needs a prior
+            (``check_prior_settings`` refuses the other combinations).
         freeze_image_encoder: keep Hiera + FPN frozen (features computed without gradient).
         freeze_decoder: keep the mask decoder frozen too (the prompt encoder always is).
     """
@@ -84,12 +106,11 @@ class SAM2GroundingRunner(nn.Module):
         freeze_decoder: bool = False,
     ) -> None:
         super().__init__()
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        check_prior_settings(enable_cma=enable_cma, cma=cma, mask_source=mask_source)
         self.sam2 = build_sam2_model(sam2)
         self.hidden_dim = self.sam2.config.mask_decoder_config.hidden_size
         self.image_size = self.sam2.config.prompt_encoder_config.image_size
-        self.mask_source = mask_source if enable_cma else "none"
+        self.mask_source = mask_source
         self.cma = CrossModalAttention2D(self.hidden_dim, **(cma or {})) if enable_cma else None
         self.freeze_image_encoder = freeze_image_encoder
         self.sam2.requires_grad_(False)
