@@ -1,5 +1,6 @@
 """The tiny SALMA model: what trains, what is frozen, the prior pass, losses and prediction."""
 import copy
+import math
 
 import pytest
 import torch
@@ -236,3 +237,43 @@ def test_contradictory_prior_settings_are_refused_naming_both_keys(overrides, ke
         build(**overrides)
     for key in keys:
         assert key in str(error.value)
+
+
+def test_tmc_negatives_follow_object_identity_across_the_batch(model, monkeypatch):
+    """Expressions of one object (RefCOCO refs sharing an ann_id; MeViS expressions with the same
+    anno_ids, in any order) and its frames are never each other's negatives; equal ids of another
+    image are another object; objects without ids (GCG phrases) are distinct."""
+    import torch.nn.functional as F
+
+    from projects.salma.models import llava_sam2
+
+    batch = make_batch(model, [(3, 1), (2, 2), (2, 1), (1, 1)], **SIZES)
+    for b, k in ((0, 1), (1, 1)):
+        batch["masks"][b][k] = batch["masks"][b][0]  # the same object: the same GT mask
+    batch["meta"][0].update(dataset="refcoco", sample_id=5, ann_ids=[7, 7, 9])
+    batch["meta"][1].update(dataset="mevis", sample_id="v1", anno_ids=[[3, 4], [4, 3]])
+    batch["meta"][2].update(dataset="grandf", sample_id="x.jpg")
+    batch["meta"][3].update(dataset="refcoco", sample_id=6, ann_ids=[7])
+    # pairs in decode order: (row, object, frame)
+    pairs = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1), (2, 0, 0), (2, 1, 0),
+             (3, 0, 0)]
+    identity = ["ann7@5", "ann7@5", "ann9@5", "v1:3+4", "v1:3+4", "v1:3+4", "v1:3+4", "x0", "x1", "ann7@6"]
+
+    seen = {}
+    tmc = llava_sam2.tmc_loss
+    spy = lambda v, t, temp, groups: seen.update(v=v, t=t, temp=temp) or tmc(v, t, temp, groups)  # noqa: E731
+    monkeypatch.setattr(llava_sam2, "tmc_loss", spy)
+    losses = model(batch, mode="loss")
+    v, t, temp = F.normalize(seen["v"].float(), dim=-1), F.normalize(seen["t"].float(), dim=-1), seen["temp"]
+    assert v.shape[0] == len(pairs) == len(identity)
+    n = len(pairs)
+    rows, cols = [], []
+    for i in range(n):
+        allowed = [j for j in range(n) if j == i or identity[j] != identity[i]]
+        def logit(a, b):
+            return float(v[a] @ t[b]) / temp
+
+        rows.append(-logit(i, i) + math.log(sum(math.exp(logit(i, j)) for j in allowed)))
+        cols.append(-logit(i, i) + math.log(sum(math.exp(logit(j, i)) for j in allowed)))
+    expected = 0.5 * (sum(rows) / n + sum(cols) / n) * model.loss_tmc_weight
+    assert losses["loss_tmc"].item() == pytest.approx(expected, rel=1e-4)
