@@ -277,3 +277,42 @@ def test_tmc_negatives_follow_object_identity_across_the_batch(model, monkeypatc
         cols.append(-logit(i, i) + math.log(sum(math.exp(logit(j, i)) for j in allowed)))
     expected = 0.5 * (sum(rows) / n + sum(cols) / n) * model.loss_tmc_weight
     assert losses["loss_tmc"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_language_decode_is_the_same_computation_in_train_and_eval(model):
+    """transformers' SAM-2 decoder, in eval mode with multimask_output=False, swaps in the best of
+    mask tokens 1-3 where token 0's mask is unstable; the language decode must always be token 0."""
+    runner = copy.deepcopy(model.grounding_encoder)
+    with torch.no_grad():
+        runner.cma.gamma_attn.fill_(0.5)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(2, 3, 128, 128, generator=g)
+    seg = torch.randn(6, runner.hidden_dim, generator=g)
+    frame_index = torch.tensor([0, 1, 0, 1, 0, 1])
+    out = {}
+    for mode in ("train", "eval"):
+        runner.train(mode == "train")
+        with torch.no_grad():
+            features = runner.encode_frames(frames)
+            prior = runner.prior_for_pairs(features, frame_index)
+            out[mode] = runner.decode(features, frame_index, seg, prior=prior)
+    assert out["train"].shape == (6, 1, 32, 32)
+    assert torch.equal(out["train"], out["eval"])
+    # the prior pass stays SAM-2's multimask best-of-3 (not affected by the language decode's choice)
+    assert runner.sam2.mask_decoder.dynamic_multimask_via_stability
+
+
+def test_predict_decodes_as_training_does(monkeypatch):
+    """model.predict in eval mode (how it is evaluated) gives the logits of a train-mode decode."""
+    from projects.salma.models.mllm import InternVLMLLM
+
+    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+    model = build(**{"mllm.llm_lora.lora_dropout": 0.0})  # no dropout anywhere: train and eval may match
+    with torch.no_grad():
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)
+    batch = make_batch(model, [(1, 2), (1, 1)], with_answer=False, mask_size=(40, 52), **SIZES)
+    evaluated = model.eval().predict(batch)
+    trained = model.train().predict(batch)
+    for e, t in zip(evaluated, trained):
+        assert e["masks"].shape[0] == 1 and e["masks"].any()
+        assert torch.equal(e["mask_logits"], t["mask_logits"])

@@ -9,10 +9,12 @@ One training/inference step, for F frames and M (object, frame) pairs:
    oracle prior instead; ``'none'`` disables it.
 3. ``decode``: for every pair, CMA lets the frame's lowest-resolution feature attend to that
    object's language tokens (gated by the prior), then the SAM-2 decoder decodes with the
-   ``[SEG]`` embedding appended to the sparse prompt tokens.
+   ``[SEG]`` embedding appended to the sparse prompt tokens: mask token 0 in train() and eval()
+   alike (``single_mask_token``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,23 @@ MASK_SOURCES = ("pred", "gt", "none")
 # (IoU and object-score predictions), so they stay frozen too: no rank then carries parameters
 # without gradient. The prior pass still reads the (pretrained) IoU head.
 UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head")
+
+
+@contextmanager
+def single_mask_token(decoder: nn.Module):
+    """Decode with mask token 0 in eval mode too, for this call only.
+
+    With ``multimask_output=False`` transformers' SAM-2 decoder, in eval mode only, replaces an
+    unstable token-0 mask by the best of tokens 1-3 (``dynamic_multimask_via_stability``, meant for
+    clicks and tracking). The language decode trains token 0 with ``[SEG]``, so it must predict with
+    it. Scoped to the call: SAM-2's own uses of the decoder keep Meta's behaviour.
+    """
+    dynamic = decoder.dynamic_multimask_via_stability
+    decoder.dynamic_multimask_via_stability = False
+    try:
+        yield decoder
+    finally:
+        decoder.dynamic_multimask_via_stability = dynamic
 
 
 @dataclass
@@ -145,7 +164,8 @@ class SAM2GroundingRunner(nn.Module):
         extra_sparse: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens.
+        """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens; one
+        mask (token 0) or the three multimask tokens, alike in train() and eval().
 
         image_embeddings: (B, C, h, w); extra_sparse: (B, K, C). Returns logits
         (B, n_masks, 4h, 4w) and IoU predictions (B, n_masks).
@@ -159,14 +179,15 @@ class SAM2GroundingRunner(nn.Module):
         if extra_sparse is not None:
             sparse = torch.cat([sparse, extra_sparse.unsqueeze(1).to(sparse.dtype)], dim=2)
         positional = self.sam2.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1)
-        masks, iou, _, _ = self.sam2.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_positional_embeddings=positional.to(image_embeddings.dtype),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense.to(image_embeddings.dtype),
-            multimask_output=multimask_output,
-            high_resolution_features=high_res,
-        )
+        with single_mask_token(self.sam2.mask_decoder) as decoder:  # the same token in train() and eval()
+            masks, iou, _, _ = decoder(
+                image_embeddings=image_embeddings,
+                image_positional_embeddings=positional.to(image_embeddings.dtype),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.to(image_embeddings.dtype),
+                multimask_output=multimask_output,
+                high_resolution_features=high_res,
+            )
         return masks[:, 0], iou[:, 0]
 
     @torch.no_grad()
