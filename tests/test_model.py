@@ -316,3 +316,15 @@ def test_predict_decodes_as_training_does(monkeypatch):
     for e, t in zip(evaluated, trained):
         assert e["masks"].shape[0] == 1 and e["masks"].any()
         assert torch.equal(e["mask_logits"], t["mask_logits"])
+
+
+def test_batch_without_masks_with_bf16_llm_and_fp32_grounding_trains_without_autocast():
+    """SALMA-1B's dtype mix on a chat-only batch: the idle grounding pass runs in the grounding dtype."""
+    model = build(**{"mllm.torch_dtype": "bfloat16"})
+    assert model.text_hidden_fcs[0].weight.dtype == torch.float32
+    losses = model(make_batch(model, [(0, 1), (0, 2)], **SIZES), mode="loss")
+    assert set(losses) == {"loss_llm", "loss_mask"} and losses["loss_mask"].item() == 0.0
+    sum(losses.values()).backward()
+    trainable, _ = frozen_and_trainable(model)
+    params = dict(model.named_parameters())
+    assert [n for n in trainable if params[n].grad is None] == []

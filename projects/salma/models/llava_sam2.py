@@ -305,14 +305,18 @@ class VideoLLaVASAMModel(BaseModel):
         the graph, and ZeRO / DDP ranks disagree on which gradients exist.
         """
         runner = self.grounding_encoder
-        h, w = runner.sam2.config.vision_config.backbone_feature_sizes[-1]
+        h, w = (int(s) for s in runner.sam2.config.vision_config.backbone_feature_sizes[-1])
         channels = runner.sam2.config.vision_config.fpn_hidden_size
-        zeros = hidden.new_zeros(1, channels, int(h), int(w))
-        features = FrameFeatures(zeros, [hidden.new_zeros(1, channels, 4 * h, 4 * w), hidden.new_zeros(1, channels, 2 * h, 2 * w)])
+
+        def zeros(*shape: int) -> torch.Tensor:  # in the grounding side's dtype (the LLM may be bf16)
+            return torch.zeros(*shape, dtype=self._grounding_dtype, device=hidden.device)
+
+        high_res = [zeros(1, channels, 4 * h, 4 * w), zeros(1, channels, 2 * h, 2 * w)]
+        features = FrameFeatures(zeros(1, channels, h, w), high_res)
         seg = self.text_hidden_fcs(hidden[:1, 0].to(self._grounding_dtype))  # (1, C)
         queries = SegQueries(seg=seg, tokens=seg[:, None], padding=torch.zeros(1, 1, dtype=torch.bool, device=hidden.device))
         index = torch.zeros(1, dtype=torch.long, device=hidden.device)
-        gt = hidden.new_zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
+        gt = zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
         logits = self._decode_pairs(features, index, index, queries, gt)
         return logits.sum() * 0.0
 
