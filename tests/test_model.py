@@ -328,3 +328,15 @@ def test_batch_without_masks_with_bf16_llm_and_fp32_grounding_trains_without_aut
     trainable, _ = frozen_and_trainable(model)
     params = dict(model.named_parameters())
     assert [n for n in trainable if params[n].grad is None] == []
+
+
+def test_unfrozen_llm_with_lora_is_refused_and_without_lora_trains_everything():
+    """freeze_llm=False means the LLM trains; peft's LoRA would silently re-freeze it (and the [SEG] row)."""
+    with pytest.raises(ValueError) as error:
+        build(**{"mllm.freeze_llm": False})  # the tiny config has llm_lora
+    assert "freeze_llm=False" in str(error.value) and "llm_lora" in str(error.value)
+    model = build(**{"mllm.freeze_llm": False, "mllm.llm_lora": None})
+    llm = dict(model.mllm.language_model.named_parameters())
+    assert llm and [n for n, p in llm.items() if not p.requires_grad] == []
+    assert model.mllm.model.get_input_embeddings().weight.requires_grad and model.mllm.model.lm_head.weight.requires_grad
+    assert not any(p.requires_grad for p in model.mllm.model.model.vision_tower.parameters())

@@ -29,9 +29,13 @@ class InternVLMLLM(nn.Module):
         model_path: local InternVL folder (native or original remote-code layout), or None.
         config: ``InternVLConfig`` kwargs for a randomly initialised model (tiny tests, shapes).
         freeze_llm / freeze_visual_encoder: freeze the LLM / the vision tower and projector.
-        llm_lora: ``dict(r, lora_alpha, lora_dropout, target_modules)`` or None (no LoRA).
+            ``freeze_llm=False`` is full fine-tuning: every LLM weight, the embeddings and the LM
+            head train. It cannot be combined with ``llm_lora`` (peft would freeze the LLM again,
+            leaving only the adapters): that combination is refused.
+        llm_lora: ``dict(r, lora_alpha, lora_dropout, target_modules)`` or None (no LoRA); adapters
+            on the frozen LLM (``freeze_llm=True``).
         trainable_embeddings: train the input embeddings and LM head (as Sa2VA does), so the
-            new ``[SEG]`` row is learnt; ignored when the LLM is not frozen.
+            new ``[SEG]`` row is learnt; ignored when the LLM is not frozen (they train anyway).
         torch_dtype: dtype to load weights in ('float32', 'bfloat16').
         gradient_checkpointing: recompute LLM activations in backward.
     """
@@ -52,6 +56,11 @@ class InternVLMLLM(nn.Module):
         super().__init__()
         if (model_path is None) == (config is None):
             raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
+        if not freeze_llm and llm_lora is not None:
+            raise ValueError(
+                "mllm.freeze_llm=False (full fine-tuning) with mllm.llm_lora set: LoRA freezes every LLM weight but "
+                "its adapters, so the LLM would not train. Use freeze_llm=True with llm_lora (LoRA), or "
+                "freeze_llm=False with llm_lora=None (full fine-tuning)")
         self.tokenizer = build_tokenizer(tokenizer)
         dtype = DTYPES[torch_dtype]
         if model_path is not None:
