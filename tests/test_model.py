@@ -340,3 +340,53 @@ def test_unfrozen_llm_with_lora_is_refused_and_without_lora_trains_everything():
     assert llm and [n for n, p in llm.items() if not p.requires_grad] == []
     assert model.mllm.model.get_input_embeddings().weight.requires_grad and model.mllm.model.lm_head.weight.requires_grad
     assert not any(p.requires_grad for p in model.mllm.model.model.vision_tower.parameters())
+
+
+def test_bf16_llm_amp_step_at_the_real_lr_moves_every_trainable_tensor(monkeypatch):
+    """SALMA-1B's default launch: InternVL built in bf16, mmengine's AmpOptimWrapper (bf16 autocast,
+    AdamW 4e-5, clip 1.0). Trainable tensors are fp32 master weights, so one AdamW step, about
+    lr * sign(grad), lands on every element that has a gradient (in bf16 a step of 4e-5 on a
+    weight of ~0.02 rounds to nothing). Frozen LLM weights stay bf16."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    monkeypatch.setattr(amp_optimizer_wrapper, "is_cuda_available", lambda: True)  # its CUDA-only assert
+    model = build(**{"mllm.torch_dtype": "bfloat16"})
+    with torch.no_grad():  # mid-training: LoRA B non-zero (else A has no gradient yet), CMA gain on
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert {n: p.dtype for n, p in trainable.items() if p.dtype != torch.float32} == {}
+    assert model.mllm.language_model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16
+
+    cfg = Config.fromfile("configs/SALMA-1B.py").optim_wrapper.to_dict()
+    assert cfg["type"] == "AmpOptimWrapper" and cfg["dtype"] == "bfloat16"
+    wrapper = build_optim_wrapper(model, {**cfg, "accumulative_counts": 1})
+    lr, weight_decay = cfg["optimizer"]["lr"], cfg["optimizer"]["weight_decay"]
+    model.train()
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    with wrapper.optim_context(model):
+        loss = sum(model(make_batch(model, [(2, 1), (1, 2), (0, 1)], **SIZES), mode="loss").values())
+    wrapper.backward(loss)
+    grads = {n: p.grad.detach().double() for n, p in trainable.items()}
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+    clip = min(1.0, cfg["clip_grad"]["max_norm"] / (float(norm) + 1e-6))
+    wrapper.step()
+
+    lost, checked = {}, 0
+    for name, param in trainable.items():
+        grad = grads[name] * clip
+        active = grad.abs() > 1e-5  # Adam's first step: lr * g / (|g| + 1e-8) ~ lr * sign(g)
+        if not active.any():
+            continue
+        checked += 1
+        w0 = before[name].double()
+        expected = w0 * (1 - lr * weight_decay) - lr * grad / (grad.abs() + 1e-8)
+        wrong = ((param.detach().double() - expected).abs() > 0.05 * lr) & active
+        if wrong.any():
+            lost[name] = f"{int(wrong.sum())}/{int(active.sum())}"
+    llm_side = [n for n in trainable if n.startswith("mllm.")]
+    assert llm_side and all(grads[n].abs().max() * clip > 1e-5 for n in llm_side)  # all of them checked
+    assert checked > len(llm_side) and lost == {}, f"elements without their AdamW update: {lost}"
