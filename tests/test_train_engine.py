@@ -277,7 +277,8 @@ def one_process_group(monkeypatch):
     DeepSpeed's CPU backend would JIT-compile a shared-memory allreduce (about 100 s on 2 cores,
     once per machine) that one process never uses: the test does without it. mmengine registers
     DeepSpeed's optimizers in every DeepSpeedStrategy without ``force``, so a second strategy in one
-    process (the resumed run) raises 'already registered': here the registration runs once.
+    process (the resumed run) raises 'already registered': here the registration runs once. DeepSpeed
+    caches a clone of the world group: reset, so a later test's new group is used.
     """
     import importlib
 
@@ -292,6 +293,7 @@ def one_process_group(monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(ds_torch, "build_shm_op", lambda: None)
     monkeypatch.setattr(ds_comm, "cdb", None)
+    monkeypatch.setattr(importlib.import_module("deepspeed.utils.groups"), "_WORLD_GROUP", None)
     mm_ds = importlib.import_module("mmengine._strategy.deepspeed")
     register = mm_ds.register_deepspeed_optimizers
     monkeypatch.setattr(mm_ds, "register_deepspeed_optimizers",
