@@ -229,8 +229,8 @@ class VideoLLaVASAMModel(BaseModel):
                     f"{masks.shape[0]} masks (truncation or a template bug)"
                 )
             n_obj, n_frames = masks.shape[:2]
-            meta = data["meta"][b] if data.get("meta") is not None else {}
-            identities.extend(object_identities(meta or {}, n_obj, b))
+            meta = (data["meta"][b] if data.get("meta") else None) or {}
+            identities.extend(object_identities(meta, n_obj, b))
             seg_positions.append(positions)
             expr_positions.append(self._expr_positions(data["expr_ids"], b, n_obj))
             frames.append(data["g_pixel_values"][b])
@@ -287,7 +287,9 @@ class VideoLLaVASAMModel(BaseModel):
             prior,
         )
 
-    def _tmc(self, features, frame_index, object_index, object_identity, queries: SegQueries, gt_masks) -> torch.Tensor:
+    def _tmc(
+        self, features, frame_index, object_index, object_identity, queries: SegQueries, gt_masks
+    ) -> torch.Tensor:
         """TMC on pairs whose object is visible: pre-CMA features pooled in the GT mask vs [SEG].
 
         ``object_identity`` (n,): pairs of the same object (its frames, its other expressions) are

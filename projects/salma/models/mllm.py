@@ -148,11 +148,10 @@ class InternVLMLLM(nn.Module):
             hidden = self.model.model(
                 input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=False
             ).last_hidden_state  # (B, L, D)
-        if labels is None:
-            return hidden, None
-        targets = labels[:, 1:]
-        supervised = targets != IGNORE_INDEX  # (B, L-1)
-        with self._autocast(input_ids.device):
+            if labels is None:
+                return hidden, None
+            targets = labels[:, 1:]
+            supervised = targets != IGNORE_INDEX  # (B, L-1)
             logits = self.model.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
         if logits.shape[0] == 0:
             return hidden, logits.sum() * 0.0
@@ -169,6 +168,8 @@ class InternVLMLLM(nn.Module):
         """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id."""
         if pixel_values is not None:
             pixel_values = pixel_values.to(self.model.dtype)
+        # An image placeholder in the answer would desynchronise image tokens and features.
+        suppress = self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN])
         with self._autocast(input_ids.device):
             out = self.model.generate(
                 input_ids=input_ids,
@@ -178,7 +179,6 @@ class InternVLMLLM(nn.Module):
                 do_sample=False,
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
-                # An image placeholder in the answer would desynchronise image tokens and features.
-                suppress_tokens=self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN]),
+                suppress_tokens=suppress,
             )
         return out[:, input_ids.shape[1] :]
