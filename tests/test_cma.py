@@ -103,17 +103,13 @@ def test_padding_and_single_token_mode_ignore_other_tokens():
         multi(visual, text, None, torch.ones(B, N, dtype=torch.bool))
 
 
-def test_topk_router_gets_gradient_and_selects_k():
+def test_topk_router_gets_gradient():
     cma = make(use_multi_token=True, topk_tokens=2)
     with torch.no_grad():
         cma.gamma_attn.fill_(1.0)
     visual, text = inputs()
     cma(visual, text).pow(2).sum().backward()
     assert cma.router.weight.grad is not None and cma.router.weight.grad.abs().sum() > 0
-    bias = cma._key_bias(cma.norm_text(text), torch.zeros(B, N, dtype=torch.bool))
-    kept = bias > torch.finfo(bias.dtype).min / 2
-    assert kept.sum(1).tolist() == [2, 2]
-    assert torch.allclose(bias[kept].view(B, 2).exp().sum(1), torch.ones(B))  # softmax weights
 
 
 def test_film_branch_is_identity_at_init_and_modulates_when_trained():
@@ -154,3 +150,60 @@ def test_bfloat16_module_keeps_bfloat16_with_a_resized_prior(mode):
     visual, text = (t.to(torch.bfloat16) for t in inputs())
     out = cma(visual, text, torch.randn(B, 1, 3, 3).to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and out.shape == visual.shape
+
+
+def test_topk_routing_always_keeps_seg_as_a_key():
+    """[SEG] + 16 expression tokens, k = 2: the router picks among the expression tokens only, so
+    the [SEG] embedding reaches every pixel of every row."""
+    rows, n_expr = 8, 16
+    cma = make(use_multi_token=True, topk_tokens=2)
+    with torch.no_grad():
+        cma.gamma_attn.fill_(1.0)
+    g = torch.Generator().manual_seed(1)
+    visual = torch.randn(rows, C, H, W, generator=g)
+    text = torch.randn(rows, 1 + n_expr, C, generator=g)
+    changed = text.clone()
+    changed[:, 0] = torch.randn(rows, C, generator=g)
+    delta = (cma(visual, text) - cma(visual, changed)).abs().amax(dim=1)  # (rows, H, W)
+    assert (delta > 1e-4).all(), f"[SEG] ignored at {(delta <= 1e-4).sum().item()} of {delta.numel()} pixels"
+    # The router's choice is among the expression tokens: [SEG] unbiased, k expression keys, their
+    # log-weights a softmax over the kept ones.
+    bias = cma._key_bias(cma.norm_text(text), torch.zeros(rows, 1 + n_expr, dtype=torch.bool))
+    kept = bias > torch.finfo(bias.dtype).min / 2
+    assert kept[:, 0].all() and (bias[:, 0] == 0).all()
+    assert kept[:, 1:].sum(1).tolist() == [2] * rows
+    assert torch.allclose(bias[:, 1:][kept[:, 1:]].view(rows, 2).exp().sum(1), torch.ones(rows))
+
+
+def test_topk_routing_respects_padding_and_rows_without_expression_tokens():
+    cma = make(use_multi_token=True, topk_tokens=2)
+    tokens = cma.norm_text(inputs()[1])  # (B, N, C), N = 4
+    padding = torch.tensor([[False, False, True, True], [False, True, True, True]])
+    bias = cma._key_bias(tokens, padding)
+    kept = bias > torch.finfo(bias.dtype).min / 2
+    assert kept.tolist() == [[True, True, False, False], [True, False, False, False]]
+    assert bias[0, 1].item() == pytest.approx(0.0) and bias[1, 0].item() == 0.0  # one routed token: weight 1
+
+
+def test_topk_routing_needs_multi_token():
+    with pytest.raises(ValueError, match="topk_tokens.*use_multi_token"):
+        CrossModalAttention2D(C, num_heads=4, topk_tokens=2, use_multi_token=False)
+
+
+def test_film_learns_from_its_real_initialisation():
+    """Identity at init, yet every FiLM parameter moves after a few steps on a toy objective
+    (an all-zero projection with a zero gain has zero gradient everywhere and never moves)."""
+    cma = make(use_film=True, use_multi_token=True)
+    visual, text = inputs()
+    assert torch.equal(cma(visual, text), visual)
+    film = {"film.weight": cma.film.weight, "film.bias": cma.film.bias, "gamma_film": cma.gamma_film}
+    before = {n: p.detach().clone() for n, p in film.items()}
+    target = visual * 1.5 + 0.3  # reachable by a per-channel scale and shift
+    opt = torch.optim.Adam(film.values(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        (cma(visual, text) - target).pow(2).mean().backward()
+        opt.step()
+    still = [n for n, p in film.items() if torch.equal(p, before[n])]
+    assert still == []
+    assert (cma.film.weight - before["film.weight"]).abs().min() > 0  # every entry, not a few

@@ -7,6 +7,7 @@ from mmengine.config import Config
 from projects.salma.registry import MODELS
 
 REAL_SIZE = sorted(glob.glob("configs/*.py") + glob.glob("configs/ablations/*.py"))
+SHIPPED = sorted(glob.glob("configs/**/*.py", recursive=True))
 
 
 @pytest.mark.parametrize("path", REAL_SIZE)
@@ -15,6 +16,17 @@ def test_real_size_configs_parse_and_name_registered_types(path):
     for key in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg"):
         assert key in cfg, f"{path}: no {key}"
     assert MODELS.get(cfg.model.type) is not None
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if "_base_/datasets" not in p and "scope.py" not in p
+                                  and "default_runtime" not in p])
+def test_shipped_configs_have_consistent_prior_settings(path):
+    """The grounding runner's build-time check (mask bias <-> prior source), without building SAM-2."""
+    from projects.salma.models.grounding import check_prior_settings
+
+    grounding = Config.fromfile(path).model.grounding_encoder.to_dict()
+    check_prior_settings(enable_cma=grounding.get("enable_cma", True), cma=grounding.get("cma"),
+                         mask_source=grounding.get("mask_source", "pred"))
 
 
 def test_salma_1b_matches_the_seed():

@@ -80,3 +80,33 @@ def test_readers_get_eval_mode_the_model_sizes_and_the_llm_frames():
         broken = type(run)(run.name, run.task, {**run.dataset, **bad}, run.options)
         with pytest.raises(ValueError, match=match):
             complete_dataset_cfg(broken, model_cfg, _fake_model())
+
+
+def test_checkpoint_without_cma_weights_is_refused_unless_allowed(tmp_path, monkeypatch):
+    """A checkpoint lacking trained tensors (here CMA: gamma stays 0, i.e. a Sa2VA) must not be
+    evaluated silently; tools/test.py --allow-missing-weights is the deliberate way."""
+    import importlib.util
+    import os
+
+    import torch
+
+    from projects.salma.evaluation import runner
+
+    cfg = Config.fromfile("configs/tiny/salma_tiny.py")
+    model = runner.build_model(cfg, "none", torch.device("cpu"))
+    state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad and ".cma." not in n}
+    torch.save({"state_dict": state, "meta": {"iter": 1}}, tmp_path / "iter_1.pth")
+    with pytest.raises(ValueError, match=r"trainable tensors are not in the checkpoint.*grounding_encoder\.cma\."):
+        runner.build_model(cfg, str(tmp_path / "iter_1.pth"), torch.device("cpu"))
+    allowed = runner.build_model(cfg, str(tmp_path / "iter_1.pth"), torch.device("cpu"), allow_missing_weights=True)
+    assert allowed.grounding_encoder.cma.gamma_attn.item() == 0.0
+
+    spec = importlib.util.spec_from_file_location("salma_test_tool", os.path.join("tools", "test.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    calls = []
+    monkeypatch.setattr(tool, "run_evaluation", lambda cfg, **kwargs: calls.append(kwargs))
+    args = ["configs/tiny/salma_tiny.py", "--checkpoint", str(tmp_path / "iter_1.pth"), "--work-dir", str(tmp_path)]
+    tool.main(args)
+    tool.main(args + ["--allow-missing-weights"])
+    assert [c["allow_missing_weights"] for c in calls] == [False, True]

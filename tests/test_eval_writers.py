@@ -103,14 +103,16 @@ def test_summary_merges_runs_and_renders_tables(tmp_path):
     assert "| revos | reasoning | 1.50 | 1.00 | 2.00 | 90.00 | 80.00 | 2 |" in md
 
 
-def test_checkpoint_loading_rejects_unknown_keys_and_reports_missing_trainable(tmp_path):
+def test_checkpoint_loading_rejects_unknown_keys_and_missing_trainable_unless_allowed(tmp_path):
     from projects.salma.evaluation.checkpoint import load_trained_weights
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[1].requires_grad_(False)
     state = {k: v.clone() + 1 for k, v in model.state_dict().items() if k.startswith("0.")}
     torch.save({"state_dict": {"0.weight": state["0.weight"]}, "meta": {"epoch": 1}}, tmp_path / "part.pth")
-    report = load_trained_weights(model, str(tmp_path / "part.pth"))
+    with pytest.raises(ValueError, match=r"1 trainable tensors are not in the checkpoint.*\['0.bias'\]"):
+        load_trained_weights(model, str(tmp_path / "part.pth"))
+    report = load_trained_weights(model, str(tmp_path / "part.pth"), allow_missing=True)  # deliberate
     assert torch.equal(model[0].weight, state["0.weight"])
     assert report.missing_trainable == ["0.bias"] and report.missing_frozen == 2
     torch.save({"state_dict": {**state, "head.weight": torch.zeros(1)}}, tmp_path / "bad.pth")
@@ -123,5 +125,8 @@ def test_checkpoint_loading_rejects_unknown_keys_and_reports_missing_trainable(t
     with pytest.raises(FileNotFoundError, match="mp_rank_00_model_states.pt"):
         load_trained_weights(model, str(tmp_path / "iter_9.pth"))
     torch.save({"module": {"0.bias": state["0.bias"]}}, tmp_path / "iter_9.pth" / "mp_rank_00_model_states.pt")
-    assert load_trained_weights(model, str(tmp_path / "iter_9.pth")).missing_trainable == ["0.weight"]
+    with pytest.raises(ValueError, match=r"\['0.weight'\]"):
+        load_trained_weights(model, str(tmp_path / "iter_9.pth"))
+    assert load_trained_weights(model, str(tmp_path / "iter_9.pth"), allow_missing=True).missing_trainable == [
+        "0.weight"]
     assert torch.equal(model[0].bias, state["0.bias"])

@@ -261,6 +261,29 @@ def test_video_predict_equals_the_refvos_evaluation(loaded, trained, export_data
     assert torch.equal(folder["masks"], outputs[0]["masks"])
 
 
+def test_exported_predict_decodes_as_training_does(loaded, fake_llm, monkeypatch):
+    """The exported model in eval mode decodes [SEG] with the mask token it was trained with: the
+    same logits as the same model in train mode (no dropout: LoRA merged, CMA dropout 0)."""
+    inner = loaded.model
+    logits = []
+    masks_for_answer = type(inner)._masks_for_answer
+
+    def recording(self, *args):
+        out = masks_for_answer(self, *args)
+        logits.append(out["mask_logits"])
+        return out
+
+    monkeypatch.setattr(type(inner), "_masks_for_answer", recording)
+    image = np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)
+    evaluated = loaded.predict(image=image, text="the circle")
+    inner.train()
+    trained = loaded.predict(image=image, text="the circle")
+    inner.eval()
+    assert evaluated["masks"].shape == (1, 40, 52) and evaluated["masks"].any()
+    assert len(logits) == 2 and torch.equal(logits[0], logits[1])
+    assert torch.equal(evaluated["masks"], trained["masks"])
+
+
 def test_predict_input_errors(loaded):
     image = np.zeros((20, 30, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="exactly one of image= or video="):
@@ -471,5 +494,5 @@ def test_checkpoint_missing_trainable_weights_is_an_error(trained, config_path, 
     torch.save({"state_dict": state}, tmp_path / "partial.pth")
     cfg = Config.fromfile(config_path)
     cfg.merge_from_dict({"test_options.sam2_memory": "random"})
-    with pytest.raises(ValueError, match="would be exported untrained: \\['text_hidden_fcs.0.bias'"):
+    with pytest.raises(ValueError, match=r"not in the checkpoint and would stay as initialised.*'text_hidden_fcs.0.bias'"):
         export_model(cfg, str(tmp_path / "partial.pth"), str(tmp_path / "out"))

@@ -1,5 +1,6 @@
 """The tiny SALMA model: what trains, what is frozen, the prior pass, losses and prediction."""
 import copy
+import math
 
 import pytest
 import torch
@@ -112,8 +113,9 @@ def test_batch_without_masks_still_touches_every_grounding_module(model):
 
 @pytest.mark.parametrize("overrides", [
     {"grounding_encoder.mask_source": "gt"},
-    {"grounding_encoder.mask_source": "none"},
-    {"grounding_encoder.enable_cma": False, "loss_tmc_weight": 0.0, "loss_boundary_weight": 0.0},
+    {"grounding_encoder.mask_source": "none", "grounding_encoder.cma.enable_mask_bias": False},
+    {"grounding_encoder.enable_cma": False, "grounding_encoder.mask_source": "none", "loss_tmc_weight": 0.0,
+     "loss_boundary_weight": 0.0},
     {"grounding_encoder.cma.mask_bias_mode": "bias"},
 ])
 def test_variants_train(overrides):
@@ -226,3 +228,171 @@ def test_bf16_llm_with_fp32_grounding_predicts_and_trains_without_autocast(monke
     losses = model(make_batch(model, [(2, 1)], **SIZES), mode="loss")
     sum(losses.values()).backward()
     assert model.text_hidden_fcs[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("overrides,keys", [
+    ({"grounding_encoder.mask_source": "none"}, ("cma.enable_mask_bias=True", "mask_source='none'")),
+    ({"grounding_encoder.cma.enable_mask_bias": False}, ("mask_source='pred'", "cma.enable_mask_bias=False")),
+    ({"grounding_encoder.cma.enable_mask_bias": False, "grounding_encoder.mask_source": "gt"},
+     ("mask_source='gt'", "cma.enable_mask_bias=False")),
+    ({"grounding_encoder.enable_cma": False}, ("mask_source='pred'", "enable_cma=False")),
+])
+def test_contradictory_prior_settings_are_refused_naming_both_keys(overrides, keys):
+    """A mask bias without a prior trains without MBA; a prior nothing reads costs a decoder pass per frame."""
+    with pytest.raises(ValueError) as error:
+        build(**overrides)
+    for key in keys:
+        assert key in str(error.value)
+
+
+def test_tmc_negatives_follow_object_identity_across_the_batch(model, monkeypatch):
+    """Expressions of one object (RefCOCO refs sharing an ann_id; MeViS expressions with the same
+    anno_ids, in any order) and its frames are never each other's negatives; equal ids of another
+    image are another object; objects without ids (GCG phrases) are distinct."""
+    import torch.nn.functional as F
+
+    from projects.salma.models import llava_sam2
+
+    batch = make_batch(model, [(3, 1), (2, 2), (2, 1), (1, 1)], **SIZES)
+    for b, k in ((0, 1), (1, 1)):
+        batch["masks"][b][k] = batch["masks"][b][0]  # the same object: the same GT mask
+    batch["meta"][0].update(dataset="refcoco", sample_id=5, ann_ids=[7, 7, 9])
+    batch["meta"][1].update(dataset="mevis", sample_id="v1", anno_ids=[[3, 4], [4, 3]])
+    batch["meta"][2].update(dataset="grandf", sample_id="x.jpg")
+    batch["meta"][3].update(dataset="refcoco", sample_id=6, ann_ids=[7])
+    # pairs in decode order: (row, object, frame)
+    pairs = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1), (2, 0, 0), (2, 1, 0),
+             (3, 0, 0)]
+    identity = ["ann7@5", "ann7@5", "ann9@5", "v1:3+4", "v1:3+4", "v1:3+4", "v1:3+4", "x0", "x1", "ann7@6"]
+
+    seen = {}
+    tmc = llava_sam2.tmc_loss
+    spy = lambda v, t, temp, groups: seen.update(v=v, t=t, temp=temp) or tmc(v, t, temp, groups)  # noqa: E731
+    monkeypatch.setattr(llava_sam2, "tmc_loss", spy)
+    losses = model(batch, mode="loss")
+    v, t, temp = F.normalize(seen["v"].float(), dim=-1), F.normalize(seen["t"].float(), dim=-1), seen["temp"]
+    assert v.shape[0] == len(pairs) == len(identity)
+    n = len(pairs)
+    rows, cols = [], []
+    for i in range(n):
+        allowed = [j for j in range(n) if j == i or identity[j] != identity[i]]
+        def logit(a, b):
+            return float(v[a] @ t[b]) / temp
+
+        rows.append(-logit(i, i) + math.log(sum(math.exp(logit(i, j)) for j in allowed)))
+        cols.append(-logit(i, i) + math.log(sum(math.exp(logit(j, i)) for j in allowed)))
+    expected = 0.5 * (sum(rows) / n + sum(cols) / n) * model.loss_tmc_weight
+    assert losses["loss_tmc"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_language_decode_is_the_same_computation_in_train_and_eval(model):
+    """transformers' SAM-2 decoder, in eval mode with multimask_output=False, swaps in the best of
+    mask tokens 1-3 where token 0's mask is unstable; the language decode must always be token 0."""
+    runner = copy.deepcopy(model.grounding_encoder)
+    with torch.no_grad():
+        runner.cma.gamma_attn.fill_(0.5)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(2, 3, 128, 128, generator=g)
+    seg = torch.randn(6, runner.hidden_dim, generator=g)
+    frame_index = torch.tensor([0, 1, 0, 1, 0, 1])
+    out = {}
+    for mode in ("train", "eval"):
+        runner.train(mode == "train")
+        with torch.no_grad():
+            features = runner.encode_frames(frames)
+            prior = runner.prior_for_pairs(features, frame_index)
+            out[mode] = runner.decode(features, frame_index, seg, prior=prior)
+    assert out["train"].shape == (6, 1, 32, 32)
+    assert torch.equal(out["train"], out["eval"])
+    # the prior pass stays SAM-2's multimask best-of-3 (not affected by the language decode's choice)
+    assert runner.sam2.mask_decoder.dynamic_multimask_via_stability
+
+
+def test_predict_decodes_as_training_does(monkeypatch):
+    """model.predict in eval mode (how it is evaluated) gives the logits of a train-mode decode."""
+    from projects.salma.models.mllm import InternVLMLLM
+
+    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
+    model = build(**{"mllm.llm_lora.lora_dropout": 0.0})  # no dropout anywhere: train and eval may match
+    with torch.no_grad():
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)
+    batch = make_batch(model, [(1, 2), (1, 1)], with_answer=False, mask_size=(40, 52), **SIZES)
+    evaluated = model.eval().predict(batch)
+    trained = model.train().predict(batch)
+    for e, t in zip(evaluated, trained):
+        assert e["masks"].shape[0] == 1 and e["masks"].any()
+        assert torch.equal(e["mask_logits"], t["mask_logits"])
+
+
+def test_batch_without_masks_with_bf16_llm_and_fp32_grounding_trains_without_autocast():
+    """SALMA-1B's dtype mix on a chat-only batch: the idle grounding pass runs in the grounding dtype."""
+    model = build(**{"mllm.torch_dtype": "bfloat16"})
+    assert model.text_hidden_fcs[0].weight.dtype == torch.float32
+    losses = model(make_batch(model, [(0, 1), (0, 2)], **SIZES), mode="loss")
+    assert set(losses) == {"loss_llm", "loss_mask"} and losses["loss_mask"].item() == 0.0
+    sum(losses.values()).backward()
+    trainable, _ = frozen_and_trainable(model)
+    params = dict(model.named_parameters())
+    assert [n for n in trainable if params[n].grad is None] == []
+
+
+def test_unfrozen_llm_with_lora_is_refused_and_without_lora_trains_everything():
+    """freeze_llm=False means the LLM trains; peft's LoRA would silently re-freeze it (and the [SEG] row)."""
+    with pytest.raises(ValueError) as error:
+        build(**{"mllm.freeze_llm": False})  # the tiny config has llm_lora
+    assert "freeze_llm=False" in str(error.value) and "llm_lora" in str(error.value)
+    model = build(**{"mllm.freeze_llm": False, "mllm.llm_lora": None})
+    llm = dict(model.mllm.language_model.named_parameters())
+    assert llm and [n for n, p in llm.items() if not p.requires_grad] == []
+    assert model.mllm.model.get_input_embeddings().weight.requires_grad and model.mllm.model.lm_head.weight.requires_grad
+    assert not any(p.requires_grad for p in model.mllm.model.model.vision_tower.parameters())
+
+
+def test_bf16_llm_amp_step_at_the_real_lr_moves_every_trainable_tensor(monkeypatch):
+    """SALMA-1B's default launch: InternVL built in bf16, mmengine's AmpOptimWrapper (bf16 autocast,
+    AdamW 4e-5, clip 1.0). Trainable tensors are fp32 master weights, so one AdamW step, about
+    lr * sign(grad), lands on every element that has a gradient (in bf16 a step of 4e-5 on a
+    weight of ~0.02 rounds to nothing). Frozen LLM weights stay bf16."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    monkeypatch.setattr(amp_optimizer_wrapper, "is_cuda_available", lambda: True)  # its CUDA-only assert
+    model = build(**{"mllm.torch_dtype": "bfloat16"})
+    with torch.no_grad():  # mid-training: LoRA B non-zero (else A has no gradient yet), CMA gain on
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+        model.grounding_encoder.cma.gamma_attn.fill_(0.5)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert {n: p.dtype for n, p in trainable.items() if p.dtype != torch.float32} == {}
+    assert model.mllm.language_model.layers[0].mlp.up_proj.base_layer.weight.dtype == torch.bfloat16
+
+    cfg = Config.fromfile("configs/SALMA-1B.py").optim_wrapper.to_dict()
+    assert cfg["type"] == "AmpOptimWrapper" and cfg["dtype"] == "bfloat16"
+    wrapper = build_optim_wrapper(model, {**cfg, "accumulative_counts": 1})
+    lr, weight_decay = cfg["optimizer"]["lr"], cfg["optimizer"]["weight_decay"]
+    model.train()
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    with wrapper.optim_context(model):
+        loss = sum(model(make_batch(model, [(2, 1), (1, 2), (0, 1)], **SIZES), mode="loss").values())
+    wrapper.backward(loss)
+    grads = {n: p.grad.detach().double() for n, p in trainable.items()}
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+    clip = min(1.0, cfg["clip_grad"]["max_norm"] / (float(norm) + 1e-6))
+    wrapper.step()
+
+    lost, checked = {}, 0
+    for name, param in trainable.items():
+        grad = grads[name] * clip
+        active = grad.abs() > 1e-5  # Adam's first step: lr * g / (|g| + 1e-8) ~ lr * sign(g)
+        if not active.any():
+            continue
+        checked += 1
+        w0 = before[name].double()
+        expected = w0 * (1 - lr * weight_decay) - lr * grad / (grad.abs() + 1e-8)
+        wrong = ((param.detach().double() - expected).abs() > 0.05 * lr) & active
+        if wrong.any():
+            lost[name] = f"{int(wrong.sum())}/{int(active.sum())}"
+    llm_side = [n for n in trainable if n.startswith("mllm.")]
+    assert llm_side and all(grads[n].abs().max() * clip > 1e-5 for n in llm_side)  # all of them checked
+    assert checked > len(llm_side) and lost == {}, f"elements without their AdamW update: {lost}"

@@ -293,3 +293,30 @@ def test_deepspeed_zero2_trains_saves_and_resumes_on_cpu(synth_root, tmp_path, o
     for key in ("lr", "loss", *LOSS_TERMS, "grad_norm"):
         np.testing.assert_allclose(history(resumed, key)[k:], history(straight, key)[k:], rtol=0, atol=1e-6,
                                    err_msg=key)
+
+
+def test_deepspeed_zero2_trains_a_bf16_llm(synth_root, tmp_path, one_process_group, few_threads):
+    """SALMA-1B's dtype mix (InternVL built in bf16, fp32 master copies of its trainable weights)
+    under ZeRO-2 bf16: DeepSpeed keeps its own fp32 masters; the LLM's adapters and the [SEG]
+    embedding row train, the loss stays finite."""
+    cfg = load_cfg(synth_root, max_iters=3, ckpt_every=-1, name="zero2_bf16")
+    cfg.model.mllm.torch_dtype = "bfloat16"
+    runner = build_runner(apply_cli(cfg, work_dir=str(tmp_path), deepspeed="zero2"))
+    seg_rows = []
+
+    class SegRow(Hook):
+        def before_train(self, runner):
+            self.module = runner.model.model.module  # mmengine's wrapper -> DeepSpeedEngine -> the model
+            seg_rows.append(self.seg_row().clone())
+
+        def seg_row(self):
+            return self.module.mllm.model.get_input_embeddings().weight[self.module.mllm.seg_token_id].detach().float()
+
+    hook = SegRow()
+    runner.register_hook(hook)
+    runner.train()
+    assert np.isfinite(history(runner, "loss")).all()
+    assert hook.module.mllm.model.get_input_embeddings().weight.dtype == torch.bfloat16  # DeepSpeed's bf16 copy
+    lora_b = {n: p for n, p in hook.module.named_parameters() if "lora_B" in n}
+    assert lora_b and [n for n, p in lora_b.items() if not p.detach().abs().sum() > 0] == []  # zero at init
+    assert not torch.equal(hook.seg_row(), seg_rows[0])

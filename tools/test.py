@@ -1,6 +1,6 @@
 """Evaluate SALMA: ``python tools/test.py CONFIG --checkpoint CKPT|none [--dataset NAME ...]
 [--split SPLIT] [--work-dir DIR] [--cfg-options k=v ...] [--max-items N] [--show N]
-[--launcher none|pytorch]``.
+[--allow-missing-weights] [--launcher none|pytorch]``.
 
 The config's ``test_datasets`` names what can be evaluated and ``test_options`` how (see
 ``projects.salma.evaluation.runner``). Results are resumable: rerunning with the same work dir
@@ -25,6 +25,9 @@ def parse_args(argv=None):
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v")
     parser.add_argument("--max-items", type=int, help="evaluate only the first N images / videos of each run")
     parser.add_argument("--show", type=int, default=0, help="draw overlays of the first N items of each run")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="evaluate even if the checkpoint lacks trainable tensors (they keep their initial "
+                             "values, e.g. CMA's zero gain); default: an error naming them")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)  # torch.distributed.launch
     return parser.parse_args(argv)
@@ -36,7 +39,8 @@ def main(argv=None):
     work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0] + "_test")
     return run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,
-                          split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show)
+                          split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show,
+                          allow_missing_weights=args.allow_missing_weights)
 
 
 if __name__ == "__main__":

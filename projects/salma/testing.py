@@ -197,8 +197,8 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
       2 cores, once per machine) of an op that one process never uses.
     * mmengine registers DeepSpeed's optimizers in every DeepSpeedStrategy without ``force``, so a
       second strategy in one process raises 'already registered': the registration runs once.
-    * On exit the process group is destroyed and DeepSpeed's backend handle reset, so the next
-      run starts a fresh group.
+    * On exit the process group is destroyed and DeepSpeed's backend handle and its cached clone of
+      the world group reset, so the next run starts a fresh group.
     """
     import importlib
     import socket
@@ -207,6 +207,7 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
 
     ds_comm = importlib.import_module("deepspeed.comm.comm")
     ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` finds deepspeed.comm's `torch`
+    ds_groups = importlib.import_module("deepspeed.utils.groups")
     mm_ds = importlib.import_module("mmengine._strategy.deepspeed")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -220,6 +221,7 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
     if torch.device(device).type == "cpu":
         ds_torch.build_shm_op = lambda: None
     ds_comm.cdb = None
+    ds_groups._WORLD_GROUP = None
     mm_ds.register_deepspeed_optimizers = lambda: [] if "DeepSpeedCPUAdam" in OPTIMIZERS.module_dict else register()
     try:
         yield
@@ -228,6 +230,7 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
             torch.distributed.destroy_process_group()
         ds_torch.build_shm_op, mm_ds.register_deepspeed_optimizers = build_shm_op, register
         ds_comm.cdb = None
+        ds_groups._WORLD_GROUP = None
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -5,7 +5,8 @@ folder mmengine's DeepSpeed strategy writes holds the weights under ``module``. 
 every weight or only the trainable ones (LoRA, embeddings, decoder, CMA, projection): the frozen
 rest comes from the pretrained paths in the model config. So loading is non-strict, but never
 blind: a checkpoint key the model does not have, or a shape mismatch, is an error (wrong config or
-wrong file), and trainable weights the checkpoint lacks are reported.
+wrong file), and so are trainable weights the checkpoint lacks (they would stay as initialised: a
+missing CMA, whose gain starts at 0, silently evaluates a Sa2VA), unless explicitly allowed.
 
 :func:`checkpoint_fingerprint` hashes the file the weights come from, so a rerun notices a new
 checkpoint copied to the same path (evaluation resume keys its saved results on it).
@@ -73,14 +74,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return checkpoint[key]
 
 
-def load_trained_weights(model: nn.Module, path: str) -> LoadReport:
-    """Load ``path``'s model weights into ``model``; raise on unexpected keys or shapes.
+def load_trained_weights(model: nn.Module, path: str, *, allow_missing: bool = False) -> LoadReport:
+    """Load ``path``'s model weights into ``model``; raise on unexpected keys or shapes, and on
+    trainable tensors the checkpoint lacks unless ``allow_missing`` (then they are only logged).
 
     Uses torch's safe unpickler with mmengine's checkpoint types allowed
     (``engine.checkpoint.allow_mmengine_checkpoints``), never arbitrary pickles.
     """
     state = read_state_dict(path)
     own = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     unexpected = sorted(k for k in state if k not in own)
     if unexpected:
         raise ValueError(
@@ -90,12 +93,17 @@ def load_trained_weights(model: nn.Module, path: str) -> LoadReport:
                   for k in state if state[k].shape != own[k].shape]
     if mismatched:
         raise ValueError(f"{path}: shape mismatch: {mismatched[:10]}")
+    missing_trainable = sorted(trainable - set(state))
+    if missing_trainable and not allow_missing:
+        raise ValueError(
+            f"{path}: {len(missing_trainable)} trainable tensors are not in the checkpoint and would stay as "
+            f"initialised (wrong or partial checkpoint?): {missing_trainable[:10]}. To evaluate such a model "
+            f"deliberately: tools/test.py --allow-missing-weights")
     model.load_state_dict(state, strict=False)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     report = LoadReport(
         path=path,
         loaded=len(state),
-        missing_trainable=sorted(trainable - set(state)),
+        missing_trainable=missing_trainable,
         missing_frozen=len(set(own) - set(state) - trainable),
     )
     logger = MMLogger.get_current_instance()

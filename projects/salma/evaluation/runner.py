@@ -161,14 +161,16 @@ def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
     return cfg
 
 
-def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 0):
+def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 0, *,
+                allow_missing_weights: bool = False):
     """The model from ``cfg.model`` (untrained parts seeded identically on every rank) with the
-    checkpoint's weights (``'none'``: random / pretrained-from-config weights, for tests)."""
+    checkpoint's weights (``'none'``: random / pretrained-from-config weights, for tests). A
+    checkpoint lacking trainable tensors is an error unless ``allow_missing_weights``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MODELS.build(_plain(cfg.model))
     if checkpoint != "none":
-        load_trained_weights(model, checkpoint)
+        load_trained_weights(model, checkpoint, allow_missing=allow_missing_weights)
     return model.to(device).eval()
 
 
@@ -327,8 +329,12 @@ def run_evaluation(
     max_items: int | None = None,
     launcher: str = "none",
     show: int = 0,
+    allow_missing_weights: bool = False,
 ) -> dict[str, dict]:
     """Evaluate the selected runs; rank 0 writes ``summary.json`` / ``summary.md`` in ``work_dir``.
+
+    ``allow_missing_weights``: evaluate even if the checkpoint lacks trainable tensors (they keep
+    their initial values); otherwise that is an error naming them.
 
     Returns ``{run name: entry}`` with ``metrics``, ``computed`` / ``reused`` item counts
     (a restart reuses finished items), ``recomputed`` (items whose saved results were stale)
@@ -340,7 +346,7 @@ def run_evaluation(
     runs = resolve_runs(cfg, datasets, split)
     check_work_dir(work_dir, [run.name for run in runs])  # before any work
     seed = int({**DEFAULT_OPTIONS, **_plain(cfg.get("test_options") or {})}["seed"])
-    model = build_model(cfg, checkpoint, device, seed)
+    model = build_model(cfg, checkpoint, device, seed, allow_missing_weights=allow_missing_weights)
     model_fp = model_fingerprint(cfg, checkpoint)
     trackers = TrackerCache(model, _plain(cfg.model))
     entries = {}

@@ -12,11 +12,13 @@ prior" then steers where the attention output lands:
   which moves background pixels' attention mass onto the null key.
 
 The result is added back through a zero-initialised gain ``gamma`` times a warm-up scale, so the
-module is exactly the identity at initialisation and during the first warm-up iteration.
+module is exactly the identity at initialisation and during the first warm-up iteration. Only the
+gains start at zero: what they multiply is randomly initialised, so every parameter can learn.
 
 Fixes to the original module: attention over several tokens with a key padding mask (one key
 makes softmax degenerate), differentiable top-k routing (the router's scores enter the logits
-of the kept keys as log-softmax weights), and a 'bias' mode that changes the distribution.
+of the kept keys as log-softmax weights; ``[SEG]`` is always a key, the router only chooses among
+the expression tokens), and a 'bias' mode that changes the distribution.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ class CrossModalAttention2D(nn.Module):
         dropout: dropout on attention weights.
         use_multi_token: attend to all valid language tokens; if False only to the first
             (the ``[SEG]`` embedding).
-        topk_tokens: if > 0, a router keeps the k highest-scoring valid tokens; its softmax
-            weights over the kept tokens bias their logits, so the router gets gradient.
+        topk_tokens: if > 0, a router keeps the k highest-scoring valid expression tokens besides
+            ``[SEG]`` (always a key); its softmax weights over the kept expression tokens bias their
+            logits, so the router gets gradient. Needs ``use_multi_token``.
         use_film: add a FiLM branch (per-channel scale and shift from the pooled tokens).
         enable_mask_bias: use ``mask_logits`` (the structure prior) when given.
         mask_bias_mode: ``'gate'`` (multiply the output) or ``'bias'`` (bias the logits).
@@ -63,6 +66,9 @@ class CrossModalAttention2D(nn.Module):
             raise ValueError(f"mask_bias_mode must be 'gate' or 'bias', got {mask_bias_mode!r}")
         if mask_bias_tau <= 0:
             raise ValueError(f"mask_bias_tau must be > 0, got {mask_bias_tau}")
+        if topk_tokens > 0 and not use_multi_token:
+            raise ValueError(f"topk_tokens={topk_tokens} routes expression tokens, but use_multi_token=False keeps "
+                             "only [SEG]: the router would never be used (set use_multi_token=True or topk_tokens=0)")
         self.dim = dim
         self.num_heads = num_heads
         self.dropout = dropout
@@ -84,11 +90,12 @@ class CrossModalAttention2D(nn.Module):
         # "background", 'bias' mode pushes attention here. Its value starts at zero.
         self.null_key = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
         self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
-        self.router = nn.Linear(dim, 1) if topk_tokens > 0 else None
+        # No bias: a score shared by every token cancels in the softmax over the kept ones.
+        self.router = nn.Linear(dim, 1, bias=False) if topk_tokens > 0 else None
+        # FiLM keeps nn.Linear's random init: with gamma_film = 0 the branch is still the identity,
+        # gamma gets gradient first (its input x * scale + shift is non-zero), then the projection.
+        # (A zero projection under a zero gain would give both a zero gradient forever.)
         self.film = nn.Linear(dim, 2 * dim) if use_film else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)
-            nn.init.zeros_(self.film.bias)
         self.gamma_attn = nn.Parameter(torch.zeros(1))
         self.gamma_film = nn.Parameter(torch.zeros(1)) if use_film else None
         # Persistent, so an exported model predicts with the scale it was trained with.
@@ -145,19 +152,23 @@ class CrossModalAttention2D(nn.Module):
         return out.transpose(1, 2).reshape(batch, channels, height, width)
 
     def _key_bias(self, tokens: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Additive logits per language key: -inf on padding, router log-weights on top-k."""
+        """Additive logits per language key (B, N): -inf on padding; with routing, ``[SEG]`` (token 0)
+        keeps 0 and the k kept expression tokens get the router's log-softmax weights."""
         neg_inf = torch.finfo(tokens.dtype).min
         bias = torch.zeros(padding_mask.shape, dtype=tokens.dtype, device=tokens.device)
         bias = bias.masked_fill(padding_mask, neg_inf)
         if self.router is None:
             return bias
-        scores = self.router(tokens).squeeze(-1).masked_fill(padding_mask, neg_inf)  # (B, N)
-        k = min(self.topk_tokens, tokens.shape[1])
-        kept = scores.topk(k, dim=1).indices  # (B, k)
-        keep_mask = torch.zeros_like(padding_mask).scatter(1, kept, True) & ~padding_mask
+        # The router runs even without expression tokens (N = 1): its weight stays in the graph, so
+        # every rank of a distributed step has its gradient.
+        expr, expr_padding = tokens[:, 1:], padding_mask[:, 1:]  # (B, N-1): the router's candidates
+        scores = self.router(expr).squeeze(-1).masked_fill(expr_padding, neg_inf)  # (B, N-1)
+        kept = scores.topk(min(self.topk_tokens, expr.shape[1]), dim=1).indices  # (B, k)
+        keep_mask = torch.zeros_like(expr_padding).scatter(1, kept, True) & ~expr_padding
         # log-softmax over the kept tokens only: their weights sum to one and carry gradient.
         routed = scores.masked_fill(~keep_mask, neg_inf).log_softmax(dim=1)
-        return torch.where(keep_mask, routed, torch.full_like(bias, neg_inf))
+        routed = torch.where(keep_mask, routed, torch.full_like(routed, neg_inf))
+        return torch.cat([bias[:, :1], routed], dim=1)
 
     @staticmethod
     def _resize_prior(mask_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -9,10 +9,12 @@ One training/inference step, for F frames and M (object, frame) pairs:
    oracle prior instead; ``'none'`` disables it.
 3. ``decode``: for every pair, CMA lets the frame's lowest-resolution feature attend to that
    object's language tokens (gated by the prior), then the SAM-2 decoder decodes with the
-   ``[SEG]`` embedding appended to the sparse prompt tokens.
+   ``[SEG]`` embedding appended to the sparse prompt tokens: mask token 0 in train() and eval()
+   alike (``single_mask_token``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,23 @@ MASK_SOURCES = ("pred", "gt", "none")
 UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head")
 
 
+@contextmanager
+def single_mask_token(decoder: nn.Module):
+    """Decode with mask token 0 in eval mode too, for this call only.
+
+    With ``multimask_output=False`` transformers' SAM-2 decoder, in eval mode only, replaces an
+    unstable token-0 mask by the best of tokens 1-3 (``dynamic_multimask_via_stability``, meant for
+    clicks and tracking). The language decode trains token 0 with ``[SEG]``, so it must predict with
+    it. Scoped to the call: SAM-2's own uses of the decoder keep Meta's behaviour.
+    """
+    dynamic = decoder.dynamic_multimask_via_stability
+    decoder.dynamic_multimask_via_stability = False
+    try:
+        yield decoder
+    finally:
+        decoder.dynamic_multimask_via_stability = dynamic
+
+
 @dataclass
 class FrameFeatures:
     """SAM-2 features of F frames.
@@ -42,6 +61,26 @@ class FrameFeatures:
 
     image_embeddings: torch.Tensor
     high_res: list[torch.Tensor]
+
+
+def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str) -> None:
+    """Refuse prior settings that contradict each other instead of silently dropping one.
+
+    The prior is read only by CMA's mask bias: a mask bias without a prior trains CMA without MBA,
+    and a prior without a mask bias costs a decoder pass per frame for nothing.
+    """
+    if mask_source not in MASK_SOURCES:
+        raise ValueError(f"grounding_encoder.mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+    mask_bias = bool((cma or {}).get("enable_mask_bias", False))
+    if enable_cma and mask_bias and mask_source == "none":
+        raise ValueError(
+            "grounding_encoder.cma.enable_mask_bias=True but grounding_encoder.mask_source='none': CMA would train "
+            "without its structure prior (no MBA). Set mask_source='pred' (or 'gt'), or cma.enable_mask_bias=False")
+    if mask_source != "none" and not (enable_cma and mask_bias):
+        unused_by = "enable_cma=False" if not enable_cma else "cma.enable_mask_bias=False"
+        raise ValueError(
+            f"grounding_encoder.mask_source={mask_source!r} but grounding_encoder.{unused_by}: nothing reads the "
+            "structure prior. Set mask_source='none', or enable CMA with cma.enable_mask_bias=True")
 
 
 def build_sam2_model(spec: dict) -> Sam2Model:
@@ -69,6 +108,8 @@ class SAM2GroundingRunner(nn.Module):
         enable_cma: add ``CrossModalAttention2D`` before the language-conditioned decode.
         cma: keyword arguments of ``CrossModalAttention2D`` (``dim`` is SAM-2's width).
         mask_source: structure prior: 'pred' (language-free pre-pass), 'gt' (oracle), 'none'.
+            A prior needs CMA with ``enable_mask_bias`` and the mask bias needs a prior
+            (``check_prior_settings`` refuses the other combinations).
         freeze_image_encoder: keep Hiera + FPN frozen (features computed without gradient).
         freeze_decoder: keep the mask decoder frozen too (the prompt encoder always is).
     """
@@ -84,12 +125,11 @@ class SAM2GroundingRunner(nn.Module):
         freeze_decoder: bool = False,
     ) -> None:
         super().__init__()
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        check_prior_settings(enable_cma=enable_cma, cma=cma, mask_source=mask_source)
         self.sam2 = build_sam2_model(sam2)
         self.hidden_dim = self.sam2.config.mask_decoder_config.hidden_size
         self.image_size = self.sam2.config.prompt_encoder_config.image_size
-        self.mask_source = mask_source if enable_cma else "none"
+        self.mask_source = mask_source
         self.cma = CrossModalAttention2D(self.hidden_dim, **(cma or {})) if enable_cma else None
         self.freeze_image_encoder = freeze_image_encoder
         self.sam2.requires_grad_(False)
@@ -124,7 +164,8 @@ class SAM2GroundingRunner(nn.Module):
         extra_sparse: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens.
+        """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens; one
+        mask (token 0) or the three multimask tokens, alike in train() and eval().
 
         image_embeddings: (B, C, h, w); extra_sparse: (B, K, C). Returns logits
         (B, n_masks, 4h, 4w) and IoU predictions (B, n_masks).
@@ -138,14 +179,15 @@ class SAM2GroundingRunner(nn.Module):
         if extra_sparse is not None:
             sparse = torch.cat([sparse, extra_sparse.unsqueeze(1).to(sparse.dtype)], dim=2)
         positional = self.sam2.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1)
-        masks, iou, _, _ = self.sam2.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_positional_embeddings=positional.to(image_embeddings.dtype),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense.to(image_embeddings.dtype),
-            multimask_output=multimask_output,
-            high_resolution_features=high_res,
-        )
+        with single_mask_token(self.sam2.mask_decoder) as decoder:  # the same token in train() and eval()
+            masks, iou, _, _ = decoder(
+                image_embeddings=image_embeddings,
+                image_positional_embeddings=positional.to(image_embeddings.dtype),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.to(image_embeddings.dtype),
+                multimask_output=multimask_output,
+                high_resolution_features=high_res,
+            )
         return masks[:, 0], iou[:, 0]
 
     @torch.no_grad()

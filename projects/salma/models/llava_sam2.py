@@ -71,6 +71,25 @@ def _same_frames(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
+def object_identities(meta: dict, n_objects: int, row: int) -> list[tuple]:
+    """One key per object of a sample, equal for the same object anywhere in the batch.
+
+    The GT annotation ids name the object: RefCOCO's ``ann_ids`` (refs share them), referring-VOS
+    ``anno_ids`` (a set: an expression's GT is the union of its ids), within the sample's dataset and
+    image / video (``sample_id``). Without ids (GCG phrases, ...) every object of a row is distinct.
+    """
+    if meta.get("ann_ids") is not None:
+        ids = [(str(a),) for a in meta["ann_ids"]]
+    elif meta.get("anno_ids") is not None:
+        ids = [tuple(sorted(str(a) for a in union)) for union in meta["anno_ids"]]
+    else:
+        return [("row", row, k) for k in range(n_objects)]
+    if len(ids) != n_objects:
+        raise ValueError(f"sample {meta.get('sample_id', meta.get('id', row))!r}: {len(ids)} annotation ids for "
+                         f"{n_objects} masks")
+    return [("annotation", meta.get("dataset"), meta.get("sample_id"), i) for i in ids]
+
+
 def resize_gt_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(..., H, W) {0,1} masks -> (..., h, w) float {0,1}: bilinear then > 0.5."""
     flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
@@ -199,6 +218,7 @@ class VideoLLaVASAMModel(BaseModel):
 
         seg_id = self.mllm.seg_token_id
         seg_positions, expr_positions, gt, frames, frame_index, object_index = [], [], [], [], [], []
+        identities = []  # one key per object (TMC: the same object is never its own negative)
         frame_offset, obj_offset = 0, 0
         for b in seg_rows:
             masks = data["masks"][b]  # (n_obj, T, H, W)
@@ -209,6 +229,8 @@ class VideoLLaVASAMModel(BaseModel):
                     f"{masks.shape[0]} masks (truncation or a template bug)"
                 )
             n_obj, n_frames = masks.shape[:2]
+            meta = (data["meta"][b] if data.get("meta") else None) or {}
+            identities.extend(object_identities(meta, n_obj, b))
             seg_positions.append(positions)
             expr_positions.append(self._expr_positions(data["expr_ids"], b, n_obj))
             frames.append(data["g_pixel_values"][b])
@@ -233,7 +255,9 @@ class VideoLLaVASAMModel(BaseModel):
         losses["loss_mask"] = bce * self.loss_mask_weight
         losses["loss_dice"] = dice * self.loss_dice_weight
         if self.loss_tmc_weight > 0:
-            losses["loss_tmc"] = self._tmc(features, frame_index, object_index, queries, gt_masks)
+            keys = {key: i for i, key in enumerate(dict.fromkeys(identities))}
+            object_identity = torch.tensor([keys[key] for key in identities], device=device)  # (n,)
+            losses["loss_tmc"] = self._tmc(features, frame_index, object_index, object_identity, queries, gt_masks)
         if self.loss_boundary_weight > 0:
             scale = self.loss_boundary_weight * self.aux_loss_scale
             losses["loss_boundary"] = boundary_loss(logits, gt_masks) * scale
@@ -263,11 +287,17 @@ class VideoLLaVASAMModel(BaseModel):
             prior,
         )
 
-    def _tmc(self, features, frame_index, object_index, queries: SegQueries, gt_masks) -> torch.Tensor:
-        """TMC on pairs whose object is visible: pre-CMA features pooled in the GT mask vs [SEG]."""
+    def _tmc(
+        self, features, frame_index, object_index, object_identity, queries: SegQueries, gt_masks
+    ) -> torch.Tensor:
+        """TMC on pairs whose object is visible: pre-CMA features pooled in the GT mask vs [SEG].
+
+        ``object_identity`` (n,): pairs of the same object (its frames, its other expressions) are
+        not each other's negatives."""
         visible = gt_masks.flatten(1).sum(1) > 0
         pooled = masked_avg_pool(features.image_embeddings[frame_index[visible]], gt_masks[visible])
-        loss = tmc_loss(pooled, queries.seg[object_index[visible]], self.tmc_temperature, object_index[visible])
+        groups = object_identity[object_index[visible]]
+        loss = tmc_loss(pooled, queries.seg[object_index[visible]], self.tmc_temperature, groups)
         return loss * self.loss_tmc_weight * self.aux_loss_scale
 
     def _idle_grounding_loss(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -277,14 +307,18 @@ class VideoLLaVASAMModel(BaseModel):
         the graph, and ZeRO / DDP ranks disagree on which gradients exist.
         """
         runner = self.grounding_encoder
-        h, w = runner.sam2.config.vision_config.backbone_feature_sizes[-1]
+        h, w = (int(s) for s in runner.sam2.config.vision_config.backbone_feature_sizes[-1])
         channels = runner.sam2.config.vision_config.fpn_hidden_size
-        zeros = hidden.new_zeros(1, channels, int(h), int(w))
-        features = FrameFeatures(zeros, [hidden.new_zeros(1, channels, 4 * h, 4 * w), hidden.new_zeros(1, channels, 2 * h, 2 * w)])
+
+        def zeros(*shape: int) -> torch.Tensor:  # in the grounding side's dtype (the LLM may be bf16)
+            return torch.zeros(*shape, dtype=self._grounding_dtype, device=hidden.device)
+
+        high_res = [zeros(1, channels, 4 * h, 4 * w), zeros(1, channels, 2 * h, 2 * w)]
+        features = FrameFeatures(zeros(1, channels, h, w), high_res)
         seg = self.text_hidden_fcs(hidden[:1, 0].to(self._grounding_dtype))  # (1, C)
         queries = SegQueries(seg=seg, tokens=seg[:, None], padding=torch.zeros(1, 1, dtype=torch.bool, device=hidden.device))
         index = torch.zeros(1, dtype=torch.long, device=hidden.device)
-        gt = hidden.new_zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
+        gt = zeros(1, *runner.low_res_size()) if runner.mask_source == "gt" else None
         logits = self._decode_pairs(features, index, index, queries, gt)
         return logits.sum() * 0.0
 

@@ -103,8 +103,9 @@ def tmc_loss(
         visual: (N, D) pooled features, one per (object, frame).
         text: (N, D) the matching ``[SEG]`` embeddings.
         temperature: softmax temperature.
-        group_ids: (N,) object identity. Rows of the same object (copies across frames) are
-            not negatives of each other: they are removed from each other's denominators.
+        group_ids: (N,) object identity. Rows of the same object (its frames, or other
+            expressions referring to it) are not negatives of each other: they are removed from
+            each other's denominators.
     Returns:
         scalar loss; 0 when there is nothing to contrast (N < 2).
     """
