@@ -53,7 +53,7 @@ def tracker(meta_predictor, tmp_path_factory):
     state = meta_predictor.state_dict()
     folder = tmp_path_factory.mktemp("sam2_image")
     load_sam2_from_meta(state, target="image", config=hf_image_config()).save_pretrained(folder)
-    runner = SAM2GroundingRunner(sam2=dict(checkpoint=str(folder)), enable_cma=False).eval()
+    runner = SAM2GroundingRunner(sam2=dict(checkpoint=str(folder)), enable_cma=False, mask_source="none").eval()
     video = load_sam2_from_meta(state, target="video", config=hf_video_config())
     return SAM2MemoryTracker(runner, memory_weights=video)
 
