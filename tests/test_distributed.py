@@ -2,13 +2,13 @@
 
 The tiny model on a small synthetic mix of RefCOCO-style items (masks) and LLaVA-style items (no
 mask), in SALMA-1B's loop and sampler (ResumableEpochBasedTrainLoop, LengthGroupedSampler), with
-2 processes of batch 1 accumulating 2 batches per step (a global batch of 4): 2 epochs of 4
+2 processes of batch 1 accumulating 2 batches per step (a global batch of 4): 3 epochs of 4
 iterations per process, a checkpoint after iteration 6 (epoch 1, batch 2: a mid-epoch resume).
 
 - DDP: each process gets its share of the one-process order; a step where one process's batch has
   no mask and the other's has trains (DDP's ``find_unused_parameters`` stays False; without the
   model's idle grounding loss that step leaves the other rank waiting in an all-reduce until the
-  gloo timeout); after the 4 steps the weights equal one process accumulating 4 batches of 1 in
+  gloo timeout); after the 6 steps the weights equal one process accumulating 4 batches of 1 in
   the same order, which is the objective of the global batch: the mean of the batches' losses.
   (One batch of 4 items is another objective: the LLM loss is a mean over the batch's answer
   tokens, the mask losses over its (object, frame) pairs, TMC contrasts the batch's objects.)
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.join(REPO, "tests")
-WORLD, ACCUMULATE, EPOCHS = 2, 2, 2
+WORLD, ACCUMULATE, EPOCHS = 2, 2, 3
 ITEMS = 8  # 6 RefCOCO-style + 2 LLaVA-style
 ITERS = EPOCHS * ITEMS // WORLD  # per process
 RESUME_AT = 6  # epoch 1, batch 2; a step boundary (6 % ACCUMULATE == 0)
@@ -186,7 +186,7 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ddp(synth, tmp_path_factory):
-    """2 processes, DDP on gloo, batch 1, 2 accumulated batches per step, 2 epochs."""
+    """2 processes, DDP on gloo, batch 1, 2 accumulated batches per step, 3 epochs."""
     out = tmp_path_factory.mktemp("ddp")
     config = train_config(synth, str(out))
     work_dir = str(out / "work")
@@ -265,6 +265,7 @@ def test_ddp_resume_on_two_nodes_gives_each_rank_its_own_state(ddp, tmp_path):
             (r["iter"], r["batch_idx"], r["items"]) for r in straight[RESUME_AT:]]
         np.testing.assert_allclose(losses(rows), losses(straight[RESUME_AT:]), rtol=0, atol=1e-6,
                                    err_msg=f"rank {node}")
+        assert {r["has_mask"][0] for r in rows} == {True, False}  # point sampling and dropout-only batches
     # the test can fail: the ranks' generators differ at the checkpoint (rank 0's on both would not do)
     allow_mmengine_checkpoints()
     states = torch.load(ckpt, map_location="cpu", weights_only=True)["message_hub"]["runtime_info"]["rng_state"]
