@@ -29,7 +29,6 @@ import json
 import os
 import os.path as osp
 import signal
-import socket
 import subprocess
 import time
 
