@@ -1,11 +1,13 @@
 """apply_cli's ``deepspeed=`` argument: ``zero2`` is the repository's JSON wherever the job starts;
-an explicit path is the user's, relative to the current directory."""
+an explicit path is the user's, relative to the current directory. Several CPU processes: what
+``prepare_cpu_processes`` changes in a config (the launched runs are in test_distributed.py)."""
 import json
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
 
+from projects.salma.engine import dist
 from projects.salma.engine.runner import apply_cli
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -41,3 +43,34 @@ def test_explicit_json_path_is_relative_to_the_current_directory(tmp_path, monke
     monkeypatch.chdir(REPO)  # the same relative name means another file from another directory
     with pytest.raises(FileNotFoundError, match="no such JSON file: mine.json"):
         apply_cli(small_cfg(), work_dir=str(tmp_path), deepspeed="mine.json")
+
+
+def test_cpu_processes_get_ddp_without_device_ids_and_deepspeed_without_its_shm_build(monkeypatch, tmp_path):
+    import deepspeed.ops
+
+    joined = []
+    monkeypatch.setattr(dist, "join_process_group", lambda launcher, **kw: joined.append((launcher, kw)))
+    cfg = apply_cli(small_cfg(), work_dir=str(tmp_path), launcher="pytorch")
+    cfg.env_cfg = dict(dist_cfg=dict(backend="nccl", timeout=60))
+    ddp = dist.prepare_cpu_processes(cfg).model_wrapper_cfg
+    assert joined == [("pytorch", dict(backend="nccl", timeout=60))]
+    assert ddp == dict(type="MMDistributedDataParallel", broadcast_buffers=False, find_unused_parameters=False,
+                       device_ids=None)
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", find_unused_parameters=True)  # the user's
+    assert dist.prepare_cpu_processes(cfg).model_wrapper_cfg == dict(
+        type="MMDistributedDataParallel", find_unused_parameters=True, device_ids=None)
+
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm", True)
+    flexible = dist.prepare_cpu_processes(apply_cli(small_cfg(), work_dir=str(tmp_path), launcher="pytorch",
+                                                    deepspeed="zero2"))
+    assert "model_wrapper_cfg" not in flexible and deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] is False
+
+
+def test_join_process_group_refuses_what_it_cannot_do(monkeypatch):
+    with pytest.raises(ValueError, match="launcher must be one of"):
+        dist.join_process_group("mpi")
+    monkeypatch.setattr(dist.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'slurm' without CUDA"):
+        dist.join_process_group("slurm")
+    dist.join_process_group("none")  # one process: nothing to join
+    assert not dist.torch_dist.is_initialized()

@@ -221,7 +221,7 @@ def test_checkpoint_loads_under_weights_only_and_keeps_the_rng_state(straight):
     k = straight["k"]
     ckpt = torch.load(osp.join(straight["work_dir"], f"iter_{k}.pth"), map_location="cpu", weights_only=True)
     assert ckpt["meta"]["iter"] == k
-    state = ckpt["message_hub"]["runtime_info"]["rng_state"]
+    [state] = ckpt["message_hub"]["runtime_info"]["rng_state"]  # one per process
     assert state["iter"] == k and state["torch"].dtype == torch.uint8
     assert ckpt["message_hub"]["log_scalars"]["train/loss"].mean(1) == pytest.approx(
         history(straight["runner"], "loss")[k - 1])

@@ -2,6 +2,7 @@
 # Usage: tools/dist_test.sh CONFIG GPUS [test.py args]
 # Ranks split the images / videos (strided) and gather results: numbers equal a one-process run.
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (defaults: 1 node, rank 0, 127.0.0.1, 29501).
+# Without CUDA the processes run on CPU and communicate through gloo (README, Training).
 set -euo pipefail
 CONFIG=$1
 GPUS=$2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args]
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (defaults: 1 node, rank 0, 127.0.0.1, 29500).
+# Without CUDA the processes run on CPU and communicate through gloo (README, Training).
 set -euo pipefail
 CONFIG=$1
 GPUS=$2

@@ -6,11 +6,14 @@ before every iteration, so a resumed run recomputes the scale from the restored 
 """
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
@@ -78,7 +81,7 @@ class AuxLossWarmupHook(_WarmupHook):
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Make a resumed run draw the same random numbers as an uninterrupted one.
+    """Make a resumed run draw the same random numbers as an uninterrupted one, on every rank.
 
     mmengine 0.10.7 saves no generator state: a resumed run re-seeds, so LoRA dropout and the
     random point sampling of the mask losses draw different numbers from iteration k+1 on. This
@@ -89,12 +92,18 @@ class RNGStateHook(Hook):
     after a resume, keeps draws made between iterations (a DataLoader starting a new epoch seeds
     its workers from the global generator; validation) out of the training stream in both runs.
 
-    Several ranks: the checkpoint holds rank 0's state, which every rank gets back on resume
-    (exact in one process; ranks start from one seed anyway unless ``diff_rank_seed``).
+    Several processes: each rank draws from its own generators (different batches consume
+    different amounts), and only rank 0 writes the message hub into the checkpoint. So the hub
+    holds the states of all ranks, gathered after every iteration (a few kB per rank), and rank
+    ``r`` restores entry ``r``. A run resumed with another number of processes cannot repeat the
+    draws: it keeps its seeded generators and says so.
     """
 
     priority = "LOW"  # after the optimizer step and logging, before CheckpointHook (VERY_LOW)
     info_key = "rng_state"
+
+    def __init__(self) -> None:
+        self._warned = False
 
     @staticmethod
     def capture(iteration: int) -> dict:
@@ -113,12 +122,24 @@ class RNGStateHook(Hook):
             torch.cuda.set_rng_state(state["cuda"])
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        state = runner.message_hub.get_info(self.info_key)
-        if state is not None and state["iter"] == runner.iter:
-            self.restore(state)
+        states = runner.message_hub.get_info(self.info_key)
+        if states is None:
+            return
+        if isinstance(states, dict):  # one process, written before states were kept per rank
+            states = [states]
+        rank, world_size = get_dist_info()
+        if len(states) != world_size:
+            if not self._warned and states[0]["iter"] == runner.iter:
+                print_log(f"RNGStateHook: the checkpoint holds the generators of {len(states)} processes, this run has "
+                          f"{world_size}; dropout and point sampling start from the seeded generators and do not "
+                          "repeat the interrupted run's draws", logger="current", level=logging.WARNING)
+                self._warned = True
+            return
+        if states[rank]["iter"] == runner.iter:
+            self.restore(states[rank])
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        runner.message_hub.update_info(self.info_key, self.capture(runner.iter + 1))
+        runner.message_hub.update_info(self.info_key, all_gather_object(self.capture(runner.iter + 1)))
 
 
 @HOOKS.register_module()

@@ -8,9 +8,11 @@ import copy
 import json
 import os.path as osp
 
+import torch
 from mmengine.config import Config
 
 from .checkpoint import allow_mmengine_checkpoints
+from .dist import prepare_cpu_processes
 
 # ZeRO-2 as shipped in configs/deepspeed_zero2.json; accumulation, clipping and micro-batch size
 # are taken from the config so one source of truth drives both runners. Found from this file's
@@ -82,8 +84,14 @@ def apply_cli(
 
 
 def build_runner(cfg: Config):
-    """Runner, or FlexibleRunner when the config carries a DeepSpeed strategy."""
+    """Runner, or FlexibleRunner when the config carries a DeepSpeed strategy.
+
+    Several processes without CUDA (``tools/dist_train.sh CFG N`` on a CPU machine): gloo, see
+    :func:`~projects.salma.engine.dist.prepare_cpu_processes`; with CUDA the config is used as is.
+    """
     allow_mmengine_checkpoints()
+    if cfg.get("launcher", "none") != "none" and not torch.cuda.is_available():
+        cfg = prepare_cpu_processes(copy.deepcopy(cfg))
     if cfg.get("runner_type") == "FlexibleRunner":
         from mmengine.runner import FlexibleRunner
 

@@ -40,13 +40,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info, init_dist
+from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info
 from mmengine.logging import MMLogger, print_log
 from tqdm import tqdm
 
 from ..datasets.base import SalmaDataset
+from ..engine.dist import join_process_group
 from ..fingerprint import digest
 from ..models.video import RANDOM_MEMORY, SAM2MemoryTracker, VideoPredictor
 from ..registry import DATASETS, MODELS
@@ -204,18 +204,11 @@ def make_evaluator(run: EvalRun, model, trackers: TrackerCache):
 
 
 def init_distributed(launcher: str) -> torch.device:
-    """Join the process group (torchrun env vars) and return this rank's device.
-
-    CUDA: mmengine's ``init_dist`` (NCCL); CPU: gloo (mmengine's pytorch launcher would call
-    ``torch.cuda.set_device``).
-    """
+    """Join the process group (torchrun env vars; NCCL with CUDA, else gloo) and return this
+    rank's device."""
     if launcher not in ("none", "pytorch"):
         raise ValueError(f"launcher must be 'none' or 'pytorch', got {launcher!r}")
-    if launcher == "pytorch" and not torch_dist.is_initialized():
-        if torch.cuda.is_available():
-            init_dist("pytorch", backend="nccl")
-        else:
-            torch_dist.init_process_group(backend="gloo")
+    join_process_group(launcher)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
