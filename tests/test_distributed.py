@@ -38,10 +38,11 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from test_train_engine import free_port, read_config
+from test_train_engine import read_config
 
 from projects.salma.engine.checkpoint import allow_mmengine_checkpoints
 from projects.salma.engine.runner import apply_cli, build_runner
+from projects.salma.testing import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -308,13 +309,13 @@ def test_zero2_on_two_processes_trains_saves_and_resumes_each_rank(ddp, tmp_path
 
 
 # ------------------------------------------------------------------ evaluation
-def test_dist_test_on_two_processes_gives_the_one_process_numbers(ddp, tmp_path, monkeypatch):
+def test_dist_test_on_two_processes_gives_the_one_process_numbers(ddp, tmp_path):
     """tools/dist_test.sh CFG 2 (the config's synthetic RefCOCO val and MeViS valid_u; the model
     built from the config, seed 0) gives the numbers and masks of one process. The LLM is
-    test_eval_e2e's stand-in, which answers with [SEG] except for plain prompts about squares."""
-    from test_eval_e2e import fake_generate, metrics_of, read_records, run_tool
+    steered to test_eval_e2e's answers: [SEG] except for plain prompts about squares."""
+    from test_eval_e2e import answer_for, metrics_of, read_records, run_tool
 
-    from projects.salma.models.mllm import InternVLMLLM
+    from projects.salma.testing import forced_answer
 
     config = str(tmp_path / "eval.py")
     with open(config, "w") as f:
@@ -324,10 +325,10 @@ def test_dist_test_on_two_processes_gives_the_one_process_numbers(ddp, tmp_path,
     seconds = check([dist_tool("dist_test.sh", config, WORLD, "--checkpoint", "none", "--work-dir", two)],
                     "dist_test.sh")
     print(f"\n[timing] dist_test.sh {WORLD} processes: {seconds:.1f} s")
-    monkeypatch.setattr(InternVLMLLM, "generate", fake_generate)
     threads = torch.get_num_threads()
     try:
-        run_tool(config, "--checkpoint", "none", "--work-dir", one)
+        with forced_answer(answer_for):
+            run_tool(config, "--checkpoint", "none", "--work-dir", one)
     finally:
         torch.set_num_threads(threads)
     metrics = metrics_of(str(one))

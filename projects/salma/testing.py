@@ -185,6 +185,15 @@ def assert_nontrivial_masks(masks, what: str = "masks") -> None:
 # ---------------------------------------------------------------------------------------------
 # DeepSpeed in one process (tests, tools/gpu_check.py)
 # ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on this machine now (for a process group's MASTER_PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
     """Run mmengine's FlexibleRunner + DeepSpeedStrategy in this one process (world size 1), as
@@ -201,7 +210,6 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
       the world group reset, so the next run starts a fresh group.
     """
     import importlib
-    import socket
 
     from mmengine.registry import OPTIMIZERS
 
@@ -209,10 +217,7 @@ def one_process_deepspeed(device: torch.device | str = "cpu") -> Iterator[None]:
     ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` finds deepspeed.comm's `torch`
     ds_groups = importlib.import_module("deepspeed.utils.groups")
     mm_ds = importlib.import_module("mmengine._strategy.deepspeed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     if torch.device(device).type == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
     saved_env = {k: os.environ.get(k) for k in env}
