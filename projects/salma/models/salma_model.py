@@ -33,6 +33,7 @@ from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.inference import ImageInput, InferenceReader, read_video
 from ..datasets.tokenizer import build_tokenizer
 from .convert.common import DTYPES, check_state_dict
+from .convert.sa2va import is_sa2va_folder
 from .convert.sam2 import _video_config_from_json
 from .llava_sam2 import VideoLLaVASAMModel
 from .video import SAM2MemoryTracker, VideoPredictor
@@ -204,7 +205,12 @@ class SALMAModel(nn.Module):
     def from_pretrained(cls, folder: str, *, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None) -> SALMAModel:
         """Rebuild from ``folder``; every weight must be there and nothing else (an error names the
-        missing / unexpected keys). Defaults: CUDA if available, bfloat16 there, float32 on CPU."""
+        missing / unexpected keys). Defaults: CUDA if available, bfloat16 there, float32 on CPU.
+        A published Sa2VA folder gives the Sa2VA baseline (``sa2va_release.load_sa2va_release``)."""
+        if is_sa2va_folder(folder):
+            from .sa2va_release import load_sa2va_release
+
+            return load_sa2va_release(folder, device=device, dtype=dtype)
         device, dtype = resolve_device_dtype(device, dtype)
         config = SALMAConfig.load(folder)
         weights_path = os.path.join(folder, WEIGHTS_NAME)
