@@ -179,6 +179,16 @@ def test_internvl_part_lands_in_the_native_model(release, baseline):
     assert not torch.equal(model.lm_head.weight, model.get_input_embeddings().weight)
 
 
+def test_the_tokenizer_loads_without_asking_to_run_the_remote_code(release, monkeypatch):
+    """config.json's auto_map names Sa2VA's remote code: transformers must not even ask."""
+    from projects.salma.datasets.tokenizer import load_pretrained_tokenizer
+
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or "n")
+    tok = load_pretrained_tokenizer(str(release.folder))
+    assert asked == [] and tok.convert_tokens_to_ids("[SEG]") == release.internvl_vocab
+
+
 def test_token_ids_are_the_folders_own(release, baseline):
     tok = baseline.tokenizer
     assert len(tok) == len(release.tok) == baseline.mllm.model.get_input_embeddings().num_embeddings
