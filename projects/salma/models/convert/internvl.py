@@ -8,7 +8,7 @@ per layer), ``mlp1.{0,1,3}`` (LayerNorm, Linear, GELU, Linear), ``language_model
 ``v_proj`` and renames the rest (as transformers' ``convert_internvl_weights_to_hf.py`` does, which
 is not shipped in the wheel and loads the original through remote code; here the safetensors are
 read directly). The tokenizer files stay in the folder; the caller loads them with
-``AutoTokenizer.from_pretrained(folder, local_files_only=True)``.
+``datasets.tokenizer.load_pretrained_tokenizer`` (local files, never the remote code).
 
 The inverse mapping (native -> original, fusing q/k/v) writes original-layout folders, which the
 tests use to check the reader without downloading anything.
