@@ -244,6 +244,16 @@ def test_memory_modules_for_video_tracking_land_too(release):
     torch.testing.assert_close(video.object_pointer_proj(tokens), release.meta.obj_ptr_proj(tokens), atol=1e-5, rtol=1e-5)
 
 
+def test_evaluation_and_export_take_the_trackers_memory_modules_from_the_release(release):
+    from projects.salma.evaluation.runner import sam2_weights_of
+
+    cfg = baseline_cfg(release.folder)
+    cfg["grounding_encoder"]["sam2"]["checkpoint"] = "checkpoints/sam2.1_hiera_large.pt"  # replaced by pretrained
+    assert sam2_weights_of(cfg) == str(release.folder)
+    del cfg["pretrained"]
+    assert sam2_weights_of(cfg) == "checkpoints/sam2.1_hiera_large.pt"
+
+
 # ------------------------------------------------------------------ predict: the baseline, end to end
 def test_from_pretrained_is_the_sa2va_baseline_with_every_tensor_from_the_folder(release, baseline, exported):
     assert exported.config.grounding == {"enable_cma": False, "mask_source": "none"}
@@ -279,7 +289,7 @@ def test_salma_starts_from_the_release_with_fresh_cma_and_predicts_as_it(release
     monkeypatch.setattr(InternVLMLLM, "generate", answer_with_seg)
     salma = build(salma_cfg(release.folder))
     cma = salma.grounding_encoder.cma
-    assert cma is not None and float(cma.gamma_attn) == 0.0 and salma.grounding_encoder.mask_source == "pred"
+    assert cma is not None and float(cma.gamma_attn.detach()) == 0.0 and salma.grounding_encoder.mask_source == "pred"
     # everything but CMA and LoRA is the release's: LoRA-wrapped layers keep their weight under base_layer
     shared = {k: v for k, v in salma.state_dict().items() if "lora_" not in k and not k.startswith("grounding_encoder.cma.")}
     base = {k.replace(".base_layer.", "."): v for k, v in shared.items()}
