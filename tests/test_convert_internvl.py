@@ -53,7 +53,9 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def _tiny_native(variant: str, image_token_id: int, *, tie: bool = False) -> InternVLForConditionalGeneration:
+def _tiny_native(
+    variant: str, image_token_id: int, *, tie: bool = False, vocab: int = VOCAB, template: str = "internvl2_5"
+) -> InternVLForConditionalGeneration:
     qk_norm, norm_type, qkv_bias = VARIANTS[variant]
     vision = InternVLVisionConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64,
@@ -61,12 +63,12 @@ def _tiny_native(variant: str, image_token_id: int, *, tie: bool = False) -> Int
     )
     text = Qwen2Config(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-        vocab_size=VOCAB, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
+        vocab_size=vocab, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
         tie_word_embeddings=tie,
     )
     config = InternVLConfig(  # 64 px / 16 px patches = 4x4, pixel shuffle 0.5 -> 2x2 = 4 tokens
         vision_config=vision, text_config=text, image_token_id=image_token_id, image_seq_length=4,
-        downsample_ratio=0.5, tie_word_embeddings=tie, template="internvl2_5",
+        downsample_ratio=0.5, tie_word_embeddings=tie, template=template,
     )
     torch.manual_seed(0)
     model = InternVLForConditionalGeneration(config).eval()

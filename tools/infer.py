@@ -13,7 +13,7 @@ from projects.salma.models.salma_model import SALMAModel
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Segment an image or a video with an exported SALMA model")
-    parser.add_argument("--model", required=True, help="folder written by tools/export.py")
+    parser.add_argument("--model", required=True, help="folder written by tools/export.py, or a published Sa2VA folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="image file")
     source.add_argument("--video", help="folder of frames (sorted by name) or a video file (read with OpenCV)")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .datasets.base import SalmaDataset
 from .evaluation.checkpoint import load_trained_weights
-from .evaluation.runner import DEFAULT_OPTIONS, _plain, build_model
+from .evaluation.runner import DEFAULT_OPTIONS, _plain, build_model, sam2_weights_of
 from .models.export_checks import READER_KEYS, VIDEO_KEYS
 from .models.salma_model import SALMAConfig, SALMAModel
 from .models.video import RANDOM_MEMORY, SAM2MemoryTracker
@@ -127,10 +127,10 @@ def video_options(cfg: Config) -> dict:
 
 def build_tracker(model, model_cfg: dict, options: dict) -> SAM2MemoryTracker | None:
     """The evaluation's tracker: memory modules from ``test_options.sam2_memory``, else from the
-    SAM-2 checkpoint of the model config; None with ``propagation='decode_all'``."""
+    SAM-2 checkpoint of the model config (:func:`sam2_weights_of`); None with ``propagation='decode_all'``."""
     if options["propagation"] != "memory":
         return None
-    weights = options["sam2_memory"] or model_cfg["grounding_encoder"]["sam2"].get("checkpoint")
+    weights = options["sam2_memory"] or sam2_weights_of(model_cfg)
     if not weights:
         raise ValueError(
             "propagation='memory' exports SAM-2's memory modules: give --sam2-memory (Meta SAM-2 .pt or HF "

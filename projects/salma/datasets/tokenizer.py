@@ -49,7 +49,9 @@ def build_tiny_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = 
 
 @FUNCTIONS.register_module()
 def load_pretrained_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """Load the tokenizer shipped with a local model folder (never from a hub, never its code)."""
+    """Load the tokenizer shipped with a local model folder (never from a hub, never its remote
+    code: an ``auto_map`` in config.json, as InternVL's and Sa2VA's have, would make transformers
+    prompt whether to run it; refused up front, the folder's tokenizer_config.json decides)."""
     return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 

@@ -174,6 +174,12 @@ def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 
     return model.to(device).eval()
 
 
+def sam2_weights_of(model_cfg: dict) -> str | None:
+    """The SAM-2 weights a model config loads: its release folder (``pretrained``), else
+    ``grounding_encoder.sam2.checkpoint`` (None: random weights)."""
+    return model_cfg.get("pretrained") or model_cfg["grounding_encoder"]["sam2"].get("checkpoint")
+
+
 class TrackerCache:
     """One SAM-2 memory tracker per process, built when a video run first needs it."""
 
@@ -182,7 +188,7 @@ class TrackerCache:
         self._built: dict[tuple, SAM2MemoryTracker] = {}
 
     def get(self, options: dict) -> SAM2MemoryTracker:
-        weights = options["sam2_memory"] or self.model_cfg["grounding_encoder"]["sam2"].get("checkpoint")
+        weights = options["sam2_memory"] or sam2_weights_of(self.model_cfg)
         if not weights:
             raise ValueError(
                 "propagation='memory' needs SAM-2's memory modules: set test_options.sam2_memory to the Meta "

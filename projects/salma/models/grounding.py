@@ -84,12 +84,15 @@ def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str
 
 
 def build_sam2_model(spec: dict) -> Sam2Model:
-    """Build SAM-2 from ``checkpoint`` (Meta .pt or HF folder), ``size`` (random weights), or ``config``."""
+    """Build SAM-2 from ``checkpoint`` (Meta .pt, HF folder or Sa2VA release folder), ``size``
+    (random weights), or ``config``. With a checkpoint in Meta's layout, ``config`` describes an
+    architecture that is not a published size (tiny test models)."""
     spec = dict(spec)
     if spec.get("checkpoint"):
         from .convert.sam2 import load_sam2
 
-        return load_sam2(spec.pop("checkpoint"), **{k: v for k, v in spec.items() if k != "config"})
+        config = spec.pop("config", None)
+        return load_sam2(spec.pop("checkpoint"), config=Sam2Config(**config) if config else None, **spec)
     if spec.get("size"):
         from .convert.sam2 import sam2_config_for
 

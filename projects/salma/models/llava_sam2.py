@@ -23,6 +23,7 @@ from ..registry import MODELS
 from .grounding import FrameFeatures, SAM2GroundingRunner
 from .losses import boundary_loss, masked_avg_pool, point_sampled_mask_losses, tmc_loss
 from .mllm import InternVLMLLM
+from .sa2va_release import init_from_release, release_submodule_cfgs
 
 
 @dataclass
@@ -110,6 +111,11 @@ class VideoLLaVASAMModel(BaseModel):
         tmc_temperature: InfoNCE temperature.
         num_points / oversample_ratio / importance_sample_ratio: mask-loss point sampling.
         max_expr_tokens: expression tokens per object given to CMA (besides ``[SEG]``).
+        pretrained: a published Sa2VA folder (or the original SALMA's HF export, same layout):
+            InternVL, SAM-2 and ``text_hidden_fcs`` are read from it, replacing
+            ``mllm.model_path`` / ``mllm.config`` and ``grounding_encoder.sam2.checkpoint``; the
+            tokenizer must give its token ids. CMA, if enabled, and LoRA start fresh (zero gain,
+            zero B), so the start predicts as the release (see ``sa2va_release``).
         data_preprocessor: mmengine data preprocessor config (moves the batch to the device).
     """
 
@@ -128,15 +134,20 @@ class VideoLLaVASAMModel(BaseModel):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         max_expr_tokens: int = 16,
+        pretrained: str | None = None,
         data_preprocessor: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
+        if pretrained is not None:
+            mllm, grounding_encoder = release_submodule_cfgs(pretrained, mllm, grounding_encoder)
         self.mllm: InternVLMLLM = MODELS.build(mllm)
         self.grounding_encoder: SAM2GroundingRunner = MODELS.build(grounding_encoder)
         in_dim, out_dim = self.mllm.hidden_size, self.grounding_encoder.hidden_dim
         self.text_hidden_fcs = nn.Sequential(
             nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim), nn.Dropout(0.0)
         )
+        if pretrained is not None:
+            init_from_release(self, pretrained)
         self.loss_llm_weight = loss_llm_weight
         self.loss_mask_weight = loss_mask_weight
         self.loss_dice_weight = loss_dice_weight

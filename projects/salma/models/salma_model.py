@@ -40,6 +40,7 @@ from ..datasets.inference import ImageInput, InferenceReader, read_video
 from ..datasets.io import read_json
 from ..datasets.tokenizer import build_tokenizer
 from .convert.common import DTYPES, check_state_dict
+from .convert.sa2va import is_sa2va_folder
 from .convert.sam2 import _video_config_from_json
 from .export_checks import check_salma_config, check_weights_file, weights_record
 from .llava_sam2 import VideoLLaVASAMModel
@@ -223,7 +224,12 @@ class SALMAModel(nn.Module):
         """Rebuild from ``folder``; every weight must be there and nothing else (an error names the
         missing / unexpected keys), and ``model.safetensors`` must have the size and hash recorded at
         export (``verify_weights=False`` skips that check). Defaults: CUDA if available, bfloat16
-        there, float32 on CPU."""
+        there, float32 on CPU. A published Sa2VA folder gives the Sa2VA baseline
+        (``sa2va_release.load_sa2va_release``; its weights carry no SALMA hash)."""
+        if is_sa2va_folder(folder):
+            from .sa2va_release import load_sa2va_release
+
+            return load_sa2va_release(folder, device=device, dtype=dtype)
         device, dtype = resolve_device_dtype(device, dtype)
         raw = read_config(folder)
         config_path = os.path.join(folder, CONFIG_NAME)

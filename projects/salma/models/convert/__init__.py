@@ -4,6 +4,8 @@
   (:func:`load_sam2` also reads HF-format folders).
 - InternVL2.5: the remote-code ``InternVLChatModel`` layout -> ``InternVLForConditionalGeneration``
   (:func:`load_internvl` also reads native folders).
+- Sa2VA releases (``Sa2VAChatModel`` folders): split into their InternVL, SAM-2 and
+  ``text_hidden_fcs`` parts, each read by the converters above (:mod:`.sa2va`).
 
 Every source key is mapped, listed as ignorable with its reason, or reported in a
 :class:`CheckpointMismatchError`.
@@ -19,6 +21,13 @@ from .internvl import (
     load_internvl,
     save_internvl_original_layout,
 )
+from .sa2va import (
+    check_release_tokens,
+    is_sa2va_folder,
+    load_text_hidden_fcs,
+    read_sa2va_part,
+    save_sa2va_layout,
+)
 from .sam2 import (
     convert_sam2_checkpoint,
     convert_sam2_state_dict,
@@ -33,6 +42,11 @@ from .sam2 import (
 
 __all__ = [
     "CheckpointMismatchError",
+    "check_release_tokens",
+    "is_sa2va_folder",
+    "load_text_hidden_fcs",
+    "read_sa2va_part",
+    "save_sa2va_layout",
     "convert_internvl_checkpoint",
     "convert_internvl_state_dict",
     "convert_internvl_state_dict_to_original",

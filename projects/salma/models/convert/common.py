@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 _MAX_NAMES_IN_MESSAGE = 20
 
@@ -134,29 +135,49 @@ def check_state_dict(
         raise CheckpointMismatchError(missing=missing, unexpected=unexpected, mismatched=mismatched, source=source)
 
 
-def load_safetensors_folder(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Read every tensor of a safetensors checkpoint folder: the shards listed by
-    ``model.safetensors.index.json``, or the single ``model.safetensors``."""
+def safetensors_weight_map(folder: str | Path) -> dict[str, str]:
+    """``{tensor name: file}`` of a safetensors checkpoint folder: the shards listed by
+    ``model.safetensors.index.json`` (each shard's header checked against the index), or the single
+    ``model.safetensors``. Reads headers only."""
     folder = Path(folder)
     index_path = folder / "model.safetensors.index.json"
     if index_path.is_file():
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        state_dict: dict[str, torch.Tensor] = {}
+        weight_map = dict(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"])
         for shard in sorted(set(weight_map.values())):
-            shard_sd = load_file(str(folder / shard))
+            with safe_open(str(folder / shard), framework="pt") as f:
+                stored = set(f.keys())
             listed = {k for k, v in weight_map.items() if v == shard}
-            if set(shard_sd) != listed:
+            if stored != listed:
                 raise CheckpointMismatchError(
-                    missing=listed - set(shard_sd),
-                    unexpected=set(shard_sd) - listed,
+                    missing=listed - stored,
+                    unexpected=stored - listed,
                     source=f"shard {folder / shard} against {index_path.name}",
                 )
-            state_dict.update(shard_sd)
-        return state_dict
+        return weight_map
     single = folder / "model.safetensors"
     if single.is_file():
-        return load_file(str(single))
+        with safe_open(str(single), framework="pt") as f:
+            return dict.fromkeys(f.keys(), single.name)
     raise FileNotFoundError(f"{folder}: neither model.safetensors.index.json nor model.safetensors found")
+
+
+def load_safetensors_folder(folder: str | Path, *, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Read the tensors of a safetensors checkpoint folder (see :func:`safetensors_weight_map`):
+    every one, or only ``keys`` (the other tensors are never read)."""
+    folder = Path(folder)
+    weight_map = safetensors_weight_map(folder)
+    if keys is not None:
+        keys = list(keys)
+        absent = [k for k in keys if k not in weight_map]
+        if absent:
+            raise CheckpointMismatchError(missing=absent, source=str(folder))
+        weight_map = {k: weight_map[k] for k in keys}
+    state_dict: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        with safe_open(str(folder / shard), framework="pt") as f:
+            for key in (k for k, v in weight_map.items() if v == shard):
+                state_dict[key] = f.get_tensor(key)
+    return state_dict
 
 
 def save_sharded_safetensors(state_dict: Mapping[str, torch.Tensor], folder: str | Path, *, num_shards: int) -> None:

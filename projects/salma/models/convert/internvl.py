@@ -8,7 +8,7 @@ per layer), ``mlp1.{0,1,3}`` (LayerNorm, Linear, GELU, Linear), ``language_model
 ``v_proj`` and renames the rest (as transformers' ``convert_internvl_weights_to_hf.py`` does, which
 is not shipped in the wheel and loads the original through remote code; here the safetensors are
 read directly). The tokenizer files stay in the folder; the caller loads them with
-``AutoTokenizer.from_pretrained(folder, local_files_only=True)``.
+``datasets.tokenizer.load_pretrained_tokenizer`` (local files, never the remote code).
 
 The inverse mapping (native -> original, fusing q/k/v) writes original-layout folders, which the
 tests use to check the reader without downloading anything.
@@ -44,6 +44,7 @@ from .common import (
 
 __all__ = [
     "is_original_internvl",
+    "token_ids_in_files",
     "find_image_token_id",
     "internvl_config_from_original",
     "internvl_config_to_original",
@@ -77,25 +78,36 @@ def is_original_internvl(config_dict: Mapping) -> bool:
     return "InternVLChatModel" in architectures or config_dict.get("model_type") == "internvl_chat"
 
 
-def find_image_token_id(folder: str | Path, token: str = IMG_CONTEXT_TOKEN) -> int:
-    """Id of ``<IMG_CONTEXT>`` from the tokenizer files in ``folder`` (tokenizer.json,
-    added_tokens.json or tokenizer_config.json). The original config does not store it: the remote
-    code sets it at run time from the tokenizer."""
+def token_ids_in_files(folder: str | Path, token: str) -> dict[str, int]:
+    """``{file name: id}`` of ``token`` in each tokenizer file of ``folder`` that lists it
+    (tokenizer.json's added tokens, added_tokens.json, tokenizer_config.json's added_tokens_decoder),
+    in that order. Several files may record the same token; callers decide what disagreement means."""
     folder = Path(folder)
+    found: dict[str, int] = {}
     tokenizer_json = folder / "tokenizer.json"
     if tokenizer_json.is_file():
         for entry in json.loads(tokenizer_json.read_text(encoding="utf-8")).get("added_tokens", []):
             if entry.get("content") == token:
-                return int(entry["id"])
+                found[tokenizer_json.name] = int(entry["id"])
     added = folder / "added_tokens.json"
     if added.is_file() and token in (table := json.loads(added.read_text(encoding="utf-8"))):
-        return int(table[token])
+        found[added.name] = int(table[token])
     tok_config = folder / "tokenizer_config.json"
     if tok_config.is_file():
         for idx, entry in json.loads(tok_config.read_text(encoding="utf-8")).get("added_tokens_decoder", {}).items():
             if entry.get("content") == token:
-                return int(idx)
-    raise ValueError(f"{folder}: no tokenizer file defines {token!r}; pass image_token_id explicitly")
+                found[tok_config.name] = int(idx)
+    return found
+
+
+def find_image_token_id(folder: str | Path, token: str = IMG_CONTEXT_TOKEN) -> int:
+    """Id of ``<IMG_CONTEXT>`` from the tokenizer files in ``folder`` (tokenizer.json,
+    added_tokens.json or tokenizer_config.json, the first that lists it). The original config does
+    not store it: the remote code sets it at run time from the tokenizer."""
+    found = token_ids_in_files(folder, token)
+    if not found:
+        raise ValueError(f"{folder}: no tokenizer file defines {token!r}; pass image_token_id explicitly")
+    return next(iter(found.values()))
 
 
 def _vision_config_from_original(vc: Mapping) -> InternVLVisionConfig:
@@ -378,12 +390,19 @@ def _load_native(folder: Path, dtype: torch.dtype | None, **kwargs) -> InternVLF
 
 
 def _load_original(
-    folder: Path, config_dict: dict, dtype: torch.dtype | None, image_token_id: int | None, **kwargs
+    folder: Path,
+    config_dict: dict,
+    dtype: torch.dtype | None,
+    image_token_id: int | None,
+    orig_sd: Mapping[str, torch.Tensor] | None = None,
+    **kwargs,
 ) -> InternVLForConditionalGeneration:
+    """Build from an original config and its weights (read from ``folder`` unless given)."""
     if image_token_id is None:
         image_token_id = find_image_token_id(folder)
     config = internvl_config_from_original(config_dict, image_token_id=image_token_id)
-    orig_sd = load_safetensors_folder(folder)
+    if orig_sd is None:
+        orig_sd = load_safetensors_folder(folder)
     state_dict = convert_internvl_state_dict(orig_sd, config)
     model = InternVLForConditionalGeneration._from_config(config, dtype=dtype or _stored_dtype(orig_sd), **kwargs)
     check_state_dict(state_dict, model.state_dict(), source=str(folder))
@@ -402,7 +421,8 @@ def load_internvl(
 
     - native (``model_type: internvl``): ``from_pretrained(path, local_files_only=True)``, with
       missing / unexpected / mismatched keys raised as :class:`CheckpointMismatchError`;
-    - original (``InternVLChatModel``): converted on the fly from the sharded safetensors.
+    - original (``InternVLChatModel``): converted on the fly from the sharded safetensors;
+    - a Sa2VA release (``Sa2VAChatModel``, see :mod:`.sa2va`): its InternVL part, converted likewise.
 
     ``dtype`` None keeps the stored dtype. ``image_token_id`` defaults to the tokenizer's
     ``<IMG_CONTEXT>`` (original layout only; a native config has it). ``model_kwargs`` (e.g.
@@ -414,12 +434,17 @@ def load_internvl(
     config_dict = json.loads(config_path.read_text(encoding="utf-8"))
     if is_original_internvl(config_dict):
         return _load_original(folder, config_dict, dtype, image_token_id, **model_kwargs)
+    from .sa2va import is_sa2va_config, read_sa2va_part, sa2va_internvl_config  # sa2va imports this module
+
+    if is_sa2va_config(config_dict):
+        return _load_original(folder, sa2va_internvl_config(config_dict, source=str(folder)), dtype, image_token_id,
+                              orig_sd=read_sa2va_part(folder, "internvl"), **model_kwargs)
     if config_dict.get("model_type") == "internvl":
         if image_token_id is not None and image_token_id != config_dict.get("image_token_id"):
             found = config_dict.get("image_token_id")
             raise ValueError(f"{folder}: image_token_id {image_token_id} given, its config has {found}")
         return _load_native(folder, dtype, **model_kwargs)
-    raise ValueError(f"{folder}: neither an original InternVLChatModel nor a native 'internvl' config")
+    raise ValueError(f"{folder}: neither an original InternVLChatModel, a Sa2VAChatModel nor a native 'internvl' config")
 
 
 _TOKENIZER_FILES = (

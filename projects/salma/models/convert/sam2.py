@@ -308,16 +308,18 @@ def _mask_downsampler_rule(meta_keys: list[str]) -> RenameRule:
     return RenameRule(_MASK_DOWNSAMPLER, rename)
 
 
-def _stack_point_embeddings(meta_sd: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _stack_point_embeddings(meta_sd: Mapping[str, torch.Tensor], source: str) -> torch.Tensor:
     """Meta keeps 4 ``nn.Embedding(1, C)`` (pos / neg point, box corners); transformers one
     ``nn.Embedding(4, C)``, rows in the same order."""
     absent = [k for k in _POINT_EMBEDDINGS if k not in meta_sd]
     if absent:
-        raise CheckpointMismatchError(missing=absent, source="Meta SAM-2 state dict")
+        raise CheckpointMismatchError(missing=absent, source=source)
     return torch.cat([meta_sd[k] for k in _POINT_EMBEDDINGS], dim=0)
 
 
-def convert_sam2_state_dict(meta_sd: Mapping[str, torch.Tensor], target: str = "image") -> dict[str, torch.Tensor]:
+def convert_sam2_state_dict(
+    meta_sd: Mapping[str, torch.Tensor], target: str = "image", *, source: str = "Meta SAM-2 state dict"
+) -> dict[str, torch.Tensor]:
     """Rename a Meta SAM-2 state dict for ``Sam2Model`` (target='image') or ``Sam2VideoModel``
     (target='video').
 
@@ -332,9 +334,9 @@ def convert_sam2_state_dict(meta_sd: Mapping[str, torch.Tensor], target: str = "
         rules = _IMAGE_RULES
     else:
         rules = [*_IMAGE_RULES, *video_rules]
-    mapping = rename_keys(keys, rules, source="Meta SAM-2 state dict")
+    mapping = rename_keys(keys, rules, source=source)
     out = {new: meta_sd[old] for old, new in mapping.items()}
-    out["prompt_encoder.point_embed.weight"] = _stack_point_embeddings(meta_sd)
+    out["prompt_encoder.point_embed.weight"] = _stack_point_embeddings(meta_sd, source)
     # transformers keeps two copies of the same random-Fourier matrix (Meta's single ``pe_layer``):
     # one in the prompt encoder for prompts, one for the image-wide dense positional encoding.
     out["shared_image_embedding.positional_embedding"] = out["prompt_encoder.shared_embedding.positional_embedding"]
@@ -363,19 +365,20 @@ def load_sam2_from_meta(
     config: Sam2Config | Sam2VideoConfig | None = None,
     image_size: int = 1024,
     dtype: torch.dtype | None = None,
+    source: str | None = None,
 ) -> Sam2Model | Sam2VideoModel:
     """Build ``Sam2Model`` (target='image') or ``Sam2VideoModel`` (target='video') from a Meta ``.pt``
     (``{"model": state_dict}``) or its state dict.
 
     ``size`` / ``version`` default to what the state dict shows (:func:`infer_sam2_variant`); when
     given, they must agree with it. ``config`` replaces the published config (e.g. tiny test models);
-    then ``size`` / ``version`` must be None."""
+    then ``size`` / ``version`` must be None. ``source`` names a given state dict in errors."""
     _check_target(target)
     if isinstance(path_or_sd, (str, Path)):
         source = str(path_or_sd)
         meta_sd = torch_load_state_dict(path_or_sd, key="model")
     else:
-        source, meta_sd = "Meta SAM-2 state dict", dict(path_or_sd)
+        source, meta_sd = source or "Meta SAM-2 state dict", dict(path_or_sd)
     if config is None:
         found_size, found_version = infer_sam2_variant(meta_sd)
         if size is not None and _canonical_size(size) != found_size:
@@ -389,7 +392,7 @@ def load_sam2_from_meta(
     expected_config = Sam2Config if target == "image" else Sam2VideoConfig
     if type(config) is not expected_config:
         raise ValueError(f"target {target!r} needs a {expected_config.__name__}, got {type(config).__name__}")
-    state_dict = convert_sam2_state_dict(meta_sd, target=target)
+    state_dict = convert_sam2_state_dict(meta_sd, target=target, source=source)
     model_cls = Sam2Model if target == "image" else Sam2VideoModel
     return _build_and_load(model_cls, config, state_dict, source=source, dtype=dtype)
 
@@ -459,17 +462,25 @@ def load_sam2(
     dtype: torch.dtype | None = None,
 ) -> Sam2Model | Sam2VideoModel:
     """One entry point: a Meta ``.pt`` / ``.pth`` file is converted (see :func:`load_sam2_from_meta`
-    for size / version / config), an HF folder is loaded (:func:`load_sam2_from_hf`)."""
+    for size / version / config), an HF folder is loaded (:func:`load_sam2_from_hf`), and a Sa2VA
+    release folder's SAM-2 (Meta's layout, see :mod:`.sa2va`) is converted like a ``.pt``."""
     path = Path(path)
     if path.is_file() and path.suffix in (".pt", ".pth"):
         return load_sam2_from_meta(
             path, size, version, target=target, config=config, image_size=image_size, dtype=dtype
         )
+    from .sa2va import SA2VA_SAM2_PREFIX, is_sa2va_folder, read_sa2va_part  # sa2va imports this module
+
+    if is_sa2va_folder(path):
+        return load_sam2_from_meta(
+            read_sa2va_part(path, "sam2"), size, version, target=target, config=config, image_size=image_size,
+            dtype=dtype, source=f"{path} ({SA2VA_SAM2_PREFIX}*, Meta's layout)",
+        )
     if path.is_dir() and (path / "config.json").is_file():
         if size is not None or version is not None or config is not None:
             raise ValueError(f"{path} is an HF folder: its config.json defines the model (no size/version/config)")
         return load_sam2_from_hf(path, target=target, dtype=dtype)
-    raise FileNotFoundError(f"{path}: neither a Meta SAM-2 .pt/.pth file nor a folder with config.json")
+    raise FileNotFoundError(f"{path}: neither a Meta SAM-2 .pt/.pth file nor a folder with config.json (HF or Sa2VA)")
 
 
 def convert_sam2_checkpoint(

@@ -1,0 +1,79 @@
+"""Published Sa2VA folders as SALMA models, without their remote code (format: :mod:`.convert.sa2va`).
+
+- ``VideoLLaVASAMModel(pretrained=FOLDER, ...)``, i.e. ``--cfg-options model.pretrained=FOLDER``:
+  InternVL, SAM-2 and ``text_hidden_fcs`` come from the release folder, the config decides the rest.
+  With ``configs/Sa2VA-1B.py`` (no CMA, no prior) that is the Sa2VA baseline that ``tools/test.py``
+  scores; with ``configs/SALMA-1B.py`` a SALMA training starts from it, CMA added fresh (its gain
+  starts at 0 and LoRA's B at 0, so the start predicts exactly as the release).
+- ``SALMAModel.from_pretrained(FOLDER)`` gives the baseline as an exported model
+  (:func:`load_sa2va_release`): ``predict``, ``tools/infer.py`` and ``save_pretrained`` (a SALMA
+  export of the release) work unchanged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from transformers.initialization import no_init_weights
+
+from .convert.common import DTYPES
+from .convert.sa2va import check_release_tokens, load_text_hidden_fcs, read_sa2va_config
+
+# What Sa2VA's code fixes without writing it to config.json. SAM-2: {} = the published architecture
+# read off the weights (hiera-large, sam2.0 memory settings for Sa2VA-1B / 4B); a dict describes
+# another one, as ``grounding_encoder.sam2`` does (tests: tiny models). Video inference: the LLM
+# sees the first 5 frames, SAM-2's memory (the release's own memory modules) tracks the rest.
+SA2VA_SAM2: dict = {}
+SA2VA_TEST_OPTIONS = dict(num_llm_frames=5, llm_frame_sampling="first", propagation="memory",
+                          tracker_decoder="shared")
+
+
+def release_submodule_cfgs(folder: str | Path, mllm: dict, grounding_encoder: dict) -> tuple[dict, dict]:
+    """The InternVL and grounding configs with their weights taken from the release ``folder``:
+    ``mllm.model_path`` (the architecture comes from its config.json, so ``mllm.config`` is dropped)
+    and ``grounding_encoder.sam2.checkpoint`` (``sam2.size`` / ``sam2.config`` still describe SAM-2,
+    which Sa2VA's config.json does not)."""
+    read_sa2va_config(folder)  # anything but a release folder is refused here, by name
+    mllm = {**mllm, "model_path": str(folder), "config": None}
+    sam2 = {**grounding_encoder.get("sam2", {}), "checkpoint": str(folder)}
+    return mllm, {**grounding_encoder, "sam2": sam2}
+
+
+def init_from_release(model, folder: str | Path) -> None:
+    """What the submodules do not load themselves: the token ids are checked against the folder's
+    (:func:`.convert.sa2va.check_release_tokens`) and ``text_hidden_fcs`` is loaded as is."""
+    check_release_tokens(folder, model.tokenizer)
+    load_text_hidden_fcs(folder, model.text_hidden_fcs)
+
+
+def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.float32) -> Config:
+    """The mmengine config of the Sa2VA baseline read from ``folder``: its own tokenizer, no LoRA,
+    no CMA, no prior (``configs/Sa2VA-1B.py``'s model), Sa2VA's video inference."""
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    model = dict(
+        type="VideoLLaVASAMModel",
+        pretrained=str(folder),
+        mllm=dict(type="InternVLMLLM", tokenizer=dict(type="load_pretrained_tokenizer", path=str(folder)),
+                  llm_lora=None, torch_dtype=name),
+        grounding_encoder=dict(type="SAM2GroundingRunner", sam2=dict(SA2VA_SAM2), enable_cma=False,
+                               mask_source="none"),
+    )
+    return Config(dict(model=model, test_options=dict(SA2VA_TEST_OPTIONS)))
+
+
+def load_sa2va_release(folder: str | Path, *, device: str | torch.device | None = None,
+                       dtype: str | torch.dtype | None = None):
+    """The Sa2VA baseline of a release folder as an exported :class:`~.salma_model.SALMAModel`
+    (defaults as ``SALMAModel.from_pretrained``: CUDA + bfloat16 if available, else CPU + float32)."""
+    from ..evaluation.runner import build_model  # these import the model package: not at module level
+    from ..export import as_salma_model
+    from .salma_model import resolve_device_dtype
+
+    device, dtype = resolve_device_dtype(device, dtype)
+    cfg = sa2va_baseline_config(folder, dtype=dtype)
+    # Every tensor comes from the folder, strictly checked part by part: skip the random init.
+    with no_init_weights():
+        model = build_model(cfg, "none", torch.device("cpu"))
+        salma = as_salma_model(cfg, model, source={"sa2va_release": str(folder)})
+    return salma.to(device=device, dtype=dtype).eval()
