@@ -33,7 +33,8 @@ from torch import nn
 pytest.importorskip("sam2", reason="Meta's sam2 is a test-only extra: see requirements-test.txt")
 
 from test_convert_internvl import _reference_image_features, _rewrite, _tiny_native  # noqa: E402
-from test_convert_sam2 import _hf_image_config, _hf_video_config, _meta_image_features, _meta_small_sam2  # noqa: E402
+from test_convert_sam2 import _meta_image_features  # noqa: E402
+from tiny_meta_sam2 import hf_image_config, hf_video_config, meta_small_sam2  # noqa: E402
 
 from projects.salma.datasets.collate import expand_eval_sample  # noqa: E402
 from projects.salma.datasets.tokenizer import build_tiny_tokenizer  # noqa: E402
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INTERNVL_TOKENS = ["<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]  # InternVL2.5 adds these after <IMG_CONTEXT>
 SA2VA_ADDED = ["[SEG]", "<p>", "</p>", "<vp>", "</vp>"]  # Sa2VA's special_tokens, in its order
 SAM2_V21_ONLY = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias")
-TINY_SAM2 = _hf_image_config().to_dict()  # Meta's decoder widths: 256 (the tiny SAM-2 of test_convert_sam2)
+TINY_SAM2 = hf_image_config().to_dict()  # Meta's decoder widths: 256 (the tiny SAM-2 of test_convert_sam2)
 TILE, TILE_TOKENS, SAM_SIZE = 64, 4, 128
 ANSWER = "Sure, [SEG]."
 
@@ -65,7 +66,7 @@ def answer_with_seg(self, input_ids, attention_mask, pixel_values=None, max_new_
 def video_config_sam2_0():
     """The tiny video config with sam2.0's memory settings (Sa2VA: no occlusion embedding, no
     temporal encoding of object pointers)."""
-    config = _hf_video_config()
+    config = hf_video_config()
     config.enable_occlusion_spatial_embedding = False
     config.enable_temporal_pos_encoding_for_object_pointers = False
     return config
@@ -107,7 +108,7 @@ def release(tmp_path_factory) -> SimpleNamespace:
     internvl_vocab = len(tok)
     tok.add_tokens(SA2VA_ADDED, special_tokens=True)  # what Sa2VA's InternVL_Slowfast.add_special_tokens does
     native = _tiny_native("vit300m", tok.convert_tokens_to_ids("<IMG_CONTEXT>"), vocab=len(tok), template="qwen_chat")
-    meta = _meta_small_sam2()
+    meta = meta_small_sam2()
     meta_sd = {k: v for k, v in meta.state_dict().items() if k not in SAM2_V21_ONLY}  # Sa2VA's SAM-2 is sam2.0
     torch.manual_seed(3)
     fcs = nn.Sequential(nn.Linear(64, 64), nn.ReLU(inplace=True), nn.Linear(64, 256), nn.Dropout(0.0)).eval()
@@ -207,26 +208,46 @@ def test_text_hidden_fcs_loaded_as_is(release, baseline):
     torch.testing.assert_close(baseline.text_hidden_fcs(x), by_hand, rtol=0, atol=0)
 
 
-def meta_language_decode(meta, frames: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+def meta_language_decode(meta, frames: torch.Tensor, seg: torch.Tensor, *, swap: bool = True) -> torch.Tensor:
     """Sa2VA's language decode with Meta's modules: a padding point (label -1) plus the [SEG]
-    embedding as sparse prompts, one mask, features with no_mem_embed. -> (1, 1, h, w) logits."""
+    embedding as sparse prompts, one mask, features with no_mem_embed. -> (1, 1, h, w) logits.
+
+    ``swap``: Meta's eval-mode decoder replaces an unstable token-0 mask by the most stable of
+    tokens 1-3 (what Sa2VA's inference does); False decodes token 0, as Sa2VA trains."""
     feats, _ = _meta_image_features(meta, frames)
     sparse, dense = meta.sam_prompt_encoder(points=(torch.zeros(1, 1, 2), -torch.ones(1, 1, dtype=torch.int32)),
                                             boxes=None, masks=None)
     sparse = torch.cat([sparse, seg[:, None]], dim=1)
-    masks, *_ = meta.sam_mask_decoder(
-        image_embeddings=feats[-1], image_pe=meta.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense, multimask_output=False, repeat_image=False, high_res_features=feats[:-1])
+    decoder = meta.sam_mask_decoder
+    assert not decoder.training and decoder.dynamic_multimask_via_stability  # sam2.1's setting, eval mode
+    decoder.dynamic_multimask_via_stability = swap
+    try:
+        masks, *_ = decoder(
+            image_embeddings=feats[-1], image_pe=meta.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+            repeat_image=False, high_res_features=feats[:-1])
+    finally:
+        decoder.dynamic_multimask_via_stability = True
     return masks
 
 
 @torch.no_grad()
-def test_sam2_part_decodes_as_metas_sam2(release, baseline):
+@pytest.mark.parametrize("swap", [False, True], ids=["token0", "sa2va_eval_swap"])
+def test_sam2_part_decodes_as_metas_sam2(release, baseline, swap):
+    """The decode as trained (token 0, SALMA's default in eval mode too), and with
+    ``sa2va_eval_swap`` Sa2VA's own eval-mode decode (Meta's stability swap), both on Meta's SAM-2."""
     gen = torch.Generator().manual_seed(4)
     frames, seg = torch.randn(1, 3, SAM_SIZE, SAM_SIZE, generator=gen), torch.randn(1, 256, generator=gen)
     runner = baseline.grounding_encoder
-    ours = runner.decode(runner.encode_frames(frames), torch.zeros(1, dtype=torch.long), seg)
-    torch.testing.assert_close(ours, meta_language_decode(release.meta, frames, seg), atol=1e-4, rtol=1e-4)
+    runner.sa2va_eval_swap = swap
+    try:
+        ours = runner.decode(runner.encode_frames(frames), torch.zeros(1, dtype=torch.long), seg)
+    finally:
+        runner.sa2va_eval_swap = False
+    expected = meta_language_decode(release.meta, frames, seg, swap=swap)
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    if swap:  # the test can tell the two apart: this input's token-0 mask is unstable
+        assert not torch.allclose(expected, meta_language_decode(release.meta, frames, seg, swap=False), atol=1e-2)
 
 
 @torch.no_grad()
@@ -256,7 +277,7 @@ def test_evaluation_and_export_take_the_trackers_memory_modules_from_the_release
 
 # ------------------------------------------------------------------ predict: the baseline, end to end
 def test_from_pretrained_is_the_sa2va_baseline_with_every_tensor_from_the_folder(release, baseline, exported):
-    assert exported.config.grounding == {"enable_cma": False, "mask_source": "none"}
+    assert exported.config.grounding == {"enable_cma": False, "mask_source": "none", "sa2va_eval_swap": True}
     assert exported.model.grounding_encoder.cma is None and exported.config.source["sa2va_release"] == str(release.folder)
     # loaded without random init: every tensor must equal the normally built model's, or it was never loaded
     ours, reference = exported.model.state_dict(), baseline.state_dict()

@@ -26,7 +26,7 @@ internvl2_5_1b_arch = dict(
         use_qk_norm=False,
         norm_type="layer_norm",
         layer_scale_init_value=0.1,
-        use_mean_pooling=False,
+        use_mean_pooling=True,  # InternViT has no final norm (transformers: Identity when True)
     ),
     text_config=dict(
         model_type="qwen2",

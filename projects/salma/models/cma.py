@@ -83,7 +83,8 @@ class CrossModalAttention2D(nn.Module):
         self.norm_visual = nn.LayerNorm(dim)
         self.norm_text = nn.LayerNorm(dim)
         self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
+        # No key bias: it adds q . b to every key's logit alike, a softmax no-op with zero gradient.
+        self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         # A key every pixel can attend to instead of language: where the prior says

@@ -14,7 +14,7 @@ One training/inference step, for F frames and M (object, frame) pairs:
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +28,15 @@ from .cma import CrossModalAttention2D
 MASK_SOURCES = ("pred", "gt", "none")
 
 # As in Sa2VA, only SAM-2's mask decoder trains (image encoder, prompt encoder and no-memory
-# embedding stay as pretrained). Two decoder heads never enter a loss of the language decode
-# (IoU and object-score predictions), so they stay frozen too: no rank then carries parameters
-# without gradient. The prior pass still reads the (pretrained) IoU head.
-UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head")
+# embedding stay as pretrained). Decoder heads that never enter a loss of the language decode stay
+# frozen too: the IoU and object-score heads, and the hypernetworks of mask tokens 1-3 (the decode
+# uses token 0). No rank then carries parameters without gradient, and weight decay does not shrink
+# what the prior pass (best of tokens 1-3 by predicted IoU) and SAM-2's tracking read.
+UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head", "output_hypernetworks_mlps.1",
+                           "output_hypernetworks_mlps.2", "output_hypernetworks_mlps.3")
 
 
-@contextmanager
+@contextlib.contextmanager
 def single_mask_token(decoder: nn.Module):
     """Decode with mask token 0 in eval mode too, for this call only.
 
@@ -115,6 +117,10 @@ class SAM2GroundingRunner(nn.Module):
             (``check_prior_settings`` refuses the other combinations).
         freeze_image_encoder: keep Hiera + FPN frozen (features computed without gradient).
         freeze_decoder: keep the mask decoder frozen too (the prompt encoder always is).
+        sa2va_eval_swap: reproduce Sa2VA's own inference (Meta's eval-mode decoder): in eval mode an
+            unstable token-0 language mask is replaced by the most stable of tokens 1-3. Off by
+            default, so the language decode predicts with the token it trains (the same computation
+            in train() and eval()); on to score a published Sa2VA exactly as its code does.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class SAM2GroundingRunner(nn.Module):
         mask_source: str = "pred",
         freeze_image_encoder: bool = True,
         freeze_decoder: bool = False,
+        sa2va_eval_swap: bool = False,
     ) -> None:
         super().__init__()
         check_prior_settings(enable_cma=enable_cma, cma=cma, mask_source=mask_source)
@@ -133,6 +140,7 @@ class SAM2GroundingRunner(nn.Module):
         self.hidden_dim = self.sam2.config.mask_decoder_config.hidden_size
         self.image_size = self.sam2.config.prompt_encoder_config.image_size
         self.mask_source = mask_source
+        self.sa2va_eval_swap = sa2va_eval_swap
         self.cma = CrossModalAttention2D(self.hidden_dim, **(cma or {})) if enable_cma else None
         self.freeze_image_encoder = freeze_image_encoder
         self.sam2.requires_grad_(False)
@@ -182,7 +190,9 @@ class SAM2GroundingRunner(nn.Module):
         if extra_sparse is not None:
             sparse = torch.cat([sparse, extra_sparse.unsqueeze(1).to(sparse.dtype)], dim=2)
         positional = self.sam2.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1)
-        with single_mask_token(self.sam2.mask_decoder) as decoder:  # the same token in train() and eval()
+        decoder = self.sam2.mask_decoder
+        same_token = contextlib.nullcontext() if self.sa2va_eval_swap else single_mask_token(decoder)
+        with same_token:  # the same token in train() and eval() (unless reproducing Sa2VA's swap)
             masks, iou, _, _ = decoder(
                 image_embeddings=image_embeddings,
                 image_positional_embeddings=positional.to(image_embeddings.dtype),

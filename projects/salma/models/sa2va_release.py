@@ -49,7 +49,8 @@ def init_from_release(model, folder: str | Path) -> None:
 
 def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.float32) -> Config:
     """The mmengine config of the Sa2VA baseline read from ``folder``: its own tokenizer, no LoRA,
-    no CMA, no prior (``configs/Sa2VA-1B.py``'s model), Sa2VA's video inference."""
+    no CMA, no prior (``configs/Sa2VA-1B.py``'s model), and Sa2VA's own inference: its eval-mode
+    mask-token swap (``sa2va_eval_swap``) and its video protocol."""
     name = next(k for k, v in DTYPES.items() if v == dtype)
     model = dict(
         type="VideoLLaVASAMModel",
@@ -57,7 +58,7 @@ def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.floa
         mllm=dict(type="InternVLMLLM", tokenizer=dict(type="load_pretrained_tokenizer", path=str(folder)),
                   llm_lora=None, torch_dtype=name),
         grounding_encoder=dict(type="SAM2GroundingRunner", sam2=dict(SA2VA_SAM2), enable_cma=False,
-                               mask_source="none"),
+                               mask_source="none", sa2va_eval_swap=True),
     )
     return Config(dict(model=model, test_options=dict(SA2VA_TEST_OPTIONS)))
 
