@@ -404,22 +404,22 @@ def _region_cells_ok(masks: list[np.ndarray]) -> bool:
     return bool((cells.flatten(1).sum(1) >= MIN_REGION_CELLS).all())
 
 
-def _osprey_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Image.Image, list[Shape], list[np.ndarray]]:
-    """1-2 large shapes whose masks each cover >= 4 cells of a 4x4 grid (regions the tiny model sees)."""
+def _osprey_scene(rng: np.random.Generator, height: int, width: int, *, with_background: bool,
+                  ) -> tuple[Image.Image, list[Shape | None], list[np.ndarray]]:
+    """A large shape and, ``with_background``, the background as a second region (``None``); every
+    region covers >= 4 cells of a 4x4 token grid (the tiny model's), so none is refused."""
     side = min(height, width)
     for _ in range(200):
-        n = int(rng.integers(1, 3))
-        colors = [str(c) for c in rng.choice(list(COLORS), size=n, replace=False)]
-        kinds = [str(k) for k in rng.choice(SHAPES, size=n)]
-        shapes = []
-        for color, kind in zip(colors, kinds):
-            r = float(rng.uniform(0.3, 0.36) * side)
-            cx, cy = rng.uniform(r + 1, width - r - 1), rng.uniform(r + 1, height - r - 1)
-            if all(math.hypot(cx - o.cx, cy - o.cy) > r + o.r + 2 for o in shapes):
-                shapes.append(Shape(kind, color, float(cx), float(cy), r))
-        image, visible, _ = draw_scene(shapes, height, width, rng, rng.integers(150, 256, size=3))
-        if len(shapes) == n and _region_cells_ok(visible):
-            return image, shapes, visible
+        r = float(rng.uniform(0.3, 0.36) * side)
+        shape = Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), float(rng.uniform(r + 1, width - r - 1)),
+                      float(rng.uniform(r + 1, height - r - 1)), r)
+        image, (mask,), _ = draw_scene([shape], height, width, rng, rng.integers(150, 256, size=3))
+        regions, masks = [shape], [mask]
+        if with_background:
+            regions.append(None)
+            masks.append(1 - mask)
+        if _region_cells_ok(masks):
+            return image, regions, masks
     raise RuntimeError("could not draw an Osprey scene; use a larger image")
 
 
@@ -427,15 +427,20 @@ def _side(s: Shape, width: int) -> str:
     return "left" if s.cx < width / 2 else "right"
 
 
-def _osprey_texts(kind: str, shapes: list[Shape], width: int, rng: np.random.Generator) -> dict:
-    """The text fields of one Osprey record of ``kind`` about regions = ``shapes``."""
+def _osprey_texts(kind: str, regions: list[Shape | None], width: int, rng: np.random.Generator) -> dict:
+    """The text fields of one Osprey record of ``kind`` about ``regions`` (a shape, or None: the background)."""
     if kind == "detail_description":
-        return {"description": [f"<region{i + 1}>: {_article(s.color)} {s.color} {s.kind} on the {_side(s, width)} "
-                                 f"of the picture." for i, s in enumerate(shapes)]}
+        return {"description": [f"<region{i + 1}>: " + (
+            "the plain background around the shape." if s is None else
+            f"{_article(s.color)} {s.color} {s.kind} on the {_side(s, width)} of the picture.")
+            for i, s in enumerate(regions)]}
     conv = []
-    for i, s in enumerate(shapes):
+    for i, s in enumerate(regions):
         r = f"<region{i + 1}>"
-        if kind == "conversation":
+        if s is None:
+            qa = [(f"What is in {r}?", "The background.")] if kind == "conversation" else \
+                 [(f"Is {r} a shape?", "No.")] if kind == "lvis_positive_negative" else [(f"What is {r}?", "background")]
+        elif kind == "conversation":
             qa = [(f"What is in {r}?", f"{_article(s.color).capitalize()} {s.color} {s.kind}."),
                   (f"Where is {r} in the picture?", f"It is on the {_side(s, width)}.")]
         elif kind == "short_form":
@@ -453,18 +458,19 @@ def _osprey_texts(kind: str, shapes: list[Shape], width: int, rng: np.random.Gen
 def write_osprey(out: str, *, seed: int, num_items: int, height: int, width: int) -> None:
     """Osprey-724K layout: ``osprey_synth/Osprey-724K/osprey_<kind>.json`` (five kinds, one record per
     image each) and images split over ``images/train2017`` and ``images/val2017`` (a reader searches
-    both, as COCO's folders). Regions alternate polygon, compressed and uncompressed RLE."""
+    both, as COCO's folders). Regions: a large shape, and in every second record also the background;
+    they alternate polygon, compressed and uncompressed RLE."""
     root = os.path.join(out, "osprey_synth")
     records: dict[str, list] = {kind: [] for kind in OSPREY_FILES}
     for k in range(num_items):
         rng = np.random.default_rng([seed, _KIND_OSPREY, k])
-        image, shapes, visible = _osprey_scene(rng, height, width)
+        image, shapes, visible = _osprey_scene(rng, height, width, with_background=k % 2 == 1)
         file_name = f"{k + 1:012d}.jpg"
         _write(os.path.join(root, "images", ("train2017", "val2017")[k % 2], file_name), jpeg_bytes(image))
         annotation = []
         for i, (shape, mask) in enumerate(zip(shapes, visible)):
-            polygon = shape_polygon(shape)
-            if (k + i) % 3 == 0 and bool((mask == rasterize(polygon, height, width)).all()):
+            polygon = shape_polygon(shape) if shape is not None else None
+            if (k + i) % 3 == 0 and polygon and bool((mask == rasterize(polygon, height, width)).all()):
                 segmentation = [polygon]
             elif (k + i) % 3 == 1:
                 segmentation = uncompressed_rle(mask)
