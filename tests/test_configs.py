@@ -142,3 +142,30 @@ def test_tiny_synthetic_test_datasets_build_on_synthetic_data(synthetic_data, mo
         dataset = DATASETS.build(complete_dataset_cfg(run, cfg.model.to_dict(), model))
         sizes[run.name] = len(dataset)
     assert sizes == {"refcoco_synth/val": 8, "mevis_synth/valid_u": 3}  # the fixture's val images / videos
+
+
+def test_tiny_full_mix_reads_every_format_and_trains_one_step(synthetic_data, monkeypatch):
+    """configs/tiny/salma_tiny_full_mix.py: the demo's two datasets plus every new format, on the
+    synthetic data; a batch of region, video-chat, SA-V and Flickr samples trains one step."""
+    import torch
+
+    from projects.salma.datasets.collate import salma_collate
+    from projects.salma.registry import DATASETS
+
+    monkeypatch.setenv("SALMA_SYNTH_ROOT", synthetic_data["out"])
+    cfg = Config.fromfile("configs/tiny/salma_tiny_full_mix.py")
+    demo = Config.fromfile("configs/tiny/salma_tiny_synthetic.py")
+    mix = DATASETS.build(cfg.train_dataset.to_dict())
+    names = [d.name for d in mix.datasets]
+    assert names[:2] == [d.name for d in demo.train_dataset.datasets] and len(names) == 13
+    assert sorted(cfg.test_datasets) == ["mevis_synth", "ref_sav_synth", "refcoco_synth"]
+    samples = {d.name: d[0] for d in mix.datasets}  # every reader reads its synthetic data
+    assert samples["osprey_conversation_synth"]["prompt_masks"] is not None
+    batch = salma_collate([samples[n] for n in ("osprey_short_form_synth", "video_qa_synth", "sav_synth",
+                                                  "flickr_synth")])["data"]
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    losses = model(batch, mode="loss")
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
