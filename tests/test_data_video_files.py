@@ -153,3 +153,17 @@ def test_ref_sav_eval_items(build_data, data_cfgs, synthetic_data):
     gt = ds.load_gt_masks(0)
     assert gt.shape == (len(videos[vid]["expressions"]), 8, 96, 128) and torch.equal(s["masks"], torch.from_numpy(gt))
     assert s["meta"]["all_frame_paths"][1].endswith(f"{vid}.mp4#4")
+
+
+@pytest.mark.parametrize("name,key", [("video_qa", "data_file"), ("sav", "expression_file"),
+                                      ("osprey_conversation", "data_file"), ("flickr", "data_file")])
+def test_missing_annotation_file_is_named(build_data, data_cfgs, tmp_path, name, key):
+    with pytest.raises(DataError, match=r"no_such.json: annotation file not found") as err:
+        build_data(data_cfgs[name], **{key: str(tmp_path / "no_such.json")})
+    assert err.value.reason == "missing_file"
+
+
+def test_ref_sav_missing_video(build_data, data_cfgs, tmp_path):
+    ds = build_data(data_cfgs["ref_sav"], video_folder=str(tmp_path))
+    with pytest.raises(DataError, match=rf"{ds.items[0]['vid']}.mp4: video file not found"):
+        ds[0]
