@@ -132,13 +132,17 @@ def test_flickr_coco_layout(tmp_path, build_data, data_cfgs, synthetic_data):
     anns.append(dict(anns[0], id=998, bbox=[0, 0, 0, 5]))
     short = dict(coco["images"][1], caption="Two shapes")
     empty = dict(coco["images"][2], id=77)  # no annotation left: an error
+    quoted = dict(coco["images"][3], caption=' "' + coco["images"][3]["caption"] + '"')  # spans index this text
+    quoted_anns = [dict(a, tokens_positive=[[b + 2 for b in a["tokens_positive"][0]]]) for a in coco["annotations"]
+                   if a["image_id"] == quoted["id"]]
     path = tmp_path / "flickr.json"
-    path.write_text(json.dumps({"images": [image, short, empty], "annotations": anns}))
+    path.write_text(json.dumps({"images": [image, short, empty, quoted], "annotations": anns + quoted_anns}))
     with pytest.raises(DataError, match=r"flickr.json: record 1 .*no grounded phrase"):
         build_data(data_cfgs["flickr"], data_file=str(path))
     ds = build_data(data_cfgs["flickr"], data_file=str(path), on_error="skip")
     assert ds.filtered == {"short_caption": 1, "ignored_box": 1, "degenerate_box": 1}
-    assert ds.index_skip_counts == {"empty_expression": 1} and len(ds) == 1
+    assert ds.index_skip_counts == {"empty_expression": 1} and len(ds) == 2
+    assert ds[1]["meta"]["phrases"] == build_data(data_cfgs["flickr"])[3]["meta"]["phrases"]
     s = ds[0]
     union = mask_utils.decode(anns[0]["sam_mask"]) | mask_utils.decode(anns[1]["sam_mask"])
     assert s["masks"].shape[0] == len(anns) - 3 and np.array_equal(s["masks"][0, 0].numpy(), union)

@@ -14,7 +14,6 @@ order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... <
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 
@@ -107,8 +106,7 @@ class GCGDataset(SalmaDataset):
 
     def _read_records(self) -> list[dict]:
         """Records in the GranD-f layout (a subclass converts its own layout)."""
-        with open(self.data_file) as f:
-            return json.load(f)
+        return read_json(self.data_file)
 
     def _parse(self, rec: dict, i: int) -> dict:
         file_name = rec.get("file_name") or rec.get("image")
@@ -196,6 +194,8 @@ class FlickrGCGDataset(GCGDataset):
             if min(int(image["height"]), int(image["width"])) < self.min_image_size:
                 self.filtered["small_image"] += 1
                 continue
+            # Spans index the caption as written; the parser strips quotes and spaces around it.
+            shift = caption.index(caption.strip('"').strip()) if caption.strip('"').strip() else 0
             spans: dict[tuple[int, int], list] = {}
             for ann in by_image.get(image["id"], ()):
                 if not self._usable_box(ann, image):
@@ -203,7 +203,7 @@ class FlickrGCGDataset(GCGDataset):
                 start, end = (int(v) for v in ann["tokens_positive"][0])
                 spans.setdefault((start, end), []).append(ann["sam_mask"])
             records.append({"file_name": image["file_name"], "caption": caption, "groundings": [
-                (caption[start:end], {"token_positives": [start, end], "rle_masks": rles})
+                (caption[start:end], {"token_positives": [start - shift, end - shift], "rle_masks": rles})
                 for (start, end), rles in sorted(spans.items())]})
         return records
 
