@@ -114,7 +114,7 @@ def test_psg_drops_ungrounded_phrases_and_counts_them(build_data, data_cfgs, tin
     assert s["masks"].shape[0] == len(phrases) == int((s["input_ids"] == tiny_tokenizer.convert_tokens_to_ids(SEG_TOKEN)).sum())
 
 
-def test_flickr_coco_layout(tmp_path, build_data, data_cfgs, synthetic_data):
+def test_flickr_coco_layout(tmp_path, build_data, data_cfgs, synthetic_data, tiny_tokenizer):
     from pycocotools import mask as mask_utils
 
     coco = json.load(open(synthetic_data["flickr"]))
@@ -142,7 +142,9 @@ def test_flickr_coco_layout(tmp_path, build_data, data_cfgs, synthetic_data):
     ds = build_data(data_cfgs["flickr"], data_file=str(path), on_error="skip")
     assert ds.filtered == {"short_caption": 1, "ignored_box": 1, "degenerate_box": 1}
     assert ds.index_skip_counts == {"empty_expression": 1} and len(ds) == 2
-    assert ds[1]["meta"]["phrases"] == build_data(data_cfgs["flickr"])[3]["meta"]["phrases"]
+    q = ds[1]  # the phrases tagged in the answer are the annotated ones
+    assert [tiny_tokenizer.decode(q["input_ids"][q["expr_ids"] == k]).strip() for k in range(len(quoted_anns))] == \
+        [quoted["caption"][slice(*a["tokens_positive"][0])] for a in quoted_anns]
     s = ds[0]
     union = mask_utils.decode(anns[0]["sam_mask"]) | mask_utils.decode(anns[1]["sam_mask"])
     assert s["masks"].shape[0] == len(anns) - 3 and np.array_equal(s["masks"][0, 0].numpy(), union)
