@@ -5,9 +5,12 @@
 #   tools/dist_train.sh configs/SALMA-1B.py 8 [--deepspeed zero2]
 #
 # Data lives under SALMA_DATA_ROOT (default ./data), laid out as REFERENCE.md describes:
-#   refcoco/ refcoco+/ refcocog/ (refer layout) + coco/train2014/, mevis/train/, revos/,
-#   ref_ytvos/train/ (converted), glamm/ (GranDf, RefCOCOg-GCG converted by tools/data/convert_gcg.py),
-#   llava/ (llava_v1_5_mix665k.json). Evaluation sets: configs/_base_/datasets/benchmarks.py.
+#   refcoco/ refcoco+/ refcocog/ (refer layout) + coco/{train2014,val2014,train2017,val2017}/,
+#   mevis/train/, revos/, ref_ytvos/train/ (converted), chat_univi/ (video_chat.json, Activity_Videos/),
+#   sav/ (SA-V sav_train/sav_0xx/*.mp4 + *_manual.json, Sa2VA's sam_v_final_v3.json), glamm/ (GranDf,
+#   OpenPsgGCG, flickr_mergedGT_GCG, RefCOCOg-GCG converted by tools/data/convert_gcg.py) + flickr30k/images/,
+#   llava/ (llava_v1_5_mix665k.json), osprey/Osprey-724K/osprey_*.json. Evaluation sets:
+#   configs/_base_/datasets/benchmarks.py.
 _base_ = ["./_base_/default_runtime.py", "./_base_/models/salma_1b.py", "./_base_/datasets/benchmarks.py"]
 
 data_root = "{{$SALMA_DATA_ROOT:data}}"
@@ -26,34 +29,52 @@ refcoco_common = dict(type="RefCOCODataset", tokenizer={{_base_.tokenizer}}, mod
 video_common = dict(type="RefVOSDataset", tokenizer={{_base_.tokenizer}}, mode="train", num_frames=5,
                     frame_sampling="random", num_expressions_per_sample=3, **image_args)
 
-train_dataset = dict(
-    type="DatasetMix",
-    # Seed §5.2 mix. Not included yet (no reader): video QA, SAM-2 pseudo-labels (Ref-SAV),
-    # PSG / Flickr GCG, Osprey visual prompts.
-    datasets=[
-        dict(refcoco_common, name="refcoco", data_root=data_root + "/refcoco", split_by="unc"),
-        dict(refcoco_common, name="refcoco+", data_root=data_root + "/refcoco+", split_by="unc"),
-        dict(refcoco_common, name="refcocog", data_root=data_root + "/refcocog", split_by="umd"),
-        dict(video_common, name="mevis", data_root=data_root + "/mevis/train",
-             expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
-        dict(video_common, name="revos", data_root=data_root + "/revos",
-             expression_file="meta_expressions_train_.json", image_folder="JPEGImages", mask_file="mask_dict.json"),
-        dict(video_common, name="ref_ytvos", data_root=data_root + "/ref_ytvos/train",
-             expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.pkl"),
-        dict(type="GCGDataset", name="grandf", tokenizer={{_base_.tokenizer}}, mode="train",
-             data_file=data_root + "/glamm/GranDf_HA_GCG_train.json", image_folder=data_root + "/glamm/GranDf_HA_images/train",
-             **image_args),
-        # GLaMM's RefCOCOg-GCG, converted once to the GranD-f layout:
-        #   python tools/data/convert_gcg.py --src data/glamm/RefCOCOg_GCG_train.json --out data/glamm/RefCOCOg_GCG_train_grandf.json
-        dict(type="GCGDataset", name="refcocog_gcg", tokenizer={{_base_.tokenizer}}, mode="train",
-             data_file=data_root + "/glamm/RefCOCOg_GCG_train_grandf.json", image_folder=data_root + "/coco/train2014",
-             **image_args),
-        dict(type="LLaVADataset", name="llava", tokenizer={{_base_.tokenizer}}, mode="train",
-             data_file=data_root + "/llava/llava_v1_5_mix665k.json", image_folder=data_root + "/llava/images",
-             **image_args),
-    ],
-    repeats=[4, 4, 4, 4, 10, 4, 10, 1, 1],
-)
+gcg_common = dict(type="GCGDataset", tokenizer={{_base_.tokenizer}}, mode="train", **image_args)
+osprey_common = dict(type="OspreyDataset", tokenizer={{_base_.tokenizer}}, mode="train",
+                     image_folder=[data_root + "/coco/train2014", data_root + "/coco/val2014",
+                                   data_root + "/coco/train2017", data_root + "/coco/val2017"], **image_args)
+
+# The seed's §5.2 mix (Sa2VA-1B's): (reader entry, repeats). tests/test_configs.py checks it entry by entry.
+mix = [
+    # referring segmentation, images
+    (dict(refcoco_common, name="refcoco", data_root=data_root + "/refcoco", split_by="unc"), 4),
+    (dict(refcoco_common, name="refcoco+", data_root=data_root + "/refcoco+", split_by="unc"), 4),
+    (dict(refcoco_common, name="refcocog", data_root=data_root + "/refcocog", split_by="umd"), 4),
+    # referring segmentation, videos
+    (dict(video_common, name="mevis", data_root=data_root + "/mevis/train", expression_file="meta_expressions.json",
+          image_folder="JPEGImages", mask_file="mask_dict.json"), 4),
+    (dict(video_common, name="revos", data_root=data_root + "/revos", expression_file="meta_expressions_train_.json",
+          image_folder="JPEGImages", mask_file="mask_dict.json"), 10),
+    (dict(video_common, name="ref_ytvos", data_root=data_root + "/ref_ytvos/train",
+          expression_file="meta_expressions.json", image_folder="JPEGImages", mask_file="mask_dict.pkl"), 4),
+    # video chat (Chat-UniVi), SA-V pseudo-labelled referring videos (Sa2VA's video_sam2 set)
+    (dict(type="VideoQADataset", name="video_qa", tokenizer={{_base_.tokenizer}}, mode="train",
+          data_file=data_root + "/chat_univi/video_chat.json", video_folder=data_root + "/chat_univi/Activity_Videos",
+          num_frames=5, **image_args), 1),
+    (dict(type="SAVDataset", name="sav", tokenizer={{_base_.tokenizer}}, mode="train",
+          expression_file=data_root + "/sav/sam_v_final_v3.json", video_folder=data_root + "/sav/sav_train",
+          num_frames=5, num_objects_per_sample=5, expression="long", **image_args), 4),
+    # grounded captions (GLaMM GCG)
+    (dict(gcg_common, name="psg", data_file=data_root + "/glamm/OpenPsgGCG_train.json",
+          image_folder=data_root + "/coco/train2017"), 1),
+    (dict(gcg_common, name="grandf", data_file=data_root + "/glamm/GranDf_HA_GCG_train.json",
+          image_folder=data_root + "/glamm/GranDf_HA_images/train"), 10),
+    (dict(gcg_common, type="FlickrGCGDataset", name="flickr", data_file=data_root + "/glamm/flickr_mergedGT_GCG_train.json",
+          image_folder=data_root + "/flickr30k/images"), 1),
+    # GLaMM's RefCOCOg-GCG, converted once to the GranD-f layout:
+    #   python tools/data/convert_gcg.py --src data/glamm/RefCOCOg_GCG_train.json --out data/glamm/RefCOCOg_GCG_train_grandf.json
+    (dict(gcg_common, name="refcocog_gcg", data_file=data_root + "/glamm/RefCOCOg_GCG_train_grandf.json",
+          image_folder=data_root + "/coco/train2014"), 1),
+    # image chat
+    (dict(type="LLaVADataset", name="llava", tokenizer={{_base_.tokenizer}}, mode="train",
+          data_file=data_root + "/llava/llava_v1_5_mix665k.json", image_folder=data_root + "/llava/images",
+          **image_args), 1),
+    # region prompts (Osprey-724K): region masks in, text out
+] + [(dict(osprey_common, name=f"osprey_{kind}", kind=kind,
+           data_file=data_root + f"/osprey/Osprey-724K/osprey_{kind}.json"), 1)
+     for kind in ("conversation", "detail_description", "short_form", "part_level", "lvis_positive_negative")]
+
+train_dataset = dict(type="DatasetMix", datasets=[d for d, _ in mix], repeats=[r for _, r in mix])
 
 train_dataloader = dict(
     batch_size=batch_size,

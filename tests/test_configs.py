@@ -1,5 +1,6 @@
 """Every config builds (tiny ones for real; real-size ones are checked against the seed's values)."""
 import glob
+import os
 
 import pytest
 from mmengine.config import Config
@@ -50,7 +51,35 @@ def test_salma_1b_matches_the_seed():
     assert opt.clip_grad.max_norm == 1.0 and opt.dtype == "bfloat16"
     assert [s.type for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
     assert cfg.param_scheduler[0].end == 0.05 and cfg.train_cfg.max_epochs == 1
-    assert cfg.train_dataset.repeats[:6] == [4, 4, 4, 4, 10, 4]
+
+
+# Seed §5.2 (Sa2VA-1B's mix): (name, reader, repeats) of every dataset, in the configs' order.
+OSPREY_KINDS = ("conversation", "detail_description", "short_form", "part_level", "lvis_positive_negative")
+SEED_MIX = [
+    ("refcoco", "RefCOCODataset", 4), ("refcoco+", "RefCOCODataset", 4), ("refcocog", "RefCOCODataset", 4),
+    ("mevis", "RefVOSDataset", 4), ("revos", "RefVOSDataset", 10), ("ref_ytvos", "RefVOSDataset", 4),
+    ("video_qa", "VideoQADataset", 1), ("sav", "SAVDataset", 4),
+    ("psg", "GCGDataset", 1), ("grandf", "GCGDataset", 10), ("flickr", "FlickrGCGDataset", 1),
+    ("refcocog_gcg", "GCGDataset", 1), ("llava", "LLaVADataset", 1),
+] + [(f"osprey_{kind}", "OspreyDataset", 1) for kind in OSPREY_KINDS]
+
+
+@pytest.mark.parametrize("path", ["configs/SALMA-1B.py", "configs/Sa2VA-1B.py"])
+def test_training_mix_is_the_seeds_whole_mix(path):
+    mix = Config.fromfile(path).train_dataset
+    assert mix.type == "DatasetMix" and len(mix.datasets) == len(mix.repeats)
+    assert [(d.name, d.type, r) for d, r in zip(mix.datasets, mix.repeats)] == SEED_MIX
+    entries = {d.name: d for d in mix.datasets}
+    assert [entries[f"osprey_{k}"].kind for k in OSPREY_KINDS] == list(OSPREY_KINDS)
+    assert all(entries[f"osprey_{k}"].data_file.endswith(f"Osprey-724K/osprey_{k}.json") for k in OSPREY_KINDS)
+    assert [os.path.basename(f) for f in entries["osprey_conversation"].image_folder] == \
+        ["train2014", "val2014", "train2017", "val2017"]
+    assert entries["psg"].data_file.endswith("OpenPsgGCG_train.json")
+    assert entries["grandf"].data_file.endswith("GranDf_HA_GCG_train.json")
+    assert entries["flickr"].data_file.endswith("flickr_mergedGT_GCG_train.json")
+    assert entries["video_qa"].num_frames == 5 and entries["video_qa"].data_file.endswith("video_chat.json")
+    assert (entries["sav"].num_frames, entries["sav"].num_objects_per_sample, entries["sav"].expression) == (5, 5, "long")
+    assert all(d.tokenizer == mix.datasets[0].tokenizer and d.max_length == 8192 for d in mix.datasets)
 
 
 def test_sa2va_baseline_turns_off_exactly_salma_additions():
@@ -101,9 +130,12 @@ def test_salma_1b_evaluates_every_benchmark_of_the_seed_tables():
     assert sorted(runs) == sorted([
         "refcoco/val", "refcoco/testA", "refcoco/testB", "refcoco_plus/val", "refcoco_plus/testA",
         "refcoco_plus/testB", "refcocog/val", "refcocog/test", "ref_davis17", "mevis/valid_u", "mevis/valid",
-        "revos", "ref_ytvos"])
+        "revos", "ref_ytvos", "ref_sav"])
     assert runs["refcocog/test"].dataset["split_by"] == "umd" and runs["refcoco_plus/val"].dataset["split_by"] == "unc"
     assert runs["revos"].options["protocol"] == "revos" and runs["revos"].dataset["foreground_file"]
+    ref_sav = runs["ref_sav"]  # long / short expressions reported separately, frames from SA-V's mp4
+    assert ref_sav.options["protocol"] == "refsav" and ref_sav.dataset["type"] == "RefSAVDataset"
+    assert ref_sav.dataset["video_file"] == "{video_id:.7}/{video_id}.mp4" and ref_sav.dataset["mask_file"]
     # No public GT: masks only, written as a submission zip.
     assert runs["mevis/valid"].dataset["mask_file"] is None and runs["ref_ytvos"].dataset["mask_file"] is None
     assert runs["mevis/valid_u"].options["num_llm_frames"] == 5 and runs["mevis/valid_u"].options["propagation"] == "memory"
@@ -122,3 +154,30 @@ def test_tiny_synthetic_test_datasets_build_on_synthetic_data(synthetic_data, mo
         dataset = DATASETS.build(complete_dataset_cfg(run, cfg.model.to_dict(), model))
         sizes[run.name] = len(dataset)
     assert sizes == {"refcoco_synth/val": 8, "mevis_synth/valid_u": 3}  # the fixture's val images / videos
+
+
+def test_tiny_full_mix_reads_every_format_and_trains_one_step(synthetic_data, monkeypatch):
+    """configs/tiny/salma_tiny_full_mix.py: the demo's two datasets plus every new format, on the
+    synthetic data; a batch of region, video-chat, SA-V and Flickr samples trains one step."""
+    import torch
+
+    from projects.salma.datasets.collate import salma_collate
+    from projects.salma.registry import DATASETS
+
+    monkeypatch.setenv("SALMA_SYNTH_ROOT", synthetic_data["out"])
+    cfg = Config.fromfile("configs/tiny/salma_tiny_full_mix.py")
+    demo = Config.fromfile("configs/tiny/salma_tiny_synthetic.py")
+    mix = DATASETS.build(cfg.train_dataset.to_dict())
+    names = [d.name for d in mix.datasets]
+    assert names[:2] == [d.name for d in demo.train_dataset.datasets] and len(names) == 13
+    assert sorted(cfg.test_datasets) == ["mevis_synth", "ref_sav_synth", "refcoco_synth"]
+    samples = {d.name: d[0] for d in mix.datasets}  # every reader reads its synthetic data
+    assert samples["osprey_conversation_synth"]["prompt_masks"] is not None
+    batch = salma_collate([samples[n] for n in ("osprey_short_form_synth", "video_qa_synth", "sav_synth",
+                                                  "flickr_synth")])["data"]
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    losses = model(batch, mode="loss")
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

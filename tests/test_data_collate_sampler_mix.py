@@ -20,7 +20,7 @@ def test_collate_mixed_batch(build_data, data_cfgs, tiny_tokenizer):
     assert set(out) == {"data", "data_samples"} and out["data_samples"] is None
     b = out["data"]
     assert set(b) == {"input_ids", "attention_mask", "labels", "expr_ids", "pixel_values", "g_pixel_values",
-                      "masks", "meta"}
+                      "masks", "prompt_masks", "meta"}
     L = max(len(s["input_ids"]) for s in samples)
     for key, dtype in [("input_ids", torch.long), ("labels", torch.long), ("expr_ids", torch.long),
                        ("attention_mask", torch.bool)]:
@@ -38,6 +38,7 @@ def test_collate_mixed_batch(build_data, data_cfgs, tiny_tokenizer):
     assert torch.equal(b["pixel_values"][: image["pixel_values"].shape[0]], image["pixel_values"])
     assert [g is None for g in b["g_pixel_values"]] == [False, False, True, True]
     assert [m is None for m in b["masks"]] == [False, False, True, True]
+    assert b["prompt_masks"] == [None] * 4
     assert b["g_pixel_values"][1].shape == (5, 3, 128, 128) and b["masks"][1].shape[1:] == (5, 96, 128)
     assert [m["dataset"] for m in b["meta"]] == ["RefCOCODataset", "RefVOSDataset", "LLaVADataset", "LLaVADataset"]
     assert salma_collate([text])["data"]["pixel_values"] is None

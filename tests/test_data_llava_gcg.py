@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from projects.salma.constants import IGNORE_INDEX, IM_END, IMG_CONTEXT_TOKEN, SEG_TOKEN
@@ -100,3 +101,50 @@ def test_refcocog_gcg_conversion(tmp_path, build_data, data_cfgs, synthetic_data
     path.write_text(json.dumps(records))
     s = build_data(data_cfgs["gcg"], data_file=str(path))[0]
     assert s["masks"].shape == (2, 1, 96, 128) and int(s["masks"][1].sum()) == 30 * 30
+
+
+def test_psg_drops_ungrounded_phrases_and_counts_them(build_data, data_cfgs, tiny_tokenizer, synthetic_data):
+    ds = build_data(data_cfgs["psg"])
+    records = json.load(open(synthetic_data["psg"]))
+    assert len(ds) == len(records) == 4 and all(r["groundings"]["picture"] is None for r in records)
+    assert ds.filtered == {"ungrounded_phrase": 4} and ds.index_skip_counts == {}
+    s = ds[0]
+    phrases = [p for p, g in records[0]["groundings"].items() if g is not None]
+    assert s["meta"]["phrases"] == sorted(phrases, key=lambda p: records[0]["groundings"][p]["token_positives"][0])
+    assert s["masks"].shape[0] == len(phrases) == int((s["input_ids"] == tiny_tokenizer.convert_tokens_to_ids(SEG_TOKEN)).sum())
+
+
+def test_flickr_coco_layout(tmp_path, build_data, data_cfgs, synthetic_data, tiny_tokenizer):
+    from pycocotools import mask as mask_utils
+
+    coco = json.load(open(synthetic_data["flickr"]))
+    ds = build_data(data_cfgs["flickr"])
+    assert len(ds) == len(coco["images"]) == 4 and ds.filtered == {}
+    image = coco["images"][0]
+    anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    s = ds[0]
+    assert s["meta"]["phrases"] == [image["caption"][slice(*a["tokens_positive"][0])] for a in anns]
+    assert np.array_equal(s["masks"][:, 0].numpy(), np.stack([mask_utils.decode(a["sam_mask"]) for a in anns]))
+
+    # GLaMM's filters, counted; two boxes of one phrase are one [SEG] with the union of their masks
+    anns[1] = dict(anns[1], tokens_positive=anns[0]["tokens_positive"])
+    anns.append(dict(anns[0], id=999, ignore=True))
+    anns.append(dict(anns[0], id=998, bbox=[0, 0, 0, 5]))
+    short = dict(coco["images"][1], caption="Two shapes")
+    empty = dict(coco["images"][2], id=77)  # no annotation left: an error
+    quoted = dict(coco["images"][3], caption=' "' + coco["images"][3]["caption"] + '"')  # spans index this text
+    quoted_anns = [dict(a, tokens_positive=[[b + 2 for b in a["tokens_positive"][0]]]) for a in coco["annotations"]
+                   if a["image_id"] == quoted["id"]]
+    path = tmp_path / "flickr.json"
+    path.write_text(json.dumps({"images": [image, short, empty, quoted], "annotations": anns + quoted_anns}))
+    with pytest.raises(DataError, match=r"flickr.json: record 1 .*no grounded phrase"):
+        build_data(data_cfgs["flickr"], data_file=str(path))
+    ds = build_data(data_cfgs["flickr"], data_file=str(path), on_error="skip")
+    assert ds.filtered == {"short_caption": 1, "ignored_box": 1, "degenerate_box": 1}
+    assert ds.index_skip_counts == {"empty_expression": 1} and len(ds) == 2
+    q = ds[1]  # the phrases tagged in the answer are the annotated ones
+    assert [tiny_tokenizer.decode(q["input_ids"][q["expr_ids"] == k]).strip() for k in range(len(quoted_anns))] == \
+        [quoted["caption"][slice(*a["tokens_positive"][0])] for a in quoted_anns]
+    s = ds[0]
+    union = mask_utils.decode(anns[0]["sam_mask"]) | mask_utils.decode(anns[1]["sam_mask"])
+    assert s["masks"].shape[0] == len(anns) - 3 and np.array_equal(s["masks"][0, 0].numpy(), union)

@@ -11,7 +11,8 @@ from projects.salma.datasets.masks import decode_rle, decode_segmentation
 from projects.salma.datasets.synthetic import (COLORS, make_shapes, make_synthetic, object_sentences,
                                                relational_expressions, resolve_expression)
 
-_SMALL = dict(num_images=4, num_val_images=2, num_videos=2, num_val_videos=1, num_frames=3, num_llava=4, num_gcg=2)
+_SMALL = dict(num_images=4, num_val_images=2, num_videos=2, num_val_videos=1, num_frames=3, num_llava=4, num_gcg=2,
+              num_osprey=2, num_video_qa=1, num_sav_videos=1, num_ref_sav_videos=1, num_flickr=2, num_psg=2)
 
 
 def _digest(root):
@@ -26,7 +27,9 @@ def _digest(root):
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a, b, c = (_digest(make_synthetic(str(tmp_path / n), seed=s, **_SMALL)["refcoco"] + "/..") for n, s in
                [("a", 5), ("b", 5), ("c", 6)])
-    assert a == b and len(a) == 6 + 2 + 2 * 3 + 1 * 3 + 2 * 2 + 2  # images, refcoco, frames, jsons
+    assert a == b and len(a) == 6 + 2 + 2 * 3 + 1 * 3 + 2 * 2 + 2 + (2 + 5) + (1 + 1) + (2 * 2 + 3) + 1 + 1
+    # images, refcoco, frames, jsons; osprey images + 5 files; video QA mp4 + json; SA-V mp4 + masklet per
+    # video, expressions and Ref-SAV's two files; flickr; psg (the mp4 bytes are deterministic too)
     assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
 
 

@@ -101,6 +101,11 @@ def test_summary_merges_runs_and_renders_tables(tmp_path):
     assert md == summary_markdown(summary)
     assert "| refcoco/val | 50.00 | 40.00 | 55.00 | 45.00 | 3 | 1 |" in md
     assert "| revos | reasoning | 1.50 | 1.00 | 2.00 | 90.00 | 80.00 | 2 |" in md
+    refsav = {"task": "ref_vos", "protocol": "refsav", "metrics": {
+        s: {"J": 1.0, "F": 2.0, "J&F": 1.5, "A": 90.0, "n": 2} for s in ("long", "short", "overall")}}
+    md = summary_markdown(write_summary(str(tmp_path), {"ref_sav": refsav}))
+    assert "## Ref-SAV (%)" in md and "| ref_sav | short | 1.50 | 1.00 | 2.00 | 90.00 | 2 |" in md
+    assert "| ref_sav | 1.50 |" not in md  # not in the per-expression Ref-VOS table
 
 
 def test_checkpoint_loading_rejects_unknown_keys_and_missing_trainable_unless_allowed(tmp_path):

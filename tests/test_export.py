@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from projects.salma.datasets.chat import build_prompt
-from projects.salma.datasets.collate import expand_eval_sample
+from projects.salma.datasets.collate import expand_eval_sample, salma_collate
 from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.inference import InferenceReader, read_video
 from projects.salma.datasets.masks import decode_rle
@@ -336,6 +336,89 @@ def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synth
         assert np.array_equal(np.array(Image.open(tmp_path / "masks" / "seg0" / f"{name}.png")) > 0,
                               expected[t].numpy())
     assert (tmp_path / "overlay.png").is_file() and json.load(open(tmp_path / "result.json"))["n_seg"] == 1
+
+
+# ------------------------------------------------------------------ visual prompts (regions)
+REGION_QUESTION = "What is in region1?"
+
+
+def _osprey_image(synthetic_data):
+    folder = os.path.join(synthetic_data["osprey"], "images", "train2017")
+    return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["generated", "seg"])
+def test_region_predict_equals_the_training_side_model(loaded, trained, synthetic_data, forced):
+    """A box and a mask as regions: the exported model answers (and segments) exactly as the
+    training-side model (LoRA unmerged) on the same rows; the prompt lists the regions' <vp> tokens."""
+    with forced_answer("Sure, [SEG].") if forced else contextlib.nullcontext():
+        _check_region_predict(loaded, trained, synthetic_data, forced)
+
+
+def _check_region_predict(loaded, trained, synthetic_data, forced):
+    model, _ = trained
+    path = _osprey_image(synthetic_data)
+    width, height = Image.open(path).size
+    mask = np.zeros((height, width), dtype=bool)
+    mask[height // 2:, : width // 2] = True  # bottom-left quarter
+    box = (width / 2, 0, width, height / 2)  # top-right quarter
+    text = "Is <region1> larger than region2?"
+    out = loaded.predict(image=path, text=text, regions=[box, mask])
+
+    item = loaded.reader.image_item(path, [text], regions=[box, mask])
+    rows = expand_eval_sample(item)
+    expected = model.predict(model.data_preprocessor(salma_collate(rows), False)["data"], max_new_tokens=8)[0]
+    assert out["text"] == expected["text"] and out["question"] == "Is region1 larger than region2?"
+    assert torch.equal(out["masks"], expected["masks"][:, 0])
+    if forced:
+        assert out["masks"].shape == (1, height, width)
+        assert_nontrivial_masks(out["masks"], "region predict masks")
+    # The regions on the 4x4 token grid of the thumbnail (last tile): 2x2 cells each, in raster order.
+    cells = item["prompt_masks"]
+    assert cells.shape == (2, 4, 4) and cells[0, :2, 2:].all() and cells[1, 2:, :2].all() and int(cells.sum()) == 8
+    prompt = loaded.tokenizer.decode(rows[0]["input_ids"])
+    regions = ", ".join(f"region{k}<vp>{'<IMG_CONTEXT>' * 4}</vp>" for k in (1, 2))
+    assert f"</img>\nThere are 2 part regions in the picture: {regions}.\nIs region1 larger than region2?" in prompt
+    with torch.no_grad():  # the merged LLM sees the same region tokens as the unmerged one
+        batch = salma_collate(rows)["data"]
+        args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        ours, _ = loaded.model.mllm(*args, prompt_masks=batch["prompt_masks"])
+        theirs, _ = model.mllm(*args, prompt_masks=batch["prompt_masks"])
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_region_predict_input_errors(loaded, synthetic_data):
+    path = _osprey_image(synthetic_data)
+    width, height = Image.open(path).size
+    with pytest.raises(ValueError, match="names region2 but 1 region was given"):
+        loaded.predict(image=path, text="Compare region1 and region2.", regions=[(0, 0, 60, 40)])
+    with pytest.raises(ValueError, match=r"region 1: box .* must satisfy 0 <= x0 < x1 <= 128"):
+        loaded.predict(image=path, text="What is region1?", regions=[(0, 0, 200, 40)])
+    with pytest.raises(ValueError, match=rf"region 1: mask of shape \(10, 10\), the image is \({height}, {width}\)"):
+        loaded.predict(image=path, text="What is region1?", regions=[np.ones((10, 10), dtype=bool)])
+    with pytest.raises(DataError, match="regions: region1 covers 0 of the 4x4 vision-token cells"):
+        loaded.predict(image=path, text="What is region1?", regions=[(1, 1, 5, 5)])
+    with pytest.raises(ValueError, match="regions are given with an image"):
+        loaded.predict(video=[path, path], text="What is region1?", regions=[(0, 0, 60, 40)])
+
+
+def test_infer_tool_takes_boxes_and_mask_files(loaded, exported, synthetic_data, tmp_path, capsys):
+    path = _osprey_image(synthetic_data)
+    width, height = Image.open(path).size
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 2:, : width // 2] = 255
+    Image.fromarray(mask).save(tmp_path / "region.png")
+    summary = load_tool("infer").main(["--model", exported[1], "--image", path, "--box", f"0,0,{width // 2},{height // 2}",
+                                       "--region", str(tmp_path / "region.png"), "--text", REGION_QUESTION,
+                                       "--out", str(tmp_path / "out"), "--device", "cpu"])
+    expected = loaded.predict(image=path, text=REGION_QUESTION,
+                              regions=[(0, 0, width // 2, height // 2), mask > 0])
+    assert summary["answer"] == expected["text"] and summary["regions"] == 2
+    assert summary["n_seg"] == expected["masks"].shape[0] == expected["text"].count("[SEG]")
+    assert f"A: {expected['text']}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        load_tool("infer").main(["--model", exported[1], "--image", path, "--box", "1,2,3", "--text", "x",
+                                 "--out", str(tmp_path / "bad")])
 
 
 def test_video_files_are_read_with_opencv(tmp_path):

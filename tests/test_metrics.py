@@ -407,3 +407,15 @@ def test_revos_matches_published_formulas_exactly():
                             for g, p, f in zip(gt, pred, fg)]).mean()
     assert revos_accuracy(gt, pred) == published_a
     assert revos_robustness(gt, pred, fg) == published_r
+
+
+def test_aggregate_refsav_reports_long_and_short_separately():
+    records = [{"type_id": 0, "J": 0.5, "F": 0.7, "A": 0.9}, {"type_id": 0, "J": 0.3, "F": 0.5, "A": 0.7},
+               {"type_id": 1, "J": 1.0, "F": 0.9, "A": 1.0}]
+    out = M.aggregate_refsav(records)
+    assert out["long"] == pytest.approx({"J": 40.0, "F": 60.0, "J&F": 50.0, "A": 80.0, "n": 2})
+    assert out["short"] == pytest.approx({"J": 100.0, "F": 90.0, "J&F": 95.0, "A": 100.0, "n": 1})
+    # Sa2VA's eval_ref_sav: overall = mean of the two types (not of the expressions)
+    assert out["overall"] == pytest.approx({"J": 70.0, "F": 75.0, "J&F": 72.5, "A": 90.0, "n": 3})
+    with pytest.raises(ValueError, match="Ref-SAV type_id 2"):
+        M.aggregate_refsav([{"type_id": 2, "J": 1.0, "F": 1.0, "A": 1.0}])

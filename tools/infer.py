@@ -4,11 +4,32 @@ DIR_OR_MP4) --text "the dog on the left" --out OUT [--device cuda] [--dtype bflo
 Writes the masks as PNGs, an overlay picture and result.json to OUT (see
 ``projects.salma.inference``) and prints the answer. ``--text`` is a referring expression, asked
 as the evaluation asks it; ``--verbatim`` sends it as the question instead.
+
+Regions (visual prompts, images only): ``--box x0,y0,x1,y1`` (pixels) and ``--region mask.png``
+(non-zero = inside), repeatable, numbered in the order given: region1, region2, ... ``--text`` is
+then a question about them, sent as is (``--text "What is in region1?"``); nothing is segmented
+unless the answer has ``[SEG]``.
 """
 import argparse
 
 from projects.salma.inference import infer_image, infer_video
 from projects.salma.models.salma_model import SALMAModel
+
+
+class _Region(argparse.Action):
+    """Collects --box / --region in command-line order (boxes parsed to 4 numbers)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string == "--box":
+            try:
+                box = tuple(float(v) for v in value.split(","))
+            except ValueError:
+                box = ()
+            if len(box) != 4:
+                parser.error(f"--box {value!r}: expected x0,y0,x1,y1 (four numbers, pixels)")
+            value = box
+        regions = getattr(namespace, self.dest) or []
+        setattr(namespace, self.dest, regions + [value])
 
 
 def parse_args(argv=None):
@@ -17,7 +38,12 @@ def parse_args(argv=None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="image file")
     source.add_argument("--video", help="folder of frames (sorted by name) or a video file (read with OpenCV)")
-    parser.add_argument("--text", required=True, help="referring expression (or the question, with --verbatim)")
+    parser.add_argument("--text", required=True, help="referring expression (or the question, with --verbatim or "
+                                                      "regions)")
+    parser.add_argument("--box", dest="regions", action=_Region, metavar="X0,Y0,X1,Y1",
+                        help="a region given as a box in pixels (repeatable; regionN in order of appearance)")
+    parser.add_argument("--region", dest="regions", action=_Region, metavar="MASK.PNG",
+                        help="a region given as a mask image, non-zero inside (repeatable)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -26,7 +52,10 @@ def parse_args(argv=None):
     parser.add_argument("--verbatim", action="store_true", help="send --text as the question, without the template")
     parser.add_argument("--no-verify-weights", action="store_true",
                         help="skip the check of model.safetensors against the hash recorded in config.json")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.regions and args.video:
+        parser.error("--box / --region are for --image (regions index an image's tiles)")
+    return args
 
 
 def main(argv=None) -> dict:
@@ -35,7 +64,7 @@ def main(argv=None) -> dict:
                                        verify_weights=not args.no_verify_weights)
     kwargs = dict(max_new_tokens=args.max_new_tokens, template=not args.verbatim)
     if args.image:
-        summary = infer_image(model, args.image, args.text, args.out, **kwargs)
+        summary = infer_image(model, args.image, args.text, args.out, regions=args.regions, **kwargs)
     else:
         summary = infer_video(model, args.video, args.text, args.out, **kwargs)
     print(f"Q: {summary['question']}\nA: {summary['answer']}")

@@ -6,7 +6,7 @@ Output folder::
     video:  masks/seg<k>/<frame>.png      one per [SEG] k and frame (frame names from the folder,
                                           or 00000, 00001, ... for a video file)
     overlay.png                           the masks in red over the image (video: up to 4 frames)
-    result.json                           question, answer, n_seg, written mask files
+    result.json                           question, answer, n_seg, written mask files, regions (count)
 """
 from __future__ import annotations
 
@@ -34,15 +34,17 @@ def _caption(result: dict, prefix: str = "") -> str:
     return f"{prefix}{result['question'][:70]}\n-> {result['text'][:70]}"
 
 
-def infer_image(model: SALMAModel, image_path: str, text: str, out_dir: str, **predict_kwargs) -> dict:
-    """Predict on one image file and write its masks, overlay and result.json."""
+def infer_image(model: SALMAModel, image_path: str, text: str, out_dir: str, *, regions=None,
+                **predict_kwargs) -> dict:
+    """Predict on one image file (``regions``: boxes / masks the text asks about, see
+    ``SALMAModel.predict``) and write its masks, overlay and result.json."""
     image = load_image(image_path)
     os.makedirs(out_dir, exist_ok=True)
-    result = model.predict(image=image, text=text, **predict_kwargs)
+    result = model.predict(image=image, text=text, regions=regions, **predict_kwargs)
     masks = result["masks"].numpy()  # (n_seg, H, W)
     files = [save_mask(m, os.path.join(out_dir, f"mask_{k}.png")) for k, m in enumerate(masks)]
     overlay(image, masks.any(0) if len(masks) else None, _caption(result)).save(os.path.join(out_dir, "overlay.png"))
-    return _write_result(out_dir, result, files, source=image_path)
+    return _write_result(out_dir, result, files, source=image_path, n_regions=len(regions or ()))
 
 
 def infer_video(model: SALMAModel, video_path: str, text: str, out_dir: str, **predict_kwargs) -> dict:
@@ -64,9 +66,10 @@ def infer_video(model: SALMAModel, video_path: str, text: str, out_dir: str, **p
     return _write_result(out_dir, result, files, source=video_path)
 
 
-def _write_result(out_dir: str, result: dict, files: list[str], *, source: str) -> dict:
+def _write_result(out_dir: str, result: dict, files: list[str], *, source: str, n_regions: int = 0) -> dict:
     summary = {"source": source, "question": result["question"], "answer": result["text"],
-               "n_seg": int(result["masks"].shape[0]), "masks": [os.path.relpath(f, out_dir) for f in files]}
+               "n_seg": int(result["masks"].shape[0]), "masks": [os.path.relpath(f, out_dir) for f in files],
+               "regions": n_regions}
     if "llm_frames" in result:
         summary["llm_frames"] = result["llm_frames"]
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as f:

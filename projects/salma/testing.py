@@ -141,7 +141,7 @@ def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_B
     """
     original = InternVLMLLM.generate
 
-    def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32, **kwargs):
         tokenizer = self.tokenizer
         targets = []  # per row: the token ids to emit, then eos
         for row in input_ids:
@@ -158,7 +158,7 @@ def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_B
 
         handle = self.model.register_forward_hook(bias_next_token, with_kwargs=True)
         try:
-            return original(self, input_ids, attention_mask, pixel_values, max_new_tokens)
+            return original(self, input_ids, attention_mask, pixel_values, max_new_tokens, **kwargs)
         finally:
             handle.remove()
 

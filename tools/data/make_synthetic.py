@@ -1,4 +1,6 @@
-"""Write the synthetic SALMA datasets (RefCOCO-, MeViS-, LLaVA- and GCG-style) to --out.
+"""Write the synthetic SALMA datasets to --out, in their real formats: RefCOCO, MeViS, LLaVA, GCG
+(GranD-f, PSG, Flickr), Osprey-724K (region prompts), Chat-UniVi video QA and SA-V / Ref-SAV (mp4
+videos written with OpenCV's 'mp4v' codec).
 
     python tools/data/make_synthetic.py --out data/synthetic --seed 0
     python tools/data/make_synthetic.py --out data/synthetic_real --height 480 --width 640 --num-images 20
@@ -28,13 +30,21 @@ def main() -> None:
     parser.add_argument("--relational-fraction", type=float, default=0.25)
     parser.add_argument("--num-llava", type=int, default=40)
     parser.add_argument("--num-gcg", type=int, default=40)
+    parser.add_argument("--num-osprey", type=int, default=40, help="images with region records (each Osprey kind)")
+    parser.add_argument("--num-video-qa", type=int, default=8, help="Chat-UniVi-style mp4 videos")
+    parser.add_argument("--num-sav-videos", type=int, default=6, help="SA-V-style training videos")
+    parser.add_argument("--num-ref-sav-videos", type=int, default=3, help="Ref-SAV-style evaluation videos")
+    parser.add_argument("--num-flickr", type=int, default=40)
+    parser.add_argument("--num-psg", type=int, default=40)
     args = parser.parse_args()
     start = time.perf_counter()
     roots = make_synthetic(
         args.out, seed=args.seed, num_images=args.num_images, num_val_images=args.num_val_images,
         num_videos=args.num_videos, num_val_videos=args.num_val_videos, num_frames=args.num_frames,
         height=args.height, width=args.width, relational_fraction=args.relational_fraction,
-        num_llava=args.num_llava, num_gcg=args.num_gcg)
+        num_llava=args.num_llava, num_gcg=args.num_gcg, num_osprey=args.num_osprey, num_video_qa=args.num_video_qa,
+        num_sav_videos=args.num_sav_videos, num_ref_sav_videos=args.num_ref_sav_videos, num_flickr=args.num_flickr,
+        num_psg=args.num_psg)
     print(json.dumps(roots, indent=2))
     print(f"written in {time.perf_counter() - start:.1f} s")
 

@@ -45,6 +45,13 @@ test_datasets = dict(
                      image_folder="JPEGImages", mask_file="mask_dict.json",
                      foreground_file="mask_dict_foreground.json"),
     ),
+    ref_sav=dict(  # Sa2VA's Ref-SAV valid: MeViS layout, frames from the SA-V mp4; J, F, J&F, A per long / short
+        task="ref_vos",
+        protocol="refsav",
+        dataset=dict(type="RefSAVDataset", data_root=test_data_root, expression_file="ref_sav/valid/meta_expressions_valid.json",
+                     mask_file="ref_sav/valid/mask_dict.json", video_folder="sav/sav_train",
+                     video_file="{video_id:.7}/{video_id}.mp4"),
+    ),
     ref_ytvos=dict(  # no public GT: submission zip
         task="ref_vos",
         dataset=dict(type="RefVOSDataset", data_root=test_data_root + "/ref_ytvos/valid", expression_file="meta_expressions.json",

@@ -232,8 +232,12 @@ class SalmaDataset(Dataset):
 
     def make_sample(self, enc: EncodedConversation, *, pixel_values: torch.Tensor | None,
                     g_pixel_values: torch.Tensor | None, masks: np.ndarray | torch.Tensor | None,
-                    meta: dict) -> dict:
-        """The per-sample dict (collate's input); checks the ``[SEG]`` / mask count once more."""
+                    meta: dict, prompt_masks: torch.Tensor | None = None) -> dict:
+        """The per-sample dict (collate's input); checks the ``[SEG]`` / mask count once more.
+
+        ``prompt_masks``: bool (n_regions, g, g) visual-prompt cells of the last tile
+        (``datasets.visual_prompts``), or None for a sample without regions.
+        """
         if masks is not None:
             masks = torch.as_tensor(masks, dtype=torch.uint8)
             if masks.shape[0] != int((enc.input_ids == self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)).sum()):
@@ -247,5 +251,6 @@ class SalmaDataset(Dataset):
             "pixel_values": pixel_values,  # (n_tiles, 3, S, S) | None
             "g_pixel_values": g_pixel_values,  # (T, 3, G, G) | None
             "masks": masks,  # (n_obj, T, H, W) uint8 | None
+            "prompt_masks": prompt_masks,  # (n_regions, g, g) bool | None
             "meta": meta,
         }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from ..constants import IM_END, IM_START
+from .errors import DataError
 
 # Sa2VA trained without a system message (xtuner's qwen_chat with system=''); InternVL2.5's chat
 # uses INTERNVL_SYSTEM. Configs choose through the datasets' ``system`` key.
@@ -110,3 +111,28 @@ def jinja_chat_template(system: str = DEFAULT_SYSTEM) -> str:
         "{%- endfor %}"
         "{%- if add_generation_prompt %}{{ '" + IM_START + "assistant\\n' }}{%- endif %}"
     )
+
+
+def conversation_pairs(conversations: Sequence[dict], *, where: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a LLaVA-style ``[{"from": "human"|"gpt", "value"}]`` list.
+
+    Consecutive human messages are joined by a newline (Sa2VA joins them too); otherwise the list
+    must alternate, start with a question and end with an answer; an empty message is an error.
+    ``where`` ("<file>: record i") starts the DataError messages.
+    """
+    pairs: list[tuple[str, str]] = []
+    question: str | None = None
+    for j, msg in enumerate(conversations):
+        value, role = str(msg.get("value", "")).strip(), msg.get("from")
+        if not value:
+            raise DataError(f"{where}: message {j} is empty", reason="empty_text")
+        if role == "human":
+            question = value if question is None else question + "\n" + value
+        elif role == "gpt" and question is not None:
+            pairs.append((question, value))
+            question = None
+        else:
+            raise DataError(f"{where}: message {j} ({role!r}) does not answer a human question", reason="bad_conversation")
+    if question is not None or not pairs:
+        raise DataError(f"{where}: the conversation must end with an answer", reason="bad_conversation")
+    return pairs

@@ -11,6 +11,12 @@ mode)``), where ``batch`` is::
                     order, or None when no sample has an image
     g_pixel_values  list (B) of FloatTensor (T_b, 3, G, G) | None (samples without masks)
     masks           list (B) of uint8 Tensor (n_obj_b, T_b, H_b, W_b) | None
+    prompt_masks    list (B) of BoolTensor (n_regions_b, g, g) | None: visual prompts (issue 12). The
+                    regions of sample b on the vision-token grid of its LAST tile; its input_ids
+                    hold, after the tiles' <IMG_CONTEXT> tokens, one <IMG_CONTEXT> per True cell
+                    inside "regionI<vp>...</vp>" (region by region, raster order), which the model
+                    fills with that tile's vision tokens (``models.mllm.InternVLMLLM.embed_inputs``).
+                    A row's tile count is therefore (#<IMG_CONTEXT> - prompt_masks[b].sum()) / g**2.
     meta            list (B) of dicts
 
 Evaluation items (``mode='eval'``) go through ``salma_eval_collate`` instead: one generation prompt
@@ -55,6 +61,7 @@ def salma_collate(instances: Sequence[dict], pad_token_id: int | None = None) ->
         "pixel_values": torch.cat(tiles) if tiles else None,
         "g_pixel_values": [x["g_pixel_values"] for x in instances],
         "masks": [x["masks"] for x in instances],
+        "prompt_masks": [x.get("prompt_masks") for x in instances],
         "meta": [x["meta"] for x in instances],
     }
     return {"data": batch, "data_samples": None}
@@ -79,6 +86,7 @@ def expand_eval_sample(sample: dict) -> list[dict]:
             "pixel_values": sample["pixel_values"],
             "g_pixel_values": sample["g_pixel_values"],
             "masks": None,
+            "prompt_masks": sample.get("prompt_masks"),
             "meta": {**meta, "prompt_index": k, "gt_masks": gt},
         })
     return out

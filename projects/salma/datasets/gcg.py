@@ -2,9 +2,12 @@
 
 ``[{"file_name" (or "image"): str, "caption": str, "groundings": {phrase: {"token_positives":
 [start, end], "rle_masks": [COCO RLE, ...], "segmentations"?: [COCO polygons or RLE, ...]}}}]``.
-``token_positives`` is the phrase's character span in the caption; a phrase's masks are unioned.
-RefCOCOg-GCG ships another layout: :func:`convert_refcocog_gcg` (``tools/data/convert_gcg.py``)
-turns it into this one; phrases may then carry COCO polygons in ``"segmentations"``.
+``token_positives`` is the phrase's character span in the caption; a phrase's masks are unioned;
+a ``null`` grounding (GLaMM's files have some) is dropped and counted in ``filtered``. GLaMM's PSG
+GCG (``OpenPsgGCG_train.json``) has this layout. RefCOCOg-GCG ships another layout:
+:func:`convert_refcocog_gcg` (``tools/data/convert_gcg.py``) turns it into this one; phrases may
+then carry COCO polygons in ``"segmentations"``. Flickr GCG is COCO-layout:
+:class:`FlickrGCGDataset`.
 
 The answer is the caption with each phrase replaced by ``<p> phrase </p> [SEG]`` (in caption
 order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... </p>``.
@@ -12,8 +15,10 @@ order), one mask per ``[SEG]``; ``expr_ids`` marks the phrase inside ``<p> ... <
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
+from mmengine.logging import MMLogger
 
 from ..constants import PHRASE_END, PHRASE_START, SEG_TOKEN
 from ..registry import DATASETS
@@ -84,7 +89,8 @@ class GCGDataset(SalmaDataset):
         super().__init__(**kwargs)
         self.data_file = os.path.join(data_root, data_file)
         self.image_folder = os.path.join(data_root, image_folder)
-        records = read_json(self.data_file, expect=list, what="(GCG records)")
+        self.filtered: Counter[str] = Counter()  # dropped by the data's own rules (not errors)
+        records = self._read_records()
         for i, rec in enumerate(records):
             try:
                 item = self._parse(rec, i)
@@ -95,6 +101,12 @@ class GCGDataset(SalmaDataset):
             # Unknown image size: count the largest tiling (lengths only steer batching).
             self.modality_lengths.append(self.max_tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())
                                          + 8 * len(item["phrases"]))
+        if self.filtered:
+            MMLogger.get_current_instance().info(f"{self.name}: {self.data_file}: filtered {dict(self.filtered)}")
+
+    def _read_records(self) -> list[dict]:
+        """Records in the GranD-f layout (a subclass converts its own layout)."""
+        return read_json(self.data_file, expect=list, what="(GCG records)")
 
     def _parse(self, rec: dict, i: int) -> dict:
         where = f"{self.data_file}: record {i}"
@@ -107,7 +119,16 @@ class GCGDataset(SalmaDataset):
         if not caption:
             raise DataError(f"{where}: empty caption", reason="empty_expression")
         groundings = []
-        for phrase, g in (field(rec, "groundings", (dict, type(None)), where=where, default=None) or {}).items():
+        groundings_field = field(rec, "groundings", (dict, list, type(None)), where=where, default=None) or {}
+        pairs = groundings_field.items() if isinstance(groundings_field, dict) else groundings_field
+        for pair in pairs:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise DataError(f"{where}: groundings: expected (phrase, grounding) pairs, got {str(pair)[:40]}",
+                                reason="bad_record")
+            phrase, g = pair
+            if g is None:  # PSG lists some phrases without a mask: not a grounding
+                self.filtered["ungrounded_phrase"] += 1
+                continue
             at = f"{where}: grounding {phrase!r}"
             span = expect(g, dict, where=at).get("token_positives")
             integers = isinstance(span, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
@@ -156,3 +177,61 @@ class GCGDataset(SalmaDataset):
             meta["prompt_objects"] = [list(range(n_obj))]
         return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=self.sam_inputs([image]),
                                 masks=masks, meta=meta)
+
+
+@DATASETS.register_module()
+class FlickrGCGDataset(GCGDataset):
+    """GLaMM's Flickr GCG (``flickr_mergedGT_GCG_train.json``), COCO layout.
+
+    ``images``: ``{id, file_name, height, width, caption}``; ``annotations``: ``{image_id, bbox
+    [x, y, w, h], tokens_positive [[start, end], ...], sam_mask (RLE), area, ignore?}``. As GLaMM:
+    an annotation's phrase is its first ``tokens_positive`` span; captions under
+    ``min_caption_words`` words, images smaller than ``min_image_size`` and ignored or empty boxes
+    are dropped (counted in ``filtered``). Annotations of one span are one phrase (masks unioned).
+    Args: as :class:`GCGDataset`, plus ``min_caption_words`` and ``min_image_size``.
+    """
+
+    def __init__(self, *, min_caption_words: int = 3, min_image_size: int = 32, **kwargs) -> None:
+        self.min_caption_words = min_caption_words
+        self.min_image_size = min_image_size
+        super().__init__(**kwargs)
+
+    def _read_records(self) -> list[dict]:
+        coco = read_json(self.data_file, expect=dict, what="(COCO layout: images, annotations)")
+        by_image: dict[int, list[dict]] = {}
+        for ann in coco.get("annotations", ()):
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        records = []
+        for image in coco.get("images", ()):
+            caption = str(image.get("caption", ""))
+            if len(caption.split(" ")) < self.min_caption_words:
+                self.filtered["short_caption"] += 1
+                continue
+            if min(int(image["height"]), int(image["width"])) < self.min_image_size:
+                self.filtered["small_image"] += 1
+                continue
+            # Spans index the caption as written; the parser strips quotes and spaces around it.
+            shift = caption.index(caption.strip('"').strip()) if caption.strip('"').strip() else 0
+            spans: dict[tuple[int, int], list] = {}
+            for ann in by_image.get(image["id"], ()):
+                if not self._usable_box(ann, image):
+                    continue
+                start, end = (int(v) for v in ann["tokens_positive"][0])
+                spans.setdefault((start, end), []).append(ann["sam_mask"])
+            records.append({"file_name": image["file_name"], "caption": caption, "groundings": [
+                (caption[start:end], {"token_positives": [start - shift, end - shift], "rle_masks": rles})
+                for (start, end), rles in sorted(spans.items())]})
+        return records
+
+    def _usable_box(self, ann: dict, image: dict) -> bool:
+        """GLaMM's filter: not ignored, a box of at least 1x1 px overlapping the image, positive area."""
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        inter_w = max(0.0, min(x + w, float(image["width"])) - max(x, 0.0))
+        inter_h = max(0.0, min(y + h, float(image["height"])) - max(y, 0.0))
+        if ann.get("ignore", False):
+            self.filtered["ignored_box"] += 1
+            return False
+        if inter_w * inter_h == 0 or ann.get("area", 1) <= 0 or w < 1 or h < 1:
+            self.filtered["degenerate_box"] += 1
+            return False
+        return True

@@ -16,6 +16,12 @@ A text is a referring expression (cleaned like the readers' expressions and put 
 template; an expression ending in '?' is asked as is, as ReVOS reasoning expressions are), or,
 with ``template=False``, the user's question verbatim (then no prompt token is tagged as the
 expression: CMA attends to the ``[SEG]`` embedding alone).
+
+Regions (visual prompts, as ``OspreyDataset`` builds them): an image item may carry regions, each a
+mask (bool / uint8 array (H, W), a PIL image or a PNG path: non-zero = inside) or a box (x0, y0,
+x1, y1) in pixels. They become the region list after the image tokens
+(``visual_prompts.region_prompt``) and ``prompt_masks``; each text is then a question about
+``region1``, ``region2``, ... sent verbatim (``<region1>`` is accepted too).
 """
 from __future__ import annotations
 
@@ -34,8 +40,11 @@ from .ref_vos import sample_frame_indices
 from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
                         image_token_string, video_token_string)
 from .transforms import common_frame_size, load_image, stack_normalized
+from .visual_prompts import (box_to_mask, check_region_cells, last_tile_layout, named_regions, region_cells,
+                             region_prompt, token_grid, untag_regions)
 
 ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
+RegionInput = Union[np.ndarray, Image.Image, str, os.PathLike, Sequence[float]]
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -52,6 +61,22 @@ def as_rgb_image(image: ImageInput, *, name: str = "image") -> Image.Image:
                              f"{image.shape}")
         return Image.fromarray(image).convert("RGB")
     raise TypeError(f"{name}: expected a PIL image, a path or a uint8 array, got {type(image).__name__}")
+
+
+def as_region_mask(region: RegionInput, height: int, width: int, *, name: str = "region") -> np.ndarray:
+    """A region as a uint8 (H, W) mask: a box (x0, y0, x1, y1) in pixels, or a mask (array, PIL
+    image or image file; non-zero = inside) of the image's size."""
+    if isinstance(region, (tuple, list)) and all(isinstance(v, (int, float)) for v in region):
+        try:
+            return box_to_mask(region, height, width)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from err
+    if isinstance(region, (str, os.PathLike)):
+        region = load_image(os.fspath(region)).convert("L")
+    mask = np.asarray(region.convert("L") if isinstance(region, Image.Image) else region)
+    if mask.ndim != 2 or mask.shape != (height, width):
+        raise ValueError(f"{name}: mask of shape {tuple(mask.shape)}, the image is ({height}, {width})")
+    return (mask != 0).astype(np.uint8)
 
 
 def read_video(path: str | os.PathLike, *, progress: bool = False) -> tuple[list[Image.Image], list[str]]:
@@ -114,15 +139,30 @@ class InferenceReader(SalmaDataset):
         self.frame_sampling = frame_sampling
         sample_frame_indices(1, 1, frame_sampling, np.random.default_rng(0))  # validate the strategy
 
-    def image_item(self, image: ImageInput, texts: Sequence[str], *, template: bool = True) -> dict:
-        """An item of one image with one generation prompt per text (as ``RefCOCODataset``)."""
+    def image_item(self, image: ImageInput, texts: Sequence[str], *, template: bool = True,
+                   regions: Sequence[RegionInput] | None = None) -> dict:
+        """An item of one image with one generation prompt per text (as ``RefCOCODataset``), or, with
+        ``regions``, one question about them per text (as ``OspreyDataset``; ``template`` unused)."""
         image = as_rgb_image(image)
         pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
         prefix = image_token_string(len(pixel_values), self.image_seq_length)
-        turns = self._turns(texts, prefix, EVAL_SEG_QUESTION, template)
+        image_tokens = len(pixel_values) * self.image_seq_length
         meta = {"orig_size": (image.height, image.width)}
-        return self._item(turns, prefix, len(pixel_values) * self.image_seq_length, pixel_values,
-                          self.sam_inputs([image]), meta)
+        if not regions:
+            turns = self._turns(texts, prefix, EVAL_SEG_QUESTION, template)
+            return self._item(turns, prefix, image_tokens, pixel_values, self.sam_inputs([image]), meta)
+        masks = np.stack([as_region_mask(r, image.height, image.width, name=f"region {k + 1}")
+                          for k, r in enumerate(regions)])  # (n_regions, H, W)
+        layout = last_tile_layout(image.width, image.height, n_tiles=len(pixel_values), use_thumbnail=self.use_thumbnail,
+                                  min_num=self.min_dynamic_patch, max_num=self.max_dynamic_patch,
+                                  image_size=self.image_size)
+        cells = region_cells(masks, grid=token_grid(self.image_seq_length), layout=layout)  # (n_regions, g, g)
+        counts = check_region_cells(cells, source="regions")
+        prefix += region_prompt(counts)
+        turns = self._region_turns(texts, prefix, len(counts))
+        item = self._item(turns, prefix, image_tokens + sum(counts), pixel_values, self.sam_inputs([image]), meta)
+        item["prompt_masks"] = cells
+        return item
 
     def video_item(self, frames: Sequence[ImageInput], texts: Sequence[str], *, template: bool = True) -> dict:
         """An item of one video (as ``RefVOSDataset`` with ``sam_all_frames=True``): the LLM's frames
@@ -155,6 +195,22 @@ class InferenceReader(SalmaDataset):
         if empty:
             raise ValueError(f"empty expression(s): {empty}")
         return self.seg_turns(expressions, prefix=prefix, templates=(question,), answers=(EVAL_ANSWER,), rng=None)
+
+    def _region_turns(self, texts: Sequence[str], prefix: str, n_regions: int) -> list[Turn]:
+        """One verbatim question per text, each naming only regions 1..n_regions."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"texts must be a non-empty sequence of strings, got {texts!r}")
+        turns = []
+        for k, text in enumerate(texts):
+            text = untag_regions(text).strip()
+            if not text or SEG_TOKEN in text:
+                raise ValueError(f"a question about regions must be non-empty and without {SEG_TOKEN}: {text!r}")
+            unknown = sorted(n for n in named_regions(text) if not 1 <= n <= n_regions)
+            if unknown:
+                given = f"{n_regions} region{'s were' if n_regions > 1 else ' was'} given"
+                raise ValueError(f"{text!r} names region{unknown[0]} but {given}")
+            turns.append(Turn((prefix if k == 0 else "") + text, None))
+        return turns
 
     def _item(self, turns: list[Turn], prefix: str, image_tokens: int, pixel_values, g_pixel_values,
               meta: dict) -> dict:

@@ -85,6 +85,8 @@ class RefVOSDataset(SalmaDataset):
         **kwargs: :class:`SalmaDataset` arguments.
     """
 
+    eval_question = EVAL_VIDEO_SEG_QUESTION  # the question of evaluation items (a subclass may ask otherwise)
+
     def __init__(self, *, expression_file: str, image_folder: str, mask_file: str | None = None,
                  foreground_file: str | None = None, data_root: str = "", num_frames: int = 5,
                  frame_sampling: str = "random", num_expressions_per_sample: int = 3, frame_suffix: str = ".jpg",
@@ -200,10 +202,11 @@ class RefVOSDataset(SalmaDataset):
             exps = [exps[i] for i in order]
             templates, answers, turn_rng = VIDEO_SEG_QUESTIONS, ANSWER_LIST, rng
         else:
-            templates, answers, turn_rng = (EVAL_VIDEO_SEG_QUESTION,), (EVAL_ANSWER,), None
+            templates, answers, turn_rng = (self.eval_question,), (EVAL_ANSWER,), None
 
         sam_indices = list(range(len(frames))) if self.sam_all_frames else frame_indices
-        loaded = {f: self._load_frame(vid, frames[f]) for f in sorted(set(frame_indices) | set(sam_indices))}
+        needed = sorted(set(frame_indices) | set(sam_indices))
+        loaded = dict(zip(needed, self._load_frames(vid, [frames[f] for f in needed])))
         width, height = common_frame_size({self.frame_path(vid, frames[f]): im.size for f, im in loaded.items()},
                                           context=f" (video {vid})")
         images = [loaded[f] for f in frame_indices]
@@ -289,6 +292,10 @@ class RefVOSDataset(SalmaDataset):
 
     def _load_frame(self, vid: str, frame: str):
         return load_image(self.frame_path(vid, frame))
+
+    def _load_frames(self, vid: str, frames: list[str]) -> list:
+        """Frames of one video, in the order given (a reader of video files decodes them in one pass)."""
+        return [self._load_frame(vid, f) for f in frames]
 
     def _frame_size(self, item: dict) -> tuple[int, int]:
         width, height = self._load_frame(item["vid"], item["frames"][0]).size

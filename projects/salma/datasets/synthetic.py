@@ -12,6 +12,11 @@ Written under ``out``::
     mevis_synth/{train,valid_u}/JPEGImages/<vid>/<frame>.jpg, meta_expressions.json, mask_dict.json
     llava_synth/llava.json      (images from refcoco_synth/images, plus text-only chats)
     gcg_synth/gcg.json          (GranD-f layout, images from refcoco_synth/images)
+    osprey_synth/Osprey-724K/osprey_<kind>.json, images/{train2017,val2017}/   (region prompts)
+    video_qa_synth/video_chat.json, videos/<id>.mp4                          (Chat-UniVi video QA)
+    sav_synth/sav_train/sav_000/sav_<id>.mp4 + _manual.json, sav_expressions.json,
+              ref_sav_valid/{meta_expressions_valid,mask_dict}.json           (SA-V, Ref-SAV)
+    flickr_synth/flickr_mergedGT_GCG_train.json, psg_synth/OpenPsgGCG_train.json   (GLaMM GCG)
 
 Deterministic: the same arguments give byte-identical files (each item has its own generator
 ``default_rng([seed, kind, index])``; json is written with sorted keys).
@@ -245,21 +250,12 @@ def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames:
     for v in range(num_videos):
         rng = np.random.default_rng([seed, _KIND_VIDEO, index_offset + v])
         vid = f"video_{index_offset + v:04d}"
-        shapes = make_shapes(rng, height, width, min_objects=2, max_objects=4)
-        for s in shapes:  # 3-10 % of the image side per frame, in each direction
-            speed = rng.uniform(0.03, 0.1, size=2) * rng.choice([-1, 1], size=2) * min(height, width)
-            s.vx, s.vy = float(speed[0]), float(speed[1])
-        background = rng.integers(150, 256, size=3)
-        frames, per_frame_masks = [], []
-        for t in range(num_frames):
-            image, visible, _ = draw_scene(shapes, height, width, rng, background)
+        shapes, images, per_frame_masks = moving_scene(rng, height, width, num_frames)
+        frames = []
+        for t, image in enumerate(images):
             name = f"{t:05d}"
             _write(os.path.join(root, "JPEGImages", vid, name + ".jpg"), jpeg_bytes(image))
             frames.append(name)
-            per_frame_masks.append(visible)
-            for s in shapes:  # move, bouncing off the borders
-                s.cx, s.vx = _bounce(s.cx + s.vx, s.vx, s.r, width)
-                s.cy, s.vy = _bounce(s.cy + s.vy, s.vy, s.r, height)
         # Expressions on constant attributes only (colour, shape, size): valid in every frame.
         sentences = object_sentences(shapes, width, rng, relational_fraction, spatial=False)
         expressions = {}
@@ -273,6 +269,26 @@ def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames:
         videos[vid] = {"frames": frames, "expressions": expressions}
     _write(os.path.join(root, "meta_expressions.json"), _json_bytes({"videos": videos}))
     _write(os.path.join(root, "mask_dict.json"), _json_bytes(mask_dict))
+
+
+def moving_scene(rng: np.random.Generator, height: int, width: int, num_frames: int, *, speed: float = 1.0,
+                 ) -> tuple[list[Shape], list[Image.Image], list[list[np.ndarray]]]:
+    """2-4 shapes moving (and bouncing) over ``num_frames`` frames: (shapes, frames, visible masks
+    per frame and object). ``speed`` scales the 3-10 % of the image side they move per frame."""
+    shapes = make_shapes(rng, height, width, min_objects=2, max_objects=4)
+    for s in shapes:  # 3-10 % of the image side per frame, in each direction
+        v = rng.uniform(0.03, 0.1, size=2) * rng.choice([-1, 1], size=2) * min(height, width) * speed
+        s.vx, s.vy = float(v[0]), float(v[1])
+    background = rng.integers(150, 256, size=3)
+    images, per_frame_masks = [], []
+    for _ in range(num_frames):
+        image, visible, _ = draw_scene(shapes, height, width, rng, background)
+        images.append(image)
+        per_frame_masks.append(visible)
+        for s in shapes:  # move, bouncing off the borders
+            s.cx, s.vx = _bounce(s.cx + s.vx, s.vx, s.r, width)
+            s.cy, s.vy = _bounce(s.cy + s.vy, s.vy, s.r, height)
+    return shapes, images, per_frame_masks
 
 
 def _bounce(pos: float, vel: float, r: float, size: int) -> tuple[float, float]:
@@ -348,10 +364,258 @@ def write_gcg(out: str, scenes: list[dict], *, num_items: int) -> None:
     _write(os.path.join(out, "gcg_synth", "gcg.json"), _json_bytes(records))
 
 
+# ---- issue 12: visual prompts, video files, SA-V, more GCG layouts ---------------------------------
+_KIND_OSPREY, _KIND_VIDEO_FILE, _KIND_SAV = 3, 4, 5
+OSPREY_FILES = {kind: f"osprey_{kind}.json" for kind in
+                ("conversation", "detail_description", "short_form", "part_level", "lvis_positive_negative")}
+SAV_ANNOTATION_STRIDE = 4  # SA-V: masklets every 4th frame of the 24 fps video (6 fps)
+OSPREY_MIN_CELLS_GRID = 4  # Osprey regions cover >= 4 cells of a 4x4 token grid (the tiny model's)
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE ``{'size': [h, w], 'counts': [run lengths, column-major, zeros first]}``."""
+    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0] + counts
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def write_video_file(path: str, frames: list[Image.Image], fps: float = 24.0) -> None:
+    """An mp4 (OpenCV's 'mp4v' codec) of RGB frames; bytes are deterministic for the same frames."""
+    import cv2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    width, height = frames[0].size
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
+    for frame in frames:
+        writer.write(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _region_cells_ok(masks: list[np.ndarray]) -> bool:
+    from .visual_prompts import MIN_REGION_CELLS, region_cells
+
+    cells = region_cells(np.stack(masks), grid=OSPREY_MIN_CELLS_GRID)
+    return bool((cells.flatten(1).sum(1) >= MIN_REGION_CELLS).all())
+
+
+def _osprey_scene(rng: np.random.Generator, height: int, width: int, *, with_background: bool,
+                  ) -> tuple[Image.Image, list[Shape | None], list[np.ndarray]]:
+    """A large shape and, ``with_background``, the background as a second region (``None``); every
+    region covers >= 4 cells of a 4x4 token grid (the tiny model's), so none is refused."""
+    side = min(height, width)
+    for _ in range(200):
+        r = float(rng.uniform(0.3, 0.36) * side)
+        shape = Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), float(rng.uniform(r + 1, width - r - 1)),
+                      float(rng.uniform(r + 1, height - r - 1)), r)
+        image, (mask,), _ = draw_scene([shape], height, width, rng, rng.integers(150, 256, size=3))
+        regions, masks = [shape], [mask]
+        if with_background:
+            regions.append(None)
+            masks.append(1 - mask)
+        if _region_cells_ok(masks):
+            return image, regions, masks
+    raise RuntimeError("could not draw an Osprey scene; use a larger image")
+
+
+def _side(s: Shape, width: int) -> str:
+    return "left" if s.cx < width / 2 else "right"
+
+
+def _osprey_texts(kind: str, regions: list[Shape | None], width: int, rng: np.random.Generator) -> dict:
+    """The text fields of one Osprey record of ``kind`` about ``regions`` (a shape, or None: the background)."""
+    if kind == "detail_description":
+        return {"description": [f"<region{i + 1}>: " + (
+            "the plain background around the shape." if s is None else
+            f"{_article(s.color)} {s.color} {s.kind} on the {_side(s, width)} of the picture.")
+            for i, s in enumerate(regions)]}
+    conv = []
+    for i, s in enumerate(regions):
+        r = f"<region{i + 1}>"
+        if s is None:
+            qa = [(f"What is in {r}?", "The background.")] if kind == "conversation" else \
+                 [(f"Is {r} a shape?", "No.")] if kind == "lvis_positive_negative" else [(f"What is {r}?", "background")]
+        elif kind == "conversation":
+            qa = [(f"What is in {r}?", f"{_article(s.color).capitalize()} {s.color} {s.kind}."),
+                  (f"Where is {r} in the picture?", f"It is on the {_side(s, width)}.")]
+        elif kind == "short_form":
+            qa = [(f"What shape is {r}?", s.kind)]
+        elif kind == "part_level":
+            qa = [(f"What colour is the shape in {r}?", s.color)]
+        else:  # lvis_positive_negative
+            color = s.color if rng.random() < 0.5 else str(rng.choice([c for c in COLORS if c != s.color]))
+            qa = [(f"Is {r} {_article(color)} {color} {s.kind}?", "Yes." if color == s.color else "No.")]
+        for q, a in qa:
+            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+    return {"conversations": conv}
+
+
+def write_osprey(out: str, *, seed: int, num_items: int, height: int, width: int) -> None:
+    """Osprey-724K layout: ``osprey_synth/Osprey-724K/osprey_<kind>.json`` (five kinds, one record per
+    image each) and images split over ``images/train2017`` and ``images/val2017`` (a reader searches
+    both, as COCO's folders). Regions: a large shape, and in every second record also the background;
+    they alternate polygon, compressed and uncompressed RLE."""
+    root = os.path.join(out, "osprey_synth")
+    records: dict[str, list] = {kind: [] for kind in OSPREY_FILES}
+    for k in range(num_items):
+        rng = np.random.default_rng([seed, _KIND_OSPREY, k])
+        image, shapes, visible = _osprey_scene(rng, height, width, with_background=k % 2 == 1)
+        file_name = f"{k + 1:012d}.jpg"
+        _write(os.path.join(root, "images", ("train2017", "val2017")[k % 2], file_name), jpeg_bytes(image))
+        annotation = []
+        for i, (shape, mask) in enumerate(zip(shapes, visible)):
+            polygon = shape_polygon(shape) if shape is not None else None
+            if (k + i) % 3 == 0 and polygon and bool((mask == rasterize(polygon, height, width)).all()):
+                segmentation = [polygon]
+            elif (k + i) % 3 == 1:
+                segmentation = uncompressed_rle(mask)
+            else:
+                segmentation = encode_mask(mask)
+            annotation.append({"segmentation": segmentation, "bbox": _bbox(mask), "area": int(mask.sum())})
+        for kind in OSPREY_FILES:
+            records[kind].append({"id": k, "file_name": file_name, "height": height, "width": width,
+                                  "annotation": annotation, **_osprey_texts(kind, shapes, width, rng)})
+    for kind, name in OSPREY_FILES.items():
+        _write(os.path.join(root, "Osprey-724K", name), _json_bytes(records[kind]))
+
+
+def _bbox(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+def write_video_qa(out: str, *, seed: int, num_items: int, num_frames: int, height: int, width: int) -> None:
+    """Chat-UniVi layout: ``video_qa_synth/videos/<id>.mp4`` (24 fps) and ``video_chat.json``; every
+    third record names its video ``.mkv`` (the file is the ``.mp4``, as Chat-UniVi's downloads)."""
+    root = os.path.join(out, "video_qa_synth")
+    records = []
+    for k in range(num_items):
+        rng = np.random.default_rng([seed, _KIND_VIDEO_FILE, k])
+        shapes, images, _ = moving_scene(rng, height, width, num_frames)
+        name = f"activity_{k:04d}"
+        write_video_file(os.path.join(root, "videos", name + ".mp4"), images)
+        colors = sorted({s.color for s in shapes})
+        records.append({"id": name, "video": name + (".mkv" if k % 3 == 2 else ".mp4"), "conversations": [
+            {"from": "human", "value": "<video>\nHow many shapes move in this video?"},
+            {"from": "gpt", "value": f"There are {len(shapes)} shapes."},
+            {"from": "human", "value": "Which colours do they have?"},
+            {"from": "gpt", "value": ", ".join(colors[:-1]) + (" and " if len(colors) > 1 else "") + colors[-1] + "."},
+        ]})
+    _write(os.path.join(root, "video_chat.json"), _json_bytes(records))
+
+
+def _direction(s: Shape) -> str:
+    return ("left" if s.vx < 0 else "right") if abs(s.vx) >= abs(s.vy) else ("up" if s.vy < 0 else "down")
+
+
+def write_sav(out: str, *, seed: int, num_videos: int, num_val_videos: int, num_frames: int, height: int,
+              width: int) -> None:
+    """SA-V videos and their referring expressions (Sa2VA's video_sam2 training set, Ref-SAV valid).
+
+    ``sav_synth/sav_train/sav_000/sav_<id>.mp4`` (24 fps, 4 (num_frames - 1) + 1 frames) with
+    ``sav_<id>_manual.json`` (``masklet``: per annotated frame (every 4th: 6 fps), one COCO RLE per
+    object); ``sav_synth/sav_expressions.json`` = ``{vid: {video_path, anno_path, objects: {obj_idx:
+    {formated, short_caps}}}}`` for the first ``num_videos`` videos; ``sav_synth/ref_sav_valid/``
+    (``meta_expressions_valid.json`` + ``mask_dict.json``, MeViS layout, frames named by their index
+    in the mp4, a long (type 0) and a short (type 1) expression per object) for the others.
+    """
+    root = os.path.join(out, "sav_synth")
+    n_video_frames = SAV_ANNOTATION_STRIDE * (num_frames - 1) + 1
+    expressions, valid, mask_dict = {}, {}, {}
+    anno_id = 0
+    for v in range(num_videos + num_val_videos):
+        rng = np.random.default_rng([seed, _KIND_SAV, v])
+        vid = f"sav_{v + 1:06d}"
+        shapes, images, masks = moving_scene(rng, height, width, n_video_frames, speed=0.25)
+        start = [Shape(s.kind, s.color, s.cx, s.cy, s.r, s.vx, s.vy) for s in shapes]
+        folder = os.path.join(root, "sav_train", vid[:7])
+        write_video_file(os.path.join(folder, vid + ".mp4"), images)
+        annotated = list(range(0, n_video_frames, SAV_ANNOTATION_STRIDE))
+        masklet = [[encode_mask(masks[t][i]) for i in range(len(shapes))] for t in annotated]
+        _write(os.path.join(folder, vid + "_manual.json"), _json_bytes({
+            "video_id": vid, "video_frame_count": float(n_video_frames), "video_height": float(height),
+            "video_width": float(width), "masklet": masklet, "masklet_id": list(range(len(shapes))),
+            "masklet_num": len(shapes), "masklet_type": ["manual"] * len(shapes)}))
+        long_caps = [f"A {s.color} {s.kind} that moves {_direction(s)}." for s in start]
+        short_caps = [[f"{s.color} {s.kind}", f"the {s.color} {s.kind}"] for s in start]
+        if v < num_videos:
+            expressions[vid] = {"video_path": f"{vid[:7]}/{vid}.mp4", "anno_path": f"{vid[:7]}/{vid}_manual.json",
+                                "objects": {str(i): {"formated": long_caps[i], "short_caps": short_caps[i]}
+                                            for i in range(len(shapes))}}
+            continue
+        exps = {}
+        for i in range(len(shapes)):
+            anno_id += 1
+            mask_dict[str(anno_id)] = [encode_mask(masks[t][i]) if masks[t][i].any() else None for t in annotated]
+            for type_id, text in ((0, long_caps[i]), (1, short_caps[i][0])):
+                exps[str(len(exps))] = {"exp": text, "obj_id": [i], "anno_id": [anno_id], "type_id": type_id}
+        valid[vid] = {"frames": [f"{t:05d}" for t in annotated], "expressions": exps}
+    _write(os.path.join(root, "sav_expressions.json"), _json_bytes(expressions))
+    _write(os.path.join(root, "ref_sav_valid", "meta_expressions_valid.json"), _json_bytes({"videos": valid}))
+    _write(os.path.join(root, "ref_sav_valid", "mask_dict.json"), _json_bytes(mask_dict))
+
+
+def _shape_caption(scene: dict) -> tuple[str, list[tuple[int, int]]]:
+    """'A red circle, a blue square and a green triangle.' and each shape's character span."""
+    caption, spans = "", []
+    shapes = scene["shapes"]
+    for j, s in enumerate(shapes):
+        if j:
+            caption += " and " if j == len(shapes) - 1 else ", "
+        phrase = f"{_article(s.color)} {s.color} {s.kind}"
+        spans.append((len(caption), len(caption) + len(phrase)))
+        caption += phrase
+    return caption[0].upper() + caption[1:] + ".", spans
+
+
+def write_flickr(out: str, scenes: list[dict], *, num_items: int) -> None:
+    """GLaMM's Flickr GCG layout (COCO): ``flickr_synth/flickr_mergedGT_GCG_train.json`` with images
+    (``caption``) and annotations (``bbox``, ``tokens_positive``, ``sam_mask`` RLE), one per shape."""
+    images, annotations = [], []
+    train = [s for s in scenes if s["split"] == "train"]
+    for k, scene in enumerate(train[:num_items]):
+        caption, spans = _shape_caption(scene)
+        height, width = scene["masks"][0].shape
+        images.append({"id": k + 1, "file_name": scene["file_name"], "height": height, "width": width,
+                       "caption": caption})
+        for mask, span in zip(scene["masks"], spans):
+            if not mask.any():
+                continue
+            annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": 1, "iscrowd": 0,
+                                "bbox": _bbox(mask), "area": int(mask.sum()), "tokens_positive": [list(span)],
+                                "sam_mask": encode_mask(mask)})
+    _write(os.path.join(out, "flickr_synth", "flickr_mergedGT_GCG_train.json"),
+           _json_bytes({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}))
+
+
+def write_psg(out: str, scenes: list[dict], *, num_items: int) -> None:
+    """GLaMM's OpenPSG GCG (GranD-f layout with ``height``, ``width``, ``image_id``):
+    ``psg_synth/OpenPsgGCG_train.json``; one phrase per shape, plus an ungrounded "picture" phrase
+    (``null``, as GLaMM's files have; readers drop it)."""
+    records = []
+    train = [s for s in scenes if s["split"] == "train"]
+    for k, scene in enumerate(train[-num_items:] if num_items else []):
+        caption, spans = _shape_caption(scene)
+        caption = caption[:-1] + " in the picture."
+        height, width = scene["masks"][0].shape
+        groundings = {caption[a:b]: {"token_positives": [a, b], "rle_masks": [encode_mask(m)]}
+                      for m, (a, b) in zip(scene["masks"], spans) if m.any()}
+        groundings["picture"] = None
+        records.append({"file_name": scene["file_name"], "height": height, "width": width, "image_id": k + 1,
+                        "caption": caption, "groundings": groundings})
+    _write(os.path.join(out, "psg_synth", "OpenPsgGCG_train.json"), _json_bytes(records))
+
+
 def make_synthetic(out: str, *, seed: int = 0, num_images: int = 300, num_val_images: int = 50,
                    num_videos: int = 20, num_val_videos: int = 8, num_frames: int = 8, height: int = 96,
                    width: int = 128, relational_fraction: float = 0.25, num_llava: int = 40,
-                   num_gcg: int = 40) -> dict[str, str]:
+                   num_gcg: int = 40, num_osprey: int = 40, num_video_qa: int = 8, num_sav_videos: int = 6,
+                   num_ref_sav_videos: int = 3, num_flickr: int = 40, num_psg: int = 40) -> dict[str, str]:
     """Write every synthetic set under ``out``; returns the roots readers take (see module doc)."""
     scenes = write_refcoco(out, seed=seed, num_images=num_images, num_val_images=num_val_images,
                            height=height, width=width, relational_fraction=relational_fraction)
@@ -361,6 +625,12 @@ def make_synthetic(out: str, *, seed: int = 0, num_images: int = 300, num_val_im
                 width=width, relational_fraction=relational_fraction, index_offset=num_videos)
     write_llava(out, scenes, num_items=num_llava)
     write_gcg(out, scenes, num_items=num_gcg)
+    write_osprey(out, seed=seed, num_items=num_osprey, height=height, width=width)
+    write_video_qa(out, seed=seed, num_items=num_video_qa, num_frames=4 * num_frames, height=height, width=width)
+    write_sav(out, seed=seed, num_videos=num_sav_videos, num_val_videos=num_ref_sav_videos, num_frames=num_frames,
+              height=height, width=width)
+    write_flickr(out, scenes, num_items=num_flickr)
+    write_psg(out, scenes, num_items=num_psg)
     return {
         "refcoco": os.path.join(out, "refcoco_synth"),
         "refcoco_images": os.path.join(out, "refcoco_synth", "images"),
@@ -368,4 +638,9 @@ def make_synthetic(out: str, *, seed: int = 0, num_images: int = 300, num_val_im
         "mevis_valid_u": os.path.join(out, "mevis_synth", "valid_u"),
         "llava": os.path.join(out, "llava_synth", "llava.json"),
         "gcg": os.path.join(out, "gcg_synth", "gcg.json"),
+        "osprey": os.path.join(out, "osprey_synth"),
+        "video_qa": os.path.join(out, "video_qa_synth"),
+        "sav": os.path.join(out, "sav_synth"),
+        "flickr": os.path.join(out, "flickr_synth", "flickr_mergedGT_GCG_train.json"),
+        "psg": os.path.join(out, "psg_synth", "OpenPsgGCG_train.json"),
     }

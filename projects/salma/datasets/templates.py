@@ -51,6 +51,20 @@ GCG_QUESTIONS = (
     "masks for the corresponding phrases.",
 )
 
+# Osprey detailed descriptions: one question per region ("<region>" becomes "region1", ...).
+VP_DESCRIPTION_QUESTIONS = (
+    "Can you provide me with a detailed description of the region in the picture marked by <region>?",
+    "What can you tell me about the region indicated by <region> in the image?",
+    "Please describe the region <region> in the image in detail.",
+    "What details can you give me about the region outlined by <region> in the photo?",
+    "Could you elaborate on the region highlighted by <region> in the picture provided?",
+    "Examine the region <region> closely and share its details.",
+)
+# Osprey short-form questions ask for one word or phrase.
+SHORT_ANSWER_SUFFIX = " Answer the question using a single word or phrase."
+# SA-V pseudo-label videos (Sa2VA's video_sam2_dataset): long, formatted object descriptions.
+SAV_LONG_QUESTION = "Please segment the object according to the description: {class_name}"
+
 # Deterministic choices for evaluation items (teacher-forced conversations, per-sentence prompts).
 EVAL_SEG_QUESTION = "Please segment {class_name} in this image."
 EVAL_VIDEO_SEG_QUESTION = "Please segment {class_name} in this video."

@@ -615,3 +615,31 @@ def aggregate_refvos(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         raise ValueError("no expressions to aggregate")
     j, f = _mean_x100(js), _mean_x100(fs)
     return {"J": j, "F": f, "J&F": (j + f) / 2, "n": len(js)}
+
+
+REFSAV_TYPES = {0: "long", 1: "short"}
+
+
+def aggregate_refsav(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Ref-SAV table from per-expression ``{"type_id", "J", "F", "A"}`` (values in [0, 1]).
+
+    Returns {"long", "short", "overall"} -> {"J", "F", "J&F", "A", "n"}, metrics x100: per type the
+    means over its expressions (``type_id`` 0 = long, 1 = short), J&F = (J + F) / 2; overall = the
+    mean of the two types per metric, as Sa2VA's ``eval_ref_sav.py``. An absent type gives NaN.
+    """
+    groups: dict[int, dict[str, list[float]]] = {t: {m: [] for m in "JFA"} for t in REFSAV_TYPES}
+    for rec in records:
+        type_id = int(rec["type_id"])
+        if type_id not in REFSAV_TYPES:
+            raise ValueError(f"unknown Ref-SAV type_id {type_id} (0 = long, 1 = short)")
+        for m in "JFA":
+            groups[type_id][m].append(float(rec[m]))
+    out: dict[str, dict[str, float]] = {}
+    for type_id, name in REFSAV_TYPES.items():
+        res: dict[str, float] = {m: _mean_x100(groups[type_id][m]) for m in "JFA"}
+        res["J&F"] = (res["J"] + res["F"]) / 2
+        res["n"] = len(groups[type_id]["J"])
+        out[name] = res
+    out["overall"] = {k: (out["long"][k] + out["short"][k]) / 2 for k in ("J", "F", "J&F", "A")}
+    out["overall"]["n"] = out["long"]["n"] + out["short"]["n"]
+    return out

@@ -9,7 +9,8 @@ prediction on every frame (scored, never skipped).
 
 Scores per expression follow REFERENCE.md: J and F averaged over all frames (``video_jf``);
 ReVOS adds A and R per expression (``revos_accuracy_and_robustness`` against the video's
-foreground masks) and splits by ``type_id``. Splits without GT (Ref-YouTube-VOS, MeViS valid)
+foreground masks) and splits by ``type_id``; Ref-SAV (protocol ``'refsav'``) adds A and reports
+long (``type_id`` 0) and short (1) expressions separately, as Sa2VA's ``eval_ref_sav.py``. Splits without GT (Ref-YouTube-VOS, MeViS valid)
 only save masks; the runner turns them into the submission zip.
 """
 from __future__ import annotations
@@ -22,10 +23,11 @@ import torch
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.masks import encode_mask
 from ..models.video import VideoPredictor
-from .metrics import aggregate_refvos, aggregate_revos, revos_accuracy_and_robustness, video_jf
+from .metrics import (aggregate_refsav, aggregate_refvos, aggregate_revos, revos_accuracy,
+                      revos_accuracy_and_robustness, video_jf)
 from .res import without_gt
 
-PROTOCOLS = ("refvos", "revos")
+PROTOCOLS = ("refvos", "revos", "refsav")
 
 
 class RefVOSEvaluator:
@@ -33,8 +35,9 @@ class RefVOSEvaluator:
 
     Args:
         predictor: the :class:`VideoPredictor` (model, propagation mode, tracker).
-        protocol: ``'refvos'`` (J, F, J&F) or ``'revos'`` (also A, R; referring / reasoning /
-            overall by ``type_id``; needs the reader's ``foreground_file``).
+        protocol: ``'refvos'`` (J, F, J&F), ``'revos'`` (also A, R; referring / reasoning /
+            overall by ``type_id``; needs the reader's ``foreground_file``) or ``'refsav'`` (J, F,
+            J&F, A; long / short / overall by ``type_id``).
     """
 
     task = "ref_vos"
@@ -89,7 +92,8 @@ class RefVOSEvaluator:
             }
             gt = row["meta"]["gt_masks"]
             if gt is not None:
-                rec.update(score_expression(np.asarray(gt[0]), pred, foreground, revos=self.protocol == "revos"))
+                rec.update(score_expression(np.asarray(gt[0]), pred, foreground, revos=self.protocol == "revos",
+                                            accuracy=self.protocol == "refsav"))
             expressions.append(rec)
         return {
             "video_id": vid,
@@ -109,6 +113,8 @@ class RefVOSEvaluator:
             return {"n_videos": len(records), "n_expressions": len(exps), "n_no_seg": n_no_seg}
         if self.protocol == "revos":
             out: dict[str, Any] = aggregate_revos(exps)
+        elif self.protocol == "refsav":
+            out = aggregate_refsav(exps)
         else:
             out = aggregate_refvos(exps)
         out["n_videos"] = len(records)
@@ -117,9 +123,10 @@ class RefVOSEvaluator:
 
 
 def score_expression(
-    gt: np.ndarray, pred: np.ndarray | None, foreground: np.ndarray | None, *, revos: bool
+    gt: np.ndarray, pred: np.ndarray | None, foreground: np.ndarray | None, *, revos: bool, accuracy: bool = False
 ) -> dict[str, float]:
-    """J, F (and A, R for ReVOS) of one expression, in [0, 1]; ``pred=None`` is an empty prediction.
+    """J, F (and A, R for ReVOS; A with ``accuracy``) of one expression, in [0, 1]; ``pred=None`` is
+    an empty prediction.
 
     gt, pred: (N, H, W); foreground: (N, H, W) or None.
     """
@@ -128,4 +135,6 @@ def score_expression(
     out = {"J": j, "F": f}
     if revos:
         out["A"], out["R"] = revos_accuracy_and_robustness(gt, pred, foreground)
+    elif accuracy:
+        out["A"] = revos_accuracy(gt, pred)
     return out

@@ -66,7 +66,7 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     propagation="memory",  # 'memory' (SAM-2 memory tracking) | 'decode_all' (no-memory ablation)
     sam2_memory=None,  # SAM-2 .pt / HF folder with the memory modules; None: the model's SAM-2 checkpoint
     tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
-    protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type)
+    protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type) | 'refsav' (+ A, long / short)
     submission=None,  # video: write submission.zip (None: only when the split has no GT)
     seed=0,  # random init of untrained parts (checkpoint 'none', random memory modules)
 )

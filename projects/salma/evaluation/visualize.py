@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..datasets.io import safe_name
 from ..datasets.masks import decode_rle
 from ..datasets.transforms import load_image
+from ..datasets.video_files import load_frame
 from .metrics import boundary_map
 
 PRED_COLOR = (255, 40, 40)
@@ -88,7 +89,7 @@ def draw_video_record(record: dict, out_dir: str, gt: np.ndarray | None = None,
     height, width = record["size"]
     n = len(record["frame_paths"])
     picks = strip_frames(n, max_frames)
-    frames = {t: load_image(record["frame_paths"][t]) for t in picks}
+    frames = {t: load_frame(record["frame_paths"][t]) for t in picks}  # a file or "<video>#<index>"
     paths = []
     for e, exp in enumerate(record["expressions"]):
         tiles = []

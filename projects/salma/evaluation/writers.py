@@ -227,7 +227,8 @@ def summary_markdown(summary: dict[str, dict]) -> str:
     summary = {_label(name, entry): entry for name, entry in summary.items()}
     res = {k: v for k, v in summary.items() if v["task"] == "res"}
     vos = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "J" in v["metrics"]}
-    revos = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "overall" in v["metrics"]}
+    revos = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "referring" in v["metrics"]}
+    refsav = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "long" in v["metrics"]}
     subs = {k: v for k, v in summary.items() if v["task"] == "ref_vos" and "submission" in v}
     lines = ["# SALMA evaluation", ""]
     if res:
@@ -257,6 +258,15 @@ def summary_markdown(summary: dict[str, dict]) -> str:
                 m = e["metrics"][subset]
                 lines.append(f"| {name} | {subset} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | "
                              f"{_fmt(m['A'])} | {_fmt(m['R'])} | {m['n']} |")
+        lines.append("")
+    if refsav:
+        lines += ["## Ref-SAV (%)", "", "Long (type 0) and short (type 1) expressions; overall = their mean.", "",
+                  "| dataset | subset | J&F | J | F | A | expressions |", "|---|---|---|---|---|---|---|"]
+        for name, e in refsav.items():
+            for subset in ("long", "short", "overall"):
+                m = e["metrics"][subset]
+                lines.append(f"| {name} | {subset} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | "
+                             f"{_fmt(m['A'])} | {m['n']} |")
         lines.append("")
     if subs:
         lines += ["## Submissions (no public GT)", "", "| dataset | zip | videos | expressions | no [SEG] |",

@@ -7,7 +7,8 @@ flow", for one training step.
 
 Batch contract (``projects.salma.datasets.collate``): ``input_ids``, ``attention_mask``,
 ``labels``, ``expr_ids`` (B, L); ``pixel_values`` (N_tiles, 3, S, S) or None; per sample lists
-``g_pixel_values`` (T, 3, G, G) | None, ``masks`` (n_obj, T, H, W) | None, and ``meta`` dicts.
+``g_pixel_values`` (T, 3, G, G) | None, ``masks`` (n_obj, T, H, W) | None, ``prompt_masks``
+(n_regions, g, g) | None (visual prompts, optional key) and ``meta`` dicts.
 """
 from __future__ import annotations
 
@@ -218,7 +219,8 @@ class VideoLLaVASAMModel(BaseModel):
     # ------------------------------------------------------------------ training
     def compute_loss(self, data: dict) -> dict[str, torch.Tensor]:
         hidden, loss_llm = self.mllm(
-            data["input_ids"], data["attention_mask"], data.get("pixel_values"), data["labels"]
+            data["input_ids"], data["attention_mask"], data.get("pixel_values"), data["labels"],
+            prompt_masks=data.get("prompt_masks"),
         )
         losses = {"loss_llm": loss_llm * self.loss_llm_weight}
 
@@ -350,35 +352,44 @@ class VideoLLaVASAMModel(BaseModel):
             prompt = data["input_ids"][b][keep][None]  # (1, L_b) without padding
             expr_ids = data["expr_ids"][b][keep]
             pixel_values = self._tiles_of(data, b)
-            new_tokens = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens)[0]
+            regions = self._regions_of(data, b)
+            # prompt_masks only for rows with regions: generate's 4 positional arguments stay the contract.
+            extra = {} if regions is None else {"prompt_masks": regions}
+            new_tokens = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens, **extra)[0]
             new_tokens = self._until_eos(new_tokens)
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=False)
             frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
             meta = data["meta"][b] if data.get("meta") is not None else {}
             result = {"text": text, "meta": meta}
             if frames is not None:
-                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache))
+                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache,
+                                                     regions))
             results.append(result)
         return results
 
     def _tiles_of(self, data: dict, row: int) -> torch.Tensor | None:
-        """The InternVL tiles of one row, located by counting image-context tokens."""
+        """The InternVL tiles of one row, located by counting image-context tokens (less region cells)."""
         if data.get("pixel_values") is None:
             return None
-        image_token = self.mllm.model.config.image_token_id
-        per_tile = self.mllm.model.config.image_seq_length
-        counts = [int((ids == image_token).sum()) // per_tile for ids in data["input_ids"]]
+        counts = self.mllm.tile_counts(data["input_ids"], data.get("prompt_masks"))
         start = sum(counts[:row])
         return data["pixel_values"][start : start + counts[row]] if counts[row] else None
+
+    @staticmethod
+    def _regions_of(data: dict, row: int) -> list[torch.Tensor] | None:
+        """``prompt_masks`` of one row as a one-row list, or None without regions."""
+        regions = (data.get("prompt_masks") or [None] * (row + 1))[row]
+        return None if regions is None else [regions]
 
     def _until_eos(self, tokens: torch.Tensor) -> torch.Tensor:
         stop = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
         return tokens[: int(stop.nonzero()[0])] if stop.any() else tokens
 
-    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache: FrameCache) -> dict:
+    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache: FrameCache,
+                          regions: list[torch.Tensor] | None = None) -> dict:
         """Teacher-force prompt + answer once, read [SEG] states, decode all frames."""
         full = torch.cat([prompt[0], new_tokens])[None]  # (1, L)
-        hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values)
+        hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values, prompt_masks=regions)
         n_prompt = prompt.shape[1]
         seg_positions = (new_tokens == self.mllm.seg_token_id).nonzero().flatten() + n_prompt
         n_seg, n_frames = seg_positions.numel(), frames.shape[0]

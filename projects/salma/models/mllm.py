@@ -11,6 +11,9 @@ of ~0.02 rounds to nothing. The forward and ``generate`` autocast to ``torch_dty
 """
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
@@ -129,25 +132,86 @@ class InternVLMLLM(nn.Module):
     def hidden_size(self) -> int:
         return self.model.config.text_config.hidden_size
 
+    # ------------------------------------------------------------------ inputs
+    def tile_counts(self, input_ids: torch.Tensor, prompt_masks: Sequence[torch.Tensor | None] | None = None) -> list[int]:
+        """InternVL tiles of each row: its ``<IMG_CONTEXT>`` ids minus its region cells, per tile.
+
+        input_ids: (B, L); prompt_masks[b]: bool (n_regions, g, g) or None (see ``datasets.collate``).
+        """
+        image_token, per_tile = self.model.config.image_token_id, self.model.config.image_seq_length
+        counts = []
+        for b, ids in enumerate(input_ids):
+            n_ctx = int((ids == image_token).sum())
+            regions = prompt_masks[b] if prompt_masks is not None else None
+            n_region = int(regions.sum()) if regions is not None else 0
+            if (n_ctx - n_region) % per_tile or n_ctx < n_region:
+                raise ValueError(f"row {b}: {n_ctx} {IMG_CONTEXT_TOKEN} tokens, {n_region} of them region cells: "
+                                 f"not a whole number of {per_tile}-token tiles")
+            counts.append((n_ctx - n_region) // per_tile)
+        return counts
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                     prompt_masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Token embeddings (B, L, D) with the image features in the ``<IMG_CONTEXT>`` slots.
+
+        The slots of row b are filled in order with its tiles' vision tokens (``pixel_values`` holds
+        every row's tiles in row order), then, when ``prompt_masks[b]`` is given, the vision tokens
+        of its last tile under each region's cells (region by region, raster order): the ``<vp>``
+        tokens (Sa2VA's visual prompts). Without regions this is what transformers' InternVL does
+        (``get_image_features`` scattered into the image-token positions).
+        """
+        embeds = self.model.get_input_embeddings()(input_ids)  # (B, L, D)
+        slots = input_ids == self.model.config.image_token_id  # (B, L)
+        if pixel_values is None:
+            if slots.any():
+                raise ValueError(f"{int(slots.sum())} {IMG_CONTEXT_TOKEN} tokens but no pixel_values")
+            return embeds
+        features = self.model.model.get_image_features(
+            pixel_values=pixel_values.to(self.model.dtype), return_dict=True).pooler_output  # (N_tiles, T, D)
+        counts = self.tile_counts(input_ids, prompt_masks)
+        if sum(counts) != features.shape[0]:
+            raise ValueError(f"the rows' {IMG_CONTEXT_TOKEN} tokens make {sum(counts)} tiles, pixel_values has "
+                             f"{features.shape[0]}")
+        fill, start = [], 0
+        for b, n in enumerate(counts):
+            tiles = features[start:start + n]  # (n, T, D)
+            start += n
+            fill.append(tiles.flatten(0, 1))
+            regions = prompt_masks[b] if prompt_masks is not None else None
+            if regions is not None and regions.numel():
+                if n == 0:
+                    raise ValueError(f"row {b}: regions given without an image")
+                grid = math.isqrt(tiles.shape[1])
+                if tuple(regions.shape[1:]) != (grid, grid):
+                    raise ValueError(f"row {b}: regions on a {tuple(regions.shape[1:])} grid, the tiles' vision tokens "
+                                     f"form a ({grid}, {grid}) grid")
+                cells = regions.to(tiles.device).flatten(1)  # (n_regions, T) bool
+                fill.append(tiles[-1][cells.nonzero()[:, 1]])  # (sum K_i, D): region-major, raster order
+        fill_t = torch.cat(fill).to(embeds.dtype)  # (n_slots, D)
+        if fill_t.shape[0] != int(slots.sum()):
+            raise ValueError(f"{int(slots.sum())} {IMG_CONTEXT_TOKEN} slots for {fill_t.shape[0]} vision tokens")
+        return embeds.masked_scatter(slots[..., None], fill_t)
+
+    # ------------------------------------------------------------------ running
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prompt_masks: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the conversation.
 
-        input_ids, attention_mask, labels: (B, L); pixel_values: (N_tiles, 3, S, S) or None.
+        input_ids, attention_mask, labels: (B, L); pixel_values: (N_tiles, 3, S, S) or None;
+        prompt_masks: per row bool (n_regions, g, g) or None (visual prompts, see ``embed_inputs``).
         Returns the last hidden states (B, L, D) and the next-token CE over answer tokens
         (None without labels). The LM head runs only on supervised positions.
         """
-        if pixel_values is not None:
-            pixel_values = pixel_values.to(self.model.dtype)
         with self._autocast(input_ids.device):
-            hidden = self.model.model(
-                input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=False
-            ).last_hidden_state  # (B, L, D)
+            embeds = self.embed_inputs(input_ids, pixel_values, prompt_masks)
+            hidden = self.model.model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                      use_cache=False).last_hidden_state  # (B, L, D)
             if labels is None:
                 return hidden, None
             targets = labels[:, 1:]
@@ -164,17 +228,21 @@ class InternVLMLLM(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         max_new_tokens: int = 32,
+        *,
+        prompt_masks: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id."""
-        if pixel_values is not None:
-            pixel_values = pixel_values.to(self.model.dtype)
+        """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id.
+
+        The prompt is embedded by ``embed_inputs`` (image and region tokens as in ``forward``).
+        """
         # An image placeholder in the answer would desynchronise image tokens and features.
         suppress = self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN])
         with self._autocast(input_ids.device):
+            embeds = self.embed_inputs(input_ids, pixel_values, prompt_masks)
             out = self.model.generate(
                 input_ids=input_ids,
+                inputs_embeds=embeds,
                 attention_mask=attention_mask,
-                pixel_values=pixel_values,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=self.tokenizer.eos_token_id,

@@ -36,7 +36,7 @@ from transformers.initialization import no_init_weights
 
 from ..datasets.chat import jinja_chat_template
 from ..datasets.collate import expand_eval_sample, salma_collate
-from ..datasets.inference import ImageInput, InferenceReader, read_video
+from ..datasets.inference import ImageInput, InferenceReader, RegionInput, read_video
 from ..datasets.io import read_json
 from ..datasets.tokenizer import build_tokenizer
 from .convert.common import DTYPES, check_state_dict
@@ -265,6 +265,7 @@ class SALMAModel(nn.Module):
         image: ImageInput | None = None,
         video: Sequence[ImageInput] | str | os.PathLike | None = None,
         text: str | Sequence[str],
+        regions: Sequence[RegionInput] | None = None,
         max_new_tokens: int | None = None,
         template: bool = True,
         progress: bool = False,
@@ -275,7 +276,11 @@ class SALMAModel(nn.Module):
             image: PIL image, path or uint8 array (H, W, 3).
             video: frames (PIL images, paths or arrays), a folder of frames, or a video file.
             text: a referring expression (asked with the evaluation's question template), or
-                several (one answer each, the frames encoded once).
+                several (one answer each, the frames encoded once). With ``regions``: a question
+                about them, naming them ``region1``, ``region2``, ... (sent verbatim).
+            regions: image only: visual prompts, each a mask (bool / uint8 array (H, W), PIL image
+                or PNG path) or a box ``(x0, y0, x1, y1)`` in pixels; given to the LLM as the
+                vision tokens under them (Sa2VA's ``<vp>``), in order: region1, region2, ...
             max_new_tokens: generation budget (default: the export's).
             template: False sends ``text`` verbatim as the question.
             progress: show a progress bar while SAM-2 propagates through a video.
@@ -287,10 +292,12 @@ class SALMAModel(nn.Module):
         """
         if (image is None) == (video is None):
             raise ValueError("give exactly one of image= or video=")
+        if regions and image is None:
+            raise ValueError("regions are given with an image (visual prompts index an image's last tile)")
         texts = [text] if isinstance(text, str) else list(text)
         budget = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if image is not None:
-            outputs = self._predict_image(image, texts, budget, template)
+            outputs = self._predict_image(image, texts, budget, template, regions)
         else:
             frames = read_video(video)[0] if isinstance(video, (str, os.PathLike)) else video
             outputs = self._predict_video(frames, texts, budget, template, progress)
@@ -299,9 +306,10 @@ class SALMAModel(nn.Module):
     def _batch(self, rows: list[dict]) -> dict:
         return self.model.data_preprocessor(salma_collate(rows), False)["data"]
 
-    def _predict_image(self, image, texts, max_new_tokens, template) -> list[dict]:
-        """As the RES evaluation: one generation prompt per text, the image's tiles and SAM-2 input."""
-        item = self.reader.image_item(image, texts, template=template)
+    def _predict_image(self, image, texts, max_new_tokens, template, regions=None) -> list[dict]:
+        """As the RES evaluation: one generation prompt per text, the image's tiles and SAM-2 input
+        (with regions: their ``prompt_masks`` on every row)."""
+        item = self.reader.image_item(image, texts, template=template, regions=regions)
         frames = item["g_pixel_values"].to(self.device, self.dtype)  # (1, 3, G, G): one copy for all rows
         rows = [{**row, "g_pixel_values": frames} for row in expand_eval_sample(item)]
         outputs = self.model.predict(self._batch(rows), max_new_tokens)

@@ -1,0 +1,61 @@
+"""Ref-SAV through the evaluation runner: frames from the SA-V mp4, long / short expressions scored
+and summarised separately, numbers equal to a recomputation from the saved RLE and the GT files."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from pycocotools import mask as mask_utils
+
+from projects.salma.evaluation.metrics import aggregate_refsav, revos_accuracy, video_jf
+from projects.salma.evaluation.runner import TrackerCache, build_model, evaluate_run, resolve_runs
+from projects.salma.evaluation.writers import ResultStore
+from projects.salma.models.mllm import InternVLMLLM
+
+TINY = "configs/tiny/salma_tiny.py"
+
+
+def say_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
+    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
+
+
+def test_ref_sav_scores_long_and_short_expressions_separately(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(InternVLMLLM, "generate", say_seg)
+    root = synthetic_data["sav"]
+    cfg = Config.fromfile(TINY)
+    cfg.test_datasets = dict(ref_sav=dict(
+        task="ref_vos", protocol="refsav",
+        dataset=dict(type="RefSAVDataset", data_root=root, expression_file="ref_sav_valid/meta_expressions_valid.json",
+                     mask_file="ref_sav_valid/mask_dict.json", video_folder="sav_train",
+                     video_file="{video_id:.7}/{video_id}.mp4", max_dynamic_patch=1)))
+    cfg.test_options = dict(propagation="decode_all", num_llm_frames=2, llm_frame_sampling="uniform", max_new_tokens=4)
+    (run,) = resolve_runs(cfg)
+    model = build_model(cfg, "none", torch.device("cpu"))
+    entry = evaluate_run(run, cfg, model, TrackerCache(model, cfg.model.to_dict()), checkpoint="none",
+                         work_dir=str(tmp_path), max_items=None, show=1)
+
+    meta = json.load(open(os.path.join(root, "ref_sav_valid", "meta_expressions_valid.json")))["videos"]
+    masks = json.load(open(os.path.join(root, "ref_sav_valid", "mask_dict.json")))
+    scores = []
+    for rec in sorted(ResultStore(str(tmp_path / "ref_sav")).load().values(), key=lambda r: r["index"]):
+        video = meta[rec["video_id"]]
+        assert rec["frame_names"] == video["frames"] and rec["frame_paths"][1].endswith("#4")
+        for e in rec["expressions"]:
+            exp = video["expressions"][e["exp_id"]]
+            assert e["type_id"] == exp["type_id"] and e["question"].startswith("Please segment the object according")
+            gt = np.stack([mask_utils.decode(r) if r else np.zeros((96, 128), np.uint8)
+                           for r in masks[str(exp["anno_id"][0])]]).astype(bool)
+            pred = np.stack([mask_utils.decode(r) for r in e["masks"]]).astype(bool)  # every frame
+            j, f = video_jf(gt, pred)
+            assert (e["J"], e["F"], e["A"]) == (j, f, revos_accuracy(gt, pred))
+            scores.append({"type_id": e["type_id"], "J": j, "F": f, "A": e["A"]})
+    metrics = entry["metrics"]
+    assert metrics["long"]["n"] == metrics["short"]["n"] == len(scores) // 2 > 0
+    expected = aggregate_refsav(scores)
+    for subset in ("long", "short", "overall"):
+        for key in ("J", "F", "J&F", "A"):
+            assert metrics[subset][key] == pytest.approx(expected[subset][key], rel=1e-12)
+    assert os.listdir(tmp_path / "ref_sav" / "vis")  # overlays read the mp4 frames
