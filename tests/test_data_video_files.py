@@ -158,7 +158,7 @@ def test_ref_sav_eval_items(build_data, data_cfgs, synthetic_data):
 @pytest.mark.parametrize("name,key", [("video_qa", "data_file"), ("sav", "expression_file"),
                                       ("osprey_conversation", "data_file"), ("flickr", "data_file")])
 def test_missing_annotation_file_is_named(build_data, data_cfgs, tmp_path, name, key):
-    with pytest.raises(DataError, match=r"no_such.json: annotation file not found") as err:
+    with pytest.raises(DataError, match=r"no_such.json: file not found") as err:
         build_data(data_cfgs[name], **{key: str(tmp_path / "no_such.json")})
     assert err.value.reason == "missing_file"
 

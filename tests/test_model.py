@@ -179,12 +179,6 @@ def test_predict_returns_one_mask_per_generated_seg_at_original_size(model):
         assert result["meta"]["orig_size"] == (40, 52)
 
 
-def _always_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    """Generation stub: every row answers 'Sure, [SEG].' (the random tiny LLM rarely emits [SEG])."""
-    ids = self.tokenizer("Sure, [SEG].", add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
-
-
 def _row(batch, b, tiles_per_row):
     """Row ``b`` of a make_batch batch as a batch of its own."""
     start = sum(tiles_per_row[:b])
@@ -220,12 +214,12 @@ def test_predict_encodes_rows_sharing_frames_once_with_identical_masks(model, mo
     assert not torch.equal(cached[0]["mask_logits"], cached[3]["mask_logits"])
 
 
-def test_bf16_llm_with_fp32_grounding_predicts_and_trains_without_autocast(monkeypatch):
+@forced_answer("Sure, [SEG].")
+def test_bf16_llm_with_fp32_grounding_predicts_and_trains_without_autocast():
     """SALMA-1B's mix: InternVL in bf16, SAM-2 / CMA / text_hidden_fcs in fp32 (tools/test.py runs
     no autocast), so the [SEG] states are cast to the grounding side's dtype."""
     model = build(**{"mllm.torch_dtype": "bfloat16"})
     assert model.mllm.model.dtype == torch.bfloat16 and model.text_hidden_fcs[0].weight.dtype == torch.float32
-    monkeypatch.setattr(type(model.mllm), "generate", _always_seg)
     model.eval()
     (result,) = model(make_batch(model, [(1, 2)], with_answer=False, **SIZES), mode="predict")
     assert result["masks"].shape[:2] == (1, 2) and result["mask_logits"].dtype == torch.float32
@@ -313,11 +307,9 @@ def test_language_decode_is_the_same_computation_in_train_and_eval(model):
     assert runner.sam2.mask_decoder.dynamic_multimask_via_stability
 
 
-def test_predict_decodes_as_training_does(monkeypatch):
+@forced_answer("Sure, [SEG].")
+def test_predict_decodes_as_training_does():
     """model.predict in eval mode (how it is evaluated) gives the logits of a train-mode decode."""
-    from projects.salma.models.mllm import InternVLMLLM
-
-    monkeypatch.setattr(InternVLMLLM, "generate", _always_seg)
     model = build(**{"mllm.llm_lora.lora_dropout": 0.0})  # no dropout anywhere: train and eval may match
     with torch.no_grad():
         model.grounding_encoder.cma.gamma_attn.fill_(0.5)

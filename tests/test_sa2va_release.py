@@ -46,7 +46,7 @@ from projects.salma.models.convert.sam2 import load_sam2  # noqa: E402
 from projects.salma.models.mllm import InternVLMLLM  # noqa: E402
 from projects.salma.models.salma_model import SALMAModel  # noqa: E402
 from projects.salma.registry import MODELS  # noqa: E402
-from projects.salma.testing import make_batch  # noqa: E402
+from projects.salma.testing import forced_answer, make_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERNVL_TOKENS = ["<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]  # InternVL2.5 adds these after <IMG_CONTEXT>
@@ -55,12 +55,6 @@ SAM2_V21_ONLY = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tp
 TINY_SAM2 = hf_image_config().to_dict()  # Meta's decoder widths: 256 (the tiny SAM-2 of test_convert_sam2)
 TILE, TILE_TOKENS, SAM_SIZE = 64, 4, 128
 ANSWER = "Sure, [SEG]."
-
-
-def answer_with_seg(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32):
-    """Generation stand-in: 'Sure, [SEG].' (a random tiny LLM rarely emits [SEG] by itself)."""
-    ids = self.tokenizer(ANSWER, add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.cat([ids, torch.tensor([[self.tokenizer.eos_token_id]])], 1).repeat(input_ids.shape[0], 1)
 
 
 def video_config_sam2_0():
@@ -285,9 +279,9 @@ def test_from_pretrained_is_the_sa2va_baseline_with_every_tensor_from_the_folder
     assert [k for k in ours if not torch.equal(ours[k], reference[k])] == []
 
 
+@forced_answer(ANSWER)
 @torch.no_grad()
-def test_predict_equals_sa2va_computed_from_the_source_weights(release, exported, image, monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", answer_with_seg)
+def test_predict_equals_sa2va_computed_from_the_source_weights(release, exported, image):
     out = exported.predict(image=image, text="the red circle")
     assert out["text"].startswith("Sure, [SEG]") and out["masks"].shape == (1, 96, 128) and out["masks"].dtype == torch.bool
 
@@ -306,8 +300,8 @@ def test_predict_equals_sa2va_computed_from_the_source_weights(release, exported
 
 
 # ------------------------------------------------------------------ SALMA training from the release
-def test_salma_starts_from_the_release_with_fresh_cma_and_predicts_as_it(release, baseline, monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", answer_with_seg)
+@forced_answer(ANSWER)
+def test_salma_starts_from_the_release_with_fresh_cma_and_predicts_as_it(release, baseline):
     salma = build(salma_cfg(release.folder))
     cma = salma.grounding_encoder.cma
     assert cma is not None and float(cma.gamma_attn.detach()) == 0.0 and salma.grounding_encoder.mask_source == "pred"
@@ -418,9 +412,9 @@ test_datasets = dict(refcoco_synth=dict(dataset=_tile), mevis_synth=dict(dataset
 """
 
 
+@forced_answer(ANSWER)
 @pytest.mark.slow
 def test_tools_test_scores_the_release_folder(release, synthetic_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(InternVLMLLM, "generate", answer_with_seg)
     monkeypatch.setenv("SALMA_SYNTH_ROOT", synthetic_data["out"])
     config = tmp_path / "sa2va_tiny_eval.py"
     config.write_text(TEST_CONFIG.format(base=str(ROOT / "configs/tiny/salma_tiny_synthetic.py"), tile=TILE,
