@@ -830,8 +830,8 @@ def test_ref_sav_expression_type_is_checked_before_any_prediction(type_id, synth
     (run,) = runner.resolve_runs(cfg)
     model = runner.build_model(cfg, "none", torch.device("cpu"))
     shown = "None" if type_id == "missing" else str(type_id)
-    with pytest.raises(DataError, match=rf"meta_expressions_valid.json: video sav_000004 exp 1: type_id {shown} is not "
-                                        r"0 \(long\) or 1 \(short\) \(protocol 'refsav'\)") as err:
+    with pytest.raises(DataError, match=rf"meta_expressions_valid.json: video sav_000004 exp 1: Ref-SAV type_id {shown} "
+                                        r"is not 0 \(long\) or 1 \(short\)") as err:
         runner.evaluate_run(run, cfg, model, runner.TrackerCache(model, cfg.model.to_dict()), checkpoint="none",
                             work_dir=str(tmp_path / "wd"), max_items=None, show=0)
     assert _reason(err) == "bad_record"
@@ -845,8 +845,8 @@ def test_ref_sav_summary_names_an_expression_of_unknown_type(type_id):
     if type_id != "missing":
         odd["type_id"] = type_id
     shown = "None" if type_id == "missing" else str(type_id)
-    with pytest.raises(ValueError, match=rf"expression 7 \('the red circle'\): type_id {shown} is not 0 \(long\) or 1 "
-                                         r"\(short\)"):
+    with pytest.raises(ValueError, match=rf"expression 7 \('the red circle'\): Ref-SAV type_id {shown} is not 0 "
+                                         r"\(long\) or 1 \(short\)"):
         aggregate_refsav([{"exp_id": "0", "exp": "a", "type_id": 0, "J": 1.0, "F": 1.0, "A": 1.0}, odd])
 
 
