@@ -532,7 +532,8 @@ def test_ids_that_are_paths_are_rejected_at_index_build(fault, build_data, data_
 
 
 UNSAFE_PATHS = {  # file names of the training mix's records: a path inside the data folder, nothing else
-    "osprey_file_name": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0].update(file_name="../../../etc/x.jpg")),
+    "osprey_file_name": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0].update(
+        file_name="../../../etc/x.jpg")),
                          r"osprey_conversation.json: record 0 \(\.\./\.\./\.\./etc/x.jpg\): file_name "
                          r"'\.\./\.\./\.\./etc/x.jpg'"),
     "video_qa_video": ("video_qa", _edit("video_chat.json", lambda r: r[1].update(video="/etc/passwd")),
@@ -685,7 +686,8 @@ RECORD_FAULTS.update({
         description=r[1]["description"][:1])), r"record 1 \(000000000002.jpg\): 1 descriptions for 2 regions"),
     # Chat-UniVi video QA (video_chat.json)
     "video_qa_video_is_a_number": ("video_qa", _edit("video_chat.json", lambda r: r[0].update(video=7)),
-                                   r"video_chat.json: record 0 \(id activity_0000\): video: expected a string, got int"),
+                                   r"video_chat.json: record 0 \(id activity_0000\): video: expected a string, "
+                                   r"got int"),
     "video_qa_value_not_a_string": ("video_qa", _edit("video_chat.json", lambda r: r[1]["conversations"][3].update(
         value=["red"])), r"video_chat.json: record 1 \(id activity_0001\): message 3: value: expected a string, "
                          r"got list"),
@@ -752,9 +754,11 @@ def _every_rle(entries: list) -> None:
 ITEM_FAULTS = {
     # name: (reader cfg, fault, match, reason); item 0 is the damaged one
     "sav_masklet_frame_not_a_list": ("sav", _edit(SAV_MANUAL, lambda m: m["masklet"].__setitem__(1, 5)),
-                                     r"sav_000001_manual.json: masklet frame 1: expected a list, got int", "bad_record"),
+                                     r"sav_000001_manual.json: masklet frame 1: expected a list, got int",
+                                     "bad_record"),
     "sav_masklet_frame_short": ("sav", _edit(SAV_MANUAL, lambda m: m["masklet"].__setitem__(2, m["masklet"][2][:1])),
-                                r"sav_000001_manual.json: masklet frame 2 has 1 objects, frame 0 has \d+", "bad_record"),
+                                r"sav_000001_manual.json: masklet frame 2 has 1 objects, frame 0 has \d+",
+                                "bad_record"),
     "sav_masklet_entry_not_an_rle": ("sav", _edit(SAV_MANUAL, lambda m: [f.__setitem__(slice(None), ["mask"] * len(f))
                                                                       for f in m["masklet"]]),
                                      r"sav_000001_manual.json: masklet frame \d+ object \d+: an RLE must be",
@@ -772,13 +776,17 @@ ITEM_FAULTS = {
     "osprey_polygon_not_nested": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0]["annotation"][0].update(
         segmentation=[10, 10, 60, 10, 60, 60])), r"record 0 \(000000000001.jpg\) region1: a polygon must be a list of "
                                                 r"numbers", "bad_segmentation"),
+    "osprey_rle_size_not_numbers": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: [a.update(segmentation={
+        "size": [None, None], "counts": [96 * 128]}) for a in r[0]["annotation"]]),
+        r"record 0 \(000000000001.jpg\) region1: an RLE must be", "bad_segmentation"),
     "flickr_rle_counts": ("flickr", _edit("", lambda d: [a.update(sam_mask=SHORT_RLE) for a in d["annotations"]
                                                          if a["image_id"] == 1]),
                           r"GCG_train.json: \S+ phrase .*: RLE counts", "rle_counts"),
     "psg_rle_counts": ("psg", _edit("", lambda r: [g.update(rle_masks=[SHORT_RLE]) for g in r[0]["groundings"].values()
                                                    if g]), r"OpenPsgGCG_train.json: \S+ phrase .*: RLE counts",
                        "rle_counts"),
-    "ref_sav_rle_counts": ("ref_sav", _edit("ref_sav_valid/mask_dict.json", lambda d: [_every_rle(v) for v in d.values()]),
+    "ref_sav_rle_counts": ("ref_sav", _edit("ref_sav_valid/mask_dict.json",
+                                            lambda d: [_every_rle(v) for v in d.values()]),
                            r"mask_dict.json: anno_id \d+ frame \d+ \(video sav_000003\): RLE counts", "rle_counts"),
     "video_qa_zero_byte_mp4": ("video_qa", _write_bytes("videos/activity_0000.mp4", b""),
                                r"videos/activity_0000.mp4: ", "corrupt_video"),
@@ -824,14 +832,15 @@ def test_ref_sav_expression_type_is_checked_before_any_prediction(type_id, synth
     monkeypatch.setattr(runner, "_predict_item", no_work)
     cfg = Config.fromfile(os.path.join(ROOT, "configs/tiny/salma_tiny.py"))
     cfg.test_datasets = dict(ref_sav=dict(task="ref_vos", protocol="refsav", dataset=dict(
-        type="RefSAVDataset", data_root=str(root), expression_file=REF_SAV_META, mask_file="ref_sav_valid/mask_dict.json",
+        type="RefSAVDataset", data_root=str(root), expression_file=REF_SAV_META,
+        mask_file="ref_sav_valid/mask_dict.json",
         video_folder="sav_train", video_file="{video_id:.7}/{video_id}.mp4", max_dynamic_patch=1)))
     cfg.test_options = dict(propagation="decode_all", num_llm_frames=2, llm_frame_sampling="uniform")
     (run,) = runner.resolve_runs(cfg)
     model = runner.build_model(cfg, "none", torch.device("cpu"))
     shown = "None" if type_id == "missing" else str(type_id)
-    with pytest.raises(DataError, match=rf"meta_expressions_valid.json: video sav_000004 exp 1: Ref-SAV type_id {shown} "
-                                        r"is not 0 \(long\) or 1 \(short\)") as err:
+    with pytest.raises(DataError, match=rf"meta_expressions_valid.json: video sav_000004 exp 1: Ref-SAV type_id "
+                                        rf"{shown} is not 0 \(long\) or 1 \(short\)") as err:
         runner.evaluate_run(run, cfg, model, runner.TrackerCache(model, cfg.model.to_dict()), checkpoint="none",
                             work_dir=str(tmp_path / "wd"), max_items=None, show=0)
     assert _reason(err) == "bad_record"
