@@ -790,6 +790,8 @@ ITEM_FAULTS = {
                            r"mask_dict.json: anno_id \d+ frame \d+ \(video sav_000003\): RLE counts", "rle_counts"),
     "video_qa_zero_byte_mp4": ("video_qa", _write_bytes("videos/activity_0000.mp4", b""),
                                r"videos/activity_0000.mp4: ", "corrupt_video"),
+    "sav_missing_mp4": ("sav", lambda copy: os.remove(copy / "sav_train/sav_000/sav_000001.mp4"),
+                        r"sav_000/sav_000001.mp4: video file not found", "missing_video"),
     "sav_zero_byte_mp4": ("sav", _write_bytes("sav_train/sav_000/sav_000001.mp4", b""),
                           r"sav_000/sav_000001.mp4: ", "corrupt_video"),
     "sav_not_a_video": ("sav", _write_bytes("sav_train/sav_000/sav_000001.mp4", b"not a video\n" * 100),
