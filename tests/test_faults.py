@@ -713,6 +713,8 @@ RECORD_FAULTS.update({
                                      r"\[start, end\] spans, got \[\]"),
     "flickr_bbox_of_wrong_length": ("flickr", _edit("", lambda d: d["annotations"][1].update(bbox=[1, 2, 3])),
                                     r"image 1 \(\S+\): annotation 2: bbox: expected \[x, y, w, h\], got \[1, 2, 3\]"),
+    "flickr_area_not_a_number": ("flickr", _edit("", lambda d: d["annotations"][1].update(area="900")),
+                                 r"image 1 \(\S+\): annotation 2: area: expected an integer or a number, got str"),
     "flickr_annotation_without_image": ("flickr", _edit("", lambda d: d["annotations"][2].pop("image_id")),
                                         r"GCG_train.json: annotations\[2\]: no 'image_id'"),
     "flickr_image_without_height": ("flickr", _edit("", lambda d: d["images"][1].pop("height")),

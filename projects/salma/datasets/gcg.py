@@ -261,7 +261,7 @@ class FlickrGCGDataset(GCGDataset):
         if ann.get("ignore", False):
             self.filtered["ignored_box"] += 1
             return False
-        if inter_w * inter_h == 0 or ann.get("area", 1) <= 0 or w < 1 or h < 1:
+        if inter_w * inter_h == 0 or field(ann, "area", (int, float), where=where, default=1) <= 0 or w < 1 or h < 1:
             self.filtered["degenerate_box"] += 1
             return False
         return True
