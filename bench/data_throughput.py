@@ -34,7 +34,7 @@ def _rss_mib() -> float:
     """Peak RSS of this process. Linux: VmHWM, the high-water mark of this process's own memory (the
     ru_maxrss of an exec'd child starts at its parent's peak, here the data generation's)."""
     try:
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024  # kB

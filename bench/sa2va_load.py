@@ -115,7 +115,7 @@ import json, time, torch
 from projects.salma.models.salma_model import SALMAModel
 
 def gib(field):
-    line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+    line = next(l for l in open("/proc/self/status", encoding="utf-8") if l.startswith(field + ":"))
     return int(line.split()[1]) / 2**20
 
 torch.set_num_threads({threads})

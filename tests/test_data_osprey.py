@@ -96,7 +96,7 @@ def test_osprey_bad_input(build_data, data_cfgs, osprey_copy):
     with pytest.raises(DataError, match=r"osprey_conversation.json: record 3 .*message 1 is empty"):
         build_data(cfg)
     ds = build_data(cfg, on_error="skip")
-    assert ds.index_skip_counts == {"empty_text": 1} and len(ds) == 5
+    assert ds.index_skip_counts == {"empty_expression": 1} and len(ds) == 5
     eval_ds = build_data(cfg, on_error="skip", mode="eval")
     with pytest.raises(DataError, match=r"record 0 .*region1 covers 0 of the 4x4 vision-token cells .*at least 4"):
         eval_ds[0]

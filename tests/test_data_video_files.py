@@ -71,7 +71,7 @@ def test_video_qa_bad_input(tmp_path, build_data, data_cfgs, synthetic_data):
     with pytest.raises(DataError, match=r"video_chat.json: record 2 .*only a placeholder"):
         build_data(cfg)
     ds = build_data(cfg, on_error="skip", mode="eval")
-    assert ds.index_skip_counts == {"empty_text": 1}
+    assert ds.index_skip_counts == {"empty_expression": 1}
     with pytest.raises(DataError, match=rf"{records[0]['video']}: video file not found \(tried "):
         ds[0]
     with pytest.raises(DataError, match=rf"{records[1]['video']}: OpenCV cannot open this video"):
@@ -127,7 +127,7 @@ def test_sav_bad_input(tmp_path, build_data, data_cfgs, synthetic_data):
     with pytest.raises(DataError, match=rf"sav_expressions.json: video {v0} object 0: empty formated"):
         build_data(cfg)
     ds = build_data(cfg, on_error="skip", mode="eval")
-    assert ds.index_skip_counts == {"empty_text": 1}
+    assert ds.index_skip_counts == {"empty_expression": 1}
     with pytest.raises(DataError, match=rf"{v0}_manual.json: masklet frame 0 object 1: RLE size \[10, 10\] disagrees"):
         ds[0]
     with pytest.raises(DataError, match=rf"{v1}.mp4: 5 frames, but .*{v1}_manual.json annotates 8 "):

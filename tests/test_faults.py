@@ -46,6 +46,35 @@ def _first_val_refs(ds):
     return ds.images[image_id]["file_name"], [r["ann_id"] for r in refs]
 
 
+def _copied(cfg: dict, tmp_path):
+    """(the reader config on a copy of its data, the copy: its data root, or its data file)."""
+    cfg = dict(cfg)
+    if "data_root" in cfg:
+        shutil.copytree(cfg["data_root"], tmp_path / "d")
+        cfg["data_root"] = str(tmp_path / "d")
+        return cfg, tmp_path / "d"
+    path = tmp_path / os.path.basename(cfg["data_file"])
+    shutil.copy(cfg["data_file"], path)
+    cfg["data_file"] = str(path)
+    return cfg, path
+
+
+def _edit(relpath: str, fn):
+    """A fault: ``fn`` edits the JSON at ``relpath`` of a copied data root ('': the copied file
+    itself); what ``fn`` returns fills ``{vid}`` in the expected message."""
+    def damage(copy):
+        path = copy / relpath if relpath else copy
+        data = json.loads(path.read_text(encoding="utf-8"))
+        out = fn(data)
+        path.write_text(json.dumps(data), encoding="utf-8")
+        return out
+    return damage
+
+
+OSPREY_CONV, OSPREY_DESC = "Osprey-724K/osprey_conversation.json", "Osprey-724K/osprey_detail_description.json"
+SAV_EXPRESSIONS, REF_SAV_META = "sav_expressions.json", "ref_sav_valid/meta_expressions_valid.json"
+
+
 # ================================================================== silent wrong results
 # ------------------------------------------------------------------ RLE counts that do not add up to H*W
 BAD_RLES = {
@@ -325,36 +354,52 @@ def _empty_gcg(path):
     return r"gcg.json: record 1 .*empty caption"
 
 
-COUNT = {  # sentences (refcoco), expressions (mevis) or records (llava, gcg) a reader kept
+def _empty_osprey_message(records):
+    records[3]["conversations"][1]["value"] = " "
+    return r"osprey_conversation.json: record 3 \(000000000004.jpg\): message 1 is empty"
+
+
+def _empty_osprey_description(records):
+    records[0]["description"][0] = "  "
+    return r"osprey_detail_description.json: record 0 \(000000000001.jpg\): description 0 is empty"
+
+
+def _empty_video_question(records):
+    records[2]["conversations"][0]["value"] = "<video>"
+    return r"video_chat.json: record 2 \(id activity_0002\): a question is only a placeholder"
+
+
+def _empty_sav_text(videos):
+    videos["sav_000001"]["objects"]["0"]["formated"] = "  "
+    return r"sav_expressions.json: video sav_000001 object 0: empty formated"
+
+
+COUNT = {  # sentences (refcoco), expressions (mevis), objects (sav) or records a reader kept
     "refcoco": lambda ds: sum(len(r["sentences"]) for _, refs in ds.items for r in refs),
     "mevis": lambda ds: sum(len(item["exps"]) for item in ds.items),
-    "llava": len, "gcg": len,
+    "sav": lambda ds: sum(len(item["objects"]) for item in ds.items),
 }
 EMPTY = {"refcoco": ("refcoco_val", _empty_refcoco), "mevis": ("mevis_valid_u", _empty_mevis),
-         "llava": ("llava", _empty_llava), "gcg": ("gcg", _empty_gcg)}
+         "llava": ("llava", _empty_llava), "gcg": ("gcg", _empty_gcg),
+         "osprey_message": ("osprey_conversation", _edit(OSPREY_CONV, _empty_osprey_message)),
+         "osprey_description": ("osprey_detail_description", _edit(OSPREY_DESC, _empty_osprey_description)),
+         "video_qa": ("video_qa", _edit("video_chat.json", _empty_video_question)),
+         "sav": ("sav", _edit(SAV_EXPRESSIONS, _empty_sav_text))}
 
 
 @pytest.mark.parametrize("reader", sorted(EMPTY))
-def test_empty_sentence_is_an_error_or_a_counted_skip(reader, build_data, data_cfgs, synthetic_data, tmp_path):
+def test_empty_sentence_is_an_error_or_a_counted_skip(reader, build_data, data_cfgs, tmp_path):
     cfg_name, damage = EMPTY[reader]
-    cfg = dict(data_cfgs[cfg_name])
-    if reader == "refcoco":
-        shutil.copytree(synthetic_data["refcoco"], tmp_path / "d")
-        cfg.update(data_root=str(tmp_path / "d"))
-    elif reader == "mevis":
-        shutil.copytree(synthetic_data["mevis_valid_u"], tmp_path / "d")
-        cfg.update(data_root=str(tmp_path / "d"))
-    else:
-        shutil.copy(cfg["data_file"], tmp_path / os.path.basename(cfg["data_file"]))
-        cfg.update(data_file=str(tmp_path / os.path.basename(cfg["data_file"])))
-    match = damage(tmp_path / "d" if reader in ("refcoco", "mevis") else tmp_path / os.path.basename(cfg["data_file"]))
+    cfg, copy = _copied(data_cfgs[cfg_name], tmp_path)
+    match = damage(copy)
     with pytest.raises(DataError, match=match) as err:
         build_data(cfg)
     assert _reason(err) == "empty_expression"
     good = build_data(dict(data_cfgs[cfg_name]))
     skip = build_data(cfg, on_error="skip")
     assert skip.index_skip_counts == {"empty_expression": 1}
-    assert COUNT[reader](skip) == COUNT[reader](good) - 1  # that sentence only (a RefCOCO ref keeps its other one)
+    count = COUNT.get(reader, len)
+    assert count(skip) == count(good) - 1  # that sentence only (a RefCOCO ref keeps its other one)
 
 
 def _frames_with_duplicate_stem(folder):
@@ -486,6 +531,38 @@ def test_ids_that_are_paths_are_rejected_at_index_build(fault, build_data, data_
     assert _mevis(build_data, data_cfgs, mevis_copy, on_error="skip").index_skip_counts == {"unsafe_id": 1}
 
 
+UNSAFE_PATHS = {  # file names of the training mix's records: a path inside the data folder, nothing else
+    "osprey_file_name": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0].update(
+        file_name="../../../etc/x.jpg")),
+                         r"osprey_conversation.json: record 0 \(\.\./\.\./\.\./etc/x.jpg\): file_name "
+                         r"'\.\./\.\./\.\./etc/x.jpg'"),
+    "video_qa_video": ("video_qa", _edit("video_chat.json", lambda r: r[1].update(video="/etc/passwd")),
+                       r"video_chat.json: record 1 \(id activity_0001\): video '/etc/passwd'"),
+    "sav_video_path": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000001"].update(video_path="../../x.mp4")),
+                       r"sav_expressions.json: video sav_000001: video_path '\.\./\.\./x.mp4'"),
+    "sav_anno_path": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000002"].update(anno_path="/tmp/x_manual.json")),
+                      r"sav_expressions.json: video sav_000002: anno_path '/tmp/x_manual.json'"),
+    "ref_sav_video_id": ("ref_sav", _edit(REF_SAV_META, lambda m: m["videos"].update(
+        {"../sav_000003": m["videos"].pop("sav_000003")})), r"meta_expressions_valid.json: video id '\.\./sav_000003'"),
+    "psg_file_name": ("psg", _edit("", lambda r: r[0].update(file_name="../../x.jpg")),
+                      r"OpenPsgGCG_train.json: record 0 \(\.\./\.\./x.jpg\): file_name '\.\./\.\./x.jpg'"),
+    "flickr_file_name": ("flickr", _edit("", lambda d: d["images"][0].update(file_name="/etc/x.jpg")),
+                         r"GCG_train.json: image 1 \(/etc/x.jpg\): file_name '/etc/x.jpg'"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(UNSAFE_PATHS))
+def test_record_paths_stay_inside_their_folder(fault, build_data, data_cfgs, tmp_path):
+    """Video ids, video / annotation paths and file names of the new readers' records."""
+    cfg_name, damage, match = UNSAFE_PATHS[fault]
+    cfg, copy = _copied(data_cfgs[cfg_name], tmp_path)
+    damage(copy)
+    with pytest.raises(DataError, match=match + r".*path") as err:
+        build_data(cfg)
+    assert _reason(err) == "unsafe_id"
+    assert build_data(cfg, on_error="skip").index_skip_counts == {"unsafe_id": 1}
+
+
 @pytest.mark.parametrize("field, value", [("video_id", "../evil"), ("exp_id", "../../../../tmp/x"),
                                           ("frame", "a\\b")])
 def test_submission_zip_and_overlays_refuse_path_ids(field, value, tmp_path):
@@ -528,20 +605,17 @@ FILE_FAULTS = {
                            r"meta_expressions.json: expected a JSON object with 'videos'"),
     "malformed_llava": ("llava", "llava.json", b'[{"id": 1,', r"llava.json: not valid JSON"),
     "gcg_not_a_list": ("gcg", "gcg.json", b'{"file_name": "x"}', r"gcg.json: expected a JSON list"),
+    "sav_not_an_object": ("sav", SAV_EXPRESSIONS, b'[{"video_path": "sav_000/sav_000001.mp4"}]',
+                          r"sav_expressions.json: expected a JSON object"),
+    "flickr_not_coco": ("flickr", "", b'{"images": {}, "annotations": []}', r"GCG_train.json: images: expected a list"),
 }
 
 
 @pytest.mark.parametrize("fault", sorted(FILE_FAULTS))
-def test_unparseable_file_is_a_data_error_at_construction(fault, build_data, data_cfgs, synthetic_data, tmp_path):
+def test_unparseable_file_is_a_data_error_at_construction(fault, build_data, data_cfgs, tmp_path):
     cfg_name, file_name, data, match = FILE_FAULTS[fault]
-    cfg = dict(data_cfgs[cfg_name])
-    if cfg_name in ("refcoco_val", "mevis_valid_u"):
-        shutil.copytree(cfg["data_root"], tmp_path / "d")
-        cfg["data_root"] = str(tmp_path / "d")
-        path = tmp_path / "d" / file_name
-    else:
-        path = tmp_path / file_name
-        cfg["data_file"] = str(path)
+    cfg, copy = _copied(data_cfgs[cfg_name], tmp_path)
+    path = copy / file_name if copy.is_dir() else copy
     if data is None:
         data = path.read_bytes()[:-20]  # a pickle cut short
     path.write_bytes(data)
@@ -592,25 +666,201 @@ def _refs_edit(root, fn):
     return ref["ref_id"]
 
 
+def _first_grounding(records):
+    return next(iter(records[0]["groundings"].values()))
+
+
+RECORD_FAULTS.update({
+    # Osprey-724K (osprey_<kind>.json records)
+    "osprey_value_null": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0]["conversations"][1].update(
+        value=None)), r"osprey_conversation.json: record 0 \(000000000001.jpg\): message 1: value: expected a string, "
+                      r"got None"),
+    "osprey_record_not_an_object": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r.__setitem__(2, ["x"])),
+                                    r"osprey_conversation.json: record 2: expected an object, got list"),
+    "osprey_annotation_not_a_list": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[1].update(
+        annotation=r[1]["annotation"][0])), r"record 1 \(000000000002.jpg\): annotation: expected a list, got dict"),
+    "osprey_description_not_a_string": ("osprey_detail_description", _edit(OSPREY_DESC, lambda r: r[1][
+        "description"].__setitem__(1, None)), r"osprey_detail_description.json: record 1 \(000000000002.jpg\): "
+                                              r"description 1: expected a string, got None"),
+    "osprey_fewer_descriptions": ("osprey_detail_description", _edit(OSPREY_DESC, lambda r: r[1].update(
+        description=r[1]["description"][:1])), r"record 1 \(000000000002.jpg\): 1 descriptions for 2 regions"),
+    # Chat-UniVi video QA (video_chat.json)
+    "video_qa_video_is_a_number": ("video_qa", _edit("video_chat.json", lambda r: r[0].update(video=7)),
+                                   r"video_chat.json: record 0 \(id activity_0000\): video: expected a string, "
+                                   r"got int"),
+    "video_qa_value_not_a_string": ("video_qa", _edit("video_chat.json", lambda r: r[1]["conversations"][3].update(
+        value=["red"])), r"video_chat.json: record 1 \(id activity_0001\): message 3: value: expected a string, "
+                         r"got list"),
+    "video_qa_conversations_not_a_list": ("video_qa", _edit("video_chat.json", lambda r: r[0].update(
+        conversations="hi")), r"record 0 \(id activity_0000\): conversations: expected a list, got str"),
+    # SA-V training expressions (sav_expressions.json)
+    "sav_video_is_a_number": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v.update(sav_000001=5)),
+                              r"sav_expressions.json: video sav_000001: expected an object, got int"),
+    "sav_objects_not_an_object": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000002"].update(
+        objects=list(v["sav_000002"]["objects"].values()))),
+        r"sav_expressions.json: video sav_000002: objects: expected an object, got list"),
+    "sav_object_without_text": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000001"]["objects"]["1"].pop(
+        "formated")), r"sav_expressions.json: video sav_000001 object 1: no 'formated'"),
+    "sav_object_index_not_a_number": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000001"]["objects"].update(
+        x=v["sav_000001"]["objects"].pop("1"))), r"video sav_000001 object x: object index is not a number"),
+    "sav_video_path_missing": ("sav", _edit(SAV_EXPRESSIONS, lambda v: v["sav_000002"].pop("video_path")),
+                               r"sav_expressions.json: video sav_000002: no 'video_path'"),
+    # Flickr GCG (COCO layout) and PSG GCG (GranD-f layout)
+    "flickr_no_tokens_positive": ("flickr", _edit("", lambda d: d["annotations"][0].pop("tokens_positive")),
+                                  r"GCG_train.json: image 1 \(\S+\): annotation 1: no 'tokens_positive'"),
+    "flickr_empty_tokens_positive": ("flickr", _edit("", lambda d: d["annotations"][0].update(tokens_positive=[])),
+                                     r"image 1 \(\S+\): annotation 1: tokens_positive: expected a list of "
+                                     r"\[start, end\] spans, got \[\]"),
+    "flickr_bbox_of_wrong_length": ("flickr", _edit("", lambda d: d["annotations"][1].update(bbox=[1, 2, 3])),
+                                    r"image 1 \(\S+\): annotation 2: bbox: expected \[x, y, w, h\], got \[1, 2, 3\]"),
+    "flickr_area_not_a_number": ("flickr", _edit("", lambda d: d["annotations"][1].update(area="900")),
+                                 r"image 1 \(\S+\): annotation 2: area: expected an integer or a number, got str"),
+    "flickr_annotation_without_image": ("flickr", _edit("", lambda d: d["annotations"][2].pop("image_id")),
+                                        r"GCG_train.json: annotations\[2\]: no 'image_id'"),
+    "flickr_image_without_height": ("flickr", _edit("", lambda d: d["images"][1].pop("height")),
+                                    r"GCG_train.json: image 2 \(\S+\): no 'height'"),
+    "psg_masks_not_a_list": ("psg", _edit("", lambda r: _first_grounding(r).update(
+        rle_masks=_first_grounding(r)["rle_masks"][0])), r"OpenPsgGCG_train.json: record 0 .*rle_masks: expected a "
+                                                         r"list, got dict"),
+})
+
+
 @pytest.mark.parametrize("fault", sorted(RECORD_FAULTS))
 def test_record_of_the_wrong_shape_is_named_and_skippable(fault, build_data, data_cfgs, tmp_path):
     cfg_name, damage, match = RECORD_FAULTS[fault]
-    cfg = dict(data_cfgs[cfg_name])
-    if "data_root" in cfg:
-        shutil.copytree(cfg["data_root"], tmp_path / "d")
-        cfg["data_root"] = str(tmp_path / "d")
-        vid = damage(tmp_path / "d")
-    else:
-        path = tmp_path / os.path.basename(cfg["data_file"])
-        shutil.copy(cfg["data_file"], path)
-        cfg["data_file"] = str(path)
-        vid = damage(path)
+    cfg, copy = _copied(data_cfgs[cfg_name], tmp_path)
+    vid = damage(copy)
     with pytest.raises(DataError, match=match.format(vid=vid)) as err:
         build_data(cfg)
     assert _reason(err) == "bad_record"
     skip = build_data(cfg, on_error="skip")
     assert skip.index_skip_counts == {"bad_record": 1} and len(skip) > 0
     skip[0]  # the remaining items are usable
+
+
+# ------------------------------------------------------------------ faults met when an item is read (masks, videos)
+SAV_MANUAL = "sav_train/sav_000/sav_000001_manual.json"
+SHORT_RLE = {"size": [96, 128], "counts": "0"}  # right size, counts short of H*W
+
+
+def _write_bytes(relpath: str, data: bytes):
+    def damage(copy):
+        (copy / relpath).write_bytes(data)
+    return damage
+
+
+def _every_rle(entries: list) -> None:
+    entries[:] = [SHORT_RLE] * len(entries)
+
+
+ITEM_FAULTS = {
+    # name: (reader cfg, fault, match, reason); item 0 is the damaged one
+    "sav_masklet_frame_not_a_list": ("sav", _edit(SAV_MANUAL, lambda m: m["masklet"].__setitem__(1, 5)),
+                                     r"sav_000001_manual.json: masklet frame 1: expected a list, got int",
+                                     "bad_record"),
+    "sav_masklet_frame_short": ("sav", _edit(SAV_MANUAL, lambda m: m["masklet"].__setitem__(2, m["masklet"][2][:1])),
+                                r"sav_000001_manual.json: masklet frame 2 has 1 objects, frame 0 has \d+",
+                                "bad_record"),
+    "sav_masklet_entry_not_an_rle": ("sav", _edit(SAV_MANUAL, lambda m: [f.__setitem__(slice(None), ["mask"] * len(f))
+                                                                      for f in m["masklet"]]),
+                                     r"sav_000001_manual.json: masklet frame \d+ object \d+: an RLE must be",
+                                     "bad_segmentation"),
+    "sav_masklet_rle_counts": ("sav", _edit(SAV_MANUAL, lambda m: [_every_rle(f) for f in m["masklet"]]),
+                               r"sav_000001_manual.json: masklet frame \d+ object \d+: RLE counts", "rle_counts"),
+    "sav_manual_missing": ("sav", lambda copy: os.remove(copy / SAV_MANUAL), r"sav_000001_manual.json: file not found",
+                           "missing_file"),
+    "osprey_rle_counts": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: [a.update(segmentation=SHORT_RLE)
+                                                                              for a in r[0]["annotation"]]),
+                          r"osprey_conversation.json: record 0 \(000000000001.jpg\) region1: RLE counts", "rle_counts"),
+    "osprey_polygon_not_numbers": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0]["annotation"][0].update(
+        segmentation=[["a"] * 6])), r"record 0 \(000000000001.jpg\) region1: a polygon must be a list of numbers",
+        "bad_segmentation"),
+    "osprey_polygon_not_nested": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: r[0]["annotation"][0].update(
+        segmentation=[10, 10, 60, 10, 60, 60])), r"record 0 \(000000000001.jpg\) region1: a polygon must be a list of "
+                                                r"numbers", "bad_segmentation"),
+    "osprey_rle_size_not_numbers": ("osprey_conversation", _edit(OSPREY_CONV, lambda r: [a.update(segmentation={
+        "size": [None, None], "counts": [96 * 128]}) for a in r[0]["annotation"]]),
+        r"record 0 \(000000000001.jpg\) region1: an RLE must be", "bad_segmentation"),
+    "flickr_rle_counts": ("flickr", _edit("", lambda d: [a.update(sam_mask=SHORT_RLE) for a in d["annotations"]
+                                                         if a["image_id"] == 1]),
+                          r"GCG_train.json: \S+ phrase .*: RLE counts", "rle_counts"),
+    "psg_rle_counts": ("psg", _edit("", lambda r: [g.update(rle_masks=[SHORT_RLE]) for g in r[0]["groundings"].values()
+                                                   if g]), r"OpenPsgGCG_train.json: \S+ phrase .*: RLE counts",
+                       "rle_counts"),
+    "ref_sav_rle_counts": ("ref_sav", _edit("ref_sav_valid/mask_dict.json",
+                                            lambda d: [_every_rle(v) for v in d.values()]),
+                           r"mask_dict.json: anno_id \d+ frame \d+ \(video sav_000003\): RLE counts", "rle_counts"),
+    "video_qa_zero_byte_mp4": ("video_qa", _write_bytes("videos/activity_0000.mp4", b""),
+                               r"videos/activity_0000.mp4: ", "corrupt_video"),
+    "sav_missing_mp4": ("sav", lambda copy: os.remove(copy / "sav_train/sav_000/sav_000001.mp4"),
+                        r"sav_000/sav_000001.mp4: video file not found", "missing_video"),
+    "sav_zero_byte_mp4": ("sav", _write_bytes("sav_train/sav_000/sav_000001.mp4", b""),
+                          r"sav_000/sav_000001.mp4: ", "corrupt_video"),
+    "sav_not_a_video": ("sav", _write_bytes("sav_train/sav_000/sav_000001.mp4", b"not a video\n" * 100),
+                        r"sav_000/sav_000001.mp4: ", "corrupt_video"),
+    "ref_sav_zero_byte_mp4": ("ref_sav", _write_bytes("sav_train/sav_000/sav_000003.mp4", b""),
+                              r"sav_000/sav_000003.mp4: ", "corrupt_video"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(ITEM_FAULTS))
+def test_bad_masks_and_videos_are_named_when_read_and_skippable(fault, build_data, data_cfgs, tmp_path):
+    cfg_name, damage, match, reason = ITEM_FAULTS[fault]
+    cfg, copy = _copied(data_cfgs[cfg_name], tmp_path)
+    damage(copy)
+    with pytest.raises(DataError, match=match) as err:
+        build_data(cfg)[0]
+    assert _reason(err) == reason
+    if cfg.get("mode", "train") == "train":  # the item is dropped and counted, the next one used
+        sample = build_data(cfg, on_error="skip")[0]
+        assert sample["meta"]["index"] == 1 and sample["meta"]["skipped"] == {reason: 1}
+
+
+# ------------------------------------------------------------------ Ref-SAV: long / short needs every type_id
+@pytest.mark.parametrize("type_id", ["missing", None, 2])
+def test_ref_sav_expression_type_is_checked_before_any_prediction(type_id, synthetic_data, tmp_path, monkeypatch):
+    from projects.salma.evaluation import runner
+
+    root = tmp_path / "sav"
+    shutil.copytree(synthetic_data["sav"], root)
+    meta = json.loads((root / REF_SAV_META).read_text(encoding="utf-8"))
+    exp = meta["videos"]["sav_000004"]["expressions"]["1"]
+    if type_id == "missing":
+        del exp["type_id"]
+    else:
+        exp["type_id"] = type_id
+    (root / REF_SAV_META).write_text(json.dumps(meta), encoding="utf-8")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("an item was predicted before the expression types were checked")
+    monkeypatch.setattr(runner, "_predict_item", no_work)
+    cfg = Config.fromfile(os.path.join(ROOT, "configs/tiny/salma_tiny.py"))
+    cfg.test_datasets = dict(ref_sav=dict(task="ref_vos", protocol="refsav", dataset=dict(
+        type="RefSAVDataset", data_root=str(root), expression_file=REF_SAV_META,
+        mask_file="ref_sav_valid/mask_dict.json",
+        video_folder="sav_train", video_file="{video_id:.7}/{video_id}.mp4", max_dynamic_patch=1)))
+    cfg.test_options = dict(propagation="decode_all", num_llm_frames=2, llm_frame_sampling="uniform")
+    (run,) = runner.resolve_runs(cfg)
+    model = runner.build_model(cfg, "none", torch.device("cpu"))
+    shown = "None" if type_id == "missing" else str(type_id)
+    with pytest.raises(DataError, match=rf"meta_expressions_valid.json: video sav_000004 exp 1: Ref-SAV type_id "
+                                        rf"{shown} is not 0 \(long\) or 1 \(short\)") as err:
+        runner.evaluate_run(run, cfg, model, runner.TrackerCache(model, cfg.model.to_dict()), checkpoint="none",
+                            work_dir=str(tmp_path / "wd"), max_items=None, show=0)
+    assert _reason(err) == "bad_record"
+
+
+@pytest.mark.parametrize("type_id", ["missing", None, 2])
+def test_ref_sav_summary_names_an_expression_of_unknown_type(type_id):
+    from projects.salma.evaluation.metrics import aggregate_refsav
+
+    odd = {"exp_id": "7", "exp": "the red circle", "J": 0.5, "F": 0.5, "A": 0.9}
+    if type_id != "missing":
+        odd["type_id"] = type_id
+    shown = "None" if type_id == "missing" else str(type_id)
+    with pytest.raises(ValueError, match=rf"expression 7 \('the red circle'\): Ref-SAV type_id {shown} is not 0 "
+                                         r"\(long\) or 1 \(short\)"):
+        aggregate_refsav([{"exp_id": "0", "exp": "a", "type_id": 0, "J": 1.0, "F": 1.0, "A": 1.0}, odd])
 
 
 @pytest.mark.slow  # a Python subprocess (imports torch and transformers)
@@ -646,6 +896,30 @@ def _json_edit_copy(src, dst, fn):
     records = json.loads(open(src, encoding="utf-8").read())
     fn(records)
     dst.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+
+
+def test_every_text_file_is_opened_as_utf8():
+    """``open`` in text mode and ``Path.read_text`` / ``write_text`` in projects/, tools/ and bench/
+    name ``encoding='utf-8'``: the locale's encoding is ASCII under ``LC_ALL=C``."""
+    unnamed = []
+    for base in ("projects", "tools", "bench"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, base)):
+            for name in (f for f in files if f.endswith(".py")):
+                path = os.path.join(dirpath, name)
+                for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                    if not isinstance(node, ast.Call):
+                        continue
+                    kw = {k.arg: k.value for k in node.keywords}
+                    if isinstance(node.func, ast.Name) and node.func.id == "open":
+                        mode = node.args[1] if len(node.args) > 1 else kw.get("mode")
+                        if isinstance(mode, ast.Constant) and "b" in mode.value:
+                            continue
+                    elif not (isinstance(node.func, ast.Attribute) and node.func.attr in ("read_text", "write_text")):
+                        continue
+                    encoding = kw.get("encoding")
+                    if not (isinstance(encoding, ast.Constant) and encoding.value in ("utf-8", "utf-8-sig")):
+                        unnamed.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert unnamed == []
 
 
 @pytest.mark.parametrize("entry, match", [("x", r"expected a list, got str"),

@@ -15,6 +15,7 @@ from typing import Literal, Sequence
 
 from ..constants import IM_END, IM_START
 from .errors import DataError
+from .io import expect
 
 # Sa2VA trained without a system message (xtuner's qwen_chat with system=''); InternVL2.5's chat
 # uses INTERNVL_SYSTEM. Configs choose through the datasets' ``system`` key.
@@ -117,15 +118,18 @@ def conversation_pairs(conversations: Sequence[dict], *, where: str) -> list[tup
     """(question, answer) pairs of a LLaVA-style ``[{"from": "human"|"gpt", "value"}]`` list.
 
     Consecutive human messages are joined by a newline (Sa2VA joins them too); otherwise the list
-    must alternate, start with a question and end with an answer; an empty message is an error.
+    must alternate, start with a question and end with an answer; an empty message is an error
+    ('empty_expression'), a message that is not an object with a string ``value`` too ('bad_record').
     ``where`` ("<file>: record i") starts the DataError messages.
     """
     pairs: list[tuple[str, str]] = []
     question: str | None = None
     for j, msg in enumerate(conversations):
-        value, role = str(msg.get("value", "")).strip(), msg.get("from")
+        at = f"{where}: message {j}"
+        value = expect(expect(msg, dict, where=at).get("value"), str, where=f"{at}: value").strip()
+        role = msg.get("from")
         if not value:
-            raise DataError(f"{where}: message {j} is empty", reason="empty_text")
+            raise DataError(f"{where}: message {j} is empty", reason="empty_expression")
         if role == "human":
             question = value if question is None else question + "\n" + value
         elif role == "gpt" and question is not None:

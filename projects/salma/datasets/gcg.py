@@ -25,7 +25,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import ExprSpan, Turn
 from .errors import DataError
-from .io import expect, field, read_json
+from .io import expect, field, read_json, safe_path
 from .masks import decode_segmentation
 from .templates import GCG_QUESTIONS, image_token_string
 from .transforms import load_image
@@ -115,6 +115,7 @@ class GCGDataset(SalmaDataset):
         where = f"{where} ({file_name})"
         if not file_name:
             raise DataError(f"{where}: needs file_name", reason="bad_record")
+        safe_path(file_name, what="file_name", where=where)
         caption = field(rec, "caption", str, where=where, default="").strip('"').strip()
         if not caption:
             raise DataError(f"{where}: empty caption", reason="empty_expression")
@@ -197,41 +198,70 @@ class FlickrGCGDataset(GCGDataset):
         super().__init__(**kwargs)
 
     def _read_records(self) -> list[dict]:
+        """One GranD-f record per image; a bad image (or its annotation) is dropped and counted, or raised."""
         coco = read_json(self.data_file, expect=dict, what="(COCO layout: images, annotations)")
         by_image: dict[int, list[dict]] = {}
-        for ann in coco.get("annotations", ()):
-            by_image.setdefault(ann["image_id"], []).append(ann)
+        for k, ann in enumerate(field(coco, "annotations", list, where=self.data_file, default=[])):
+            try:
+                by_image.setdefault(field(ann, "image_id", int, where=f"{self.data_file}: annotations[{k}]"),
+                                    []).append(ann)
+            except DataError as err:
+                self.index_error(err)
         records = []
-        for image in coco.get("images", ()):
-            caption = str(image.get("caption", ""))
-            if len(caption.split(" ")) < self.min_caption_words:
-                self.filtered["short_caption"] += 1
+        for k, image in enumerate(field(coco, "images", list, where=self.data_file, default=[])):
+            try:
+                record = self._image_record(k, image, by_image)
+            except DataError as err:
+                self.index_error(err)
                 continue
-            if min(int(image["height"]), int(image["width"])) < self.min_image_size:
-                self.filtered["small_image"] += 1
-                continue
-            # Spans index the caption as written; the parser strips quotes and spaces around it.
-            shift = caption.index(caption.strip('"').strip()) if caption.strip('"').strip() else 0
-            spans: dict[tuple[int, int], list] = {}
-            for ann in by_image.get(image["id"], ()):
-                if not self._usable_box(ann, image):
-                    continue
-                start, end = (int(v) for v in ann["tokens_positive"][0])
-                spans.setdefault((start, end), []).append(ann["sam_mask"])
-            records.append({"file_name": image["file_name"], "caption": caption, "groundings": [
-                (caption[start:end], {"token_positives": [start - shift, end - shift], "rle_masks": rles})
-                for (start, end), rles in sorted(spans.items())]})
+            if record is not None:
+                records.append(record)
         return records
 
-    def _usable_box(self, ann: dict, image: dict) -> bool:
+    def _image_record(self, k: int, image: dict, by_image: dict[int, list[dict]]) -> dict | None:
+        """The GranD-f record of ``images[k]`` (None: filtered by GLaMM's rules)."""
+        where = f"{self.data_file}: images[{k}]"
+        image_id = field(image, "id", int, where=where)
+        file_name = field(image, "file_name", str, where=where)
+        where = f"{self.data_file}: image {image_id} ({file_name})"
+        safe_path(file_name, what="file_name", where=where)
+        caption = field(image, "caption", str, where=where, default="")
+        height, width = field(image, "height", int, where=where), field(image, "width", int, where=where)
+        if len(caption.split(" ")) < self.min_caption_words:
+            self.filtered["short_caption"] += 1
+            return None
+        if min(height, width) < self.min_image_size:
+            self.filtered["small_image"] += 1
+            return None
+        # Spans index the caption as written; the parser strips quotes and spaces around it.
+        shift = caption.index(caption.strip('"').strip()) if caption.strip('"').strip() else 0
+        spans: dict[tuple[int, int], list] = {}
+        for ann in by_image.get(image_id, ()):
+            at = f"{where}: annotation {ann.get('id')}"
+            if not self._usable_box(ann, width, height, where=at):
+                continue
+            positives = field(ann, "tokens_positive", list, where=at)
+            span = positives[0] if positives else None
+            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)):
+                raise DataError(f"{at}: tokens_positive: expected a list of [start, end] spans, got "
+                                f"{str(positives)[:40]}", reason="bad_record")
+            spans.setdefault(tuple(span), []).append(field(ann, "sam_mask", dict, where=at))
+        return {"file_name": file_name, "caption": caption, "groundings": [
+            (caption[start:end], {"token_positives": [start - shift, end - shift], "rle_masks": rles})
+            for (start, end), rles in sorted(spans.items())]}
+
+    def _usable_box(self, ann: dict, width: int, height: int, *, where: str) -> bool:
         """GLaMM's filter: not ignored, a box of at least 1x1 px overlapping the image, positive area."""
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        inter_w = max(0.0, min(x + w, float(image["width"])) - max(x, 0.0))
-        inter_h = max(0.0, min(y + h, float(image["height"])) - max(y, 0.0))
+        box = field(ann, "bbox", list, where=where)
+        if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            raise DataError(f"{where}: bbox: expected [x, y, w, h], got {str(box)[:40]}", reason="bad_record")
+        x, y, w, h = (float(v) for v in box)
+        inter_w = max(0.0, min(x + w, float(width)) - max(x, 0.0))
+        inter_h = max(0.0, min(y + h, float(height)) - max(y, 0.0))
         if ann.get("ignore", False):
             self.filtered["ignored_box"] += 1
             return False
-        if inter_w * inter_h == 0 or ann.get("area", 1) <= 0 or w < 1 or h < 1:
+        if inter_w * inter_h == 0 or field(ann, "area", (int, float), where=where, default=1) <= 0 or w < 1 or h < 1:
             self.filtered["degenerate_box"] += 1
             return False
         return True

@@ -1,12 +1,12 @@
 """Reading annotation files safely: JSON as UTF-8, pickles through a restricted unpickler, and
-checks on the shape of records and on ids that become paths.
+checks on the shape of records and on ids and file names that become paths.
 
 Every reader parses its files here, so a file that cannot be parsed is a :class:`DataError`
 naming it (with the line / byte), whatever the locale, and a pickle never runs code: the refer
 format (``refs(unc).p``) and some mask dicts are pickles by definition, but only plain
 containers and scalars are rebuilt from them. Record-level checks (:func:`expect`,
-:func:`safe_name`) raise ``DataError(reason='bad_record' | 'unsafe_id')``, which a reader drops and
-counts with ``on_error='skip'``; a file-level error is raised at construction.
+:func:`safe_name`, :func:`safe_path`) raise ``DataError(reason='bad_record' | 'unsafe_id')``, which
+a reader drops and counts with ``on_error='skip'``; a file-level error is raised at construction.
 """
 from __future__ import annotations
 
@@ -114,6 +114,18 @@ def safe_name(value: Any, *, what: str, where: str) -> str:
             or "\0" in value or (os.altsep and os.altsep in value):
         raise DataError(f"{where}: {what} '{value}' is not a plain name (it contains a path separator or '..', or is "
                         f"empty) and would be used as a path", reason="unsafe_id")
+    return value
+
+
+def safe_path(value: Any, *, what: str, where: str) -> str:
+    """A file path relative to a data folder (SA-V's ``sav_000/sav_000001.mp4``, an image or video
+    name): a non-empty string, not absolute, without a '..' part or NUL, so the joined path stays
+    inside that folder. Subfolders are allowed, unlike :func:`safe_name`."""
+    parts = value.replace("\\", "/").split("/") if isinstance(value, str) else []
+    if not isinstance(value, str) or not value or os.path.isabs(value) or value.startswith(("/", "\\")) \
+            or ".." in parts or "\0" in value or os.path.splitdrive(value)[0]:
+        raise DataError(f"{where}: {what} '{value}' is not a path inside its folder (it is empty or absolute, or has a "
+                        f"'..' part) and would be read from outside it", reason="unsafe_id")
     return value
 
 

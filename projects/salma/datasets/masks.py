@@ -31,6 +31,10 @@ def decode_segmentation(segm: Any, height: int, width: int, *, source: str = "")
     if isinstance(segm, dict):
         return decode_rle(segm, height, width, source=source)
     if isinstance(segm, (list, tuple)):
+        for part in segm:
+            if not isinstance(part, (list, tuple)) or not all(_is_number(v) for v in part):
+                raise DataError(f"{source}: a polygon must be a list of numbers [x0, y0, x1, y1, ...], got "
+                                f"{str(part)[:80]}", reason="bad_segmentation")
         # pycocotools reads a list whose first entry has 4 numbers as boxes, and a polygon needs
         # 3 points: drop degenerate (zero-area) parts, as COCO tools do.
         polygons = [list(map(float, p)) for p in segm if len(p) >= 6 and len(p) % 2 == 0]
@@ -45,7 +49,8 @@ def decode_rle(rle: dict | None, height: int, width: int, *, source: str = "") -
     """Decode a COCO RLE (``None`` means an empty mask, as in MeViS ``mask_dict.json``)."""
     if rle is None:
         return np.zeros((height, width), dtype=np.uint8)
-    if not isinstance(rle, dict) or "counts" not in rle or not isinstance(rle.get("size"), (list, tuple)):
+    if not isinstance(rle, dict) or "counts" not in rle or not isinstance(rle.get("size"), (list, tuple)) \
+            or len(rle["size"]) != 2 or not all(_is_number(s) for s in rle["size"]):
         raise DataError(f"{source}: an RLE must be {{'size': [h, w], 'counts': ...}}, got {str(rle)[:80]}",
                         reason="bad_segmentation")
     size = [int(s) for s in rle["size"]]
@@ -113,6 +118,10 @@ def check_rle_counts(counts, height: int, width: int, *, source: str = "") -> No
     if total != height * width:
         raise DataError(f"{source}: RLE counts add up to {total} pixels, not {height}x{width} = {height * width}",
                         reason="rle_counts")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _union(decoded: np.ndarray) -> np.ndarray:

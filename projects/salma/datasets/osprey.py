@@ -28,7 +28,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import Turn, conversation_pairs
 from .errors import DataError
-from .io import read_json
+from .io import expect, field, read_json, safe_path
 from .masks import decode_segmentation
 from .templates import SHORT_ANSWER_SUFFIX, VP_DESCRIPTION_QUESTIONS, image_token_string
 from .transforms import load_image, num_tiles
@@ -77,26 +77,35 @@ class OspreyDataset(SalmaDataset):
 
     def _parse(self, rec: dict, i: int) -> dict:
         """Index entry of record ``i`` (cheap checks only; masks are decoded in ``prepare``)."""
-        where = f"{self.data_file}: record {i} ({rec.get('file_name')})"
-        segmentations = [a.get("segmentation") for a in rec.get("annotation") or ()]
-        if not rec.get("file_name") or not rec.get("height") or not rec.get("width"):
+        where = f"{self.data_file}: record {i}"
+        file_name = field(expect(rec, dict, where=where), "file_name", str, where=where, default="")
+        where = f"{where} ({file_name})"
+        height, width = (field(rec, key, int, where=where, default=0) for key in ("height", "width"))
+        if not file_name or height <= 0 or width <= 0:
             raise DataError(f"{where}: needs file_name, height and width", reason="bad_record")
+        safe_path(file_name, what="file_name", where=where)
+        annotation = field(rec, "annotation", list, where=where, default=[])
+        segmentations = [field(a, "segmentation", (dict, list, type(None)), where=f"{where}: annotation {k}",
+                               default=None) for k, a in enumerate(annotation)]
         if not segmentations or any(s is None for s in segmentations):
             raise DataError(f"{where}: no region (annotation[].segmentation)", reason="empty_region")
         if self.kind == "detail_description":
-            descriptions = rec.get("description", rec.get("descriptions")) or []
+            key = "description" if "description" in rec else "descriptions"
+            descriptions = [expect(d, str, where=f"{where}: {key} {k}").strip()
+                            for k, d in enumerate(field(rec, key, list, where=where, default=[]))]
             if len(descriptions) != len(segmentations):
                 raise DataError(f"{where}: {len(descriptions)} descriptions for {len(segmentations)} regions",
                                 reason="bad_record")
-            if any(not str(d).strip() for d in descriptions):
-                raise DataError(f"{where}: empty description", reason="empty_text")
-            pairs = [("", untag_regions(str(d).strip())) for d in descriptions]  # questions drawn per sample
+            if "" in descriptions:
+                raise DataError(f"{where}: {key} {descriptions.index('')} is empty", reason="empty_expression")
+            pairs = [("", untag_regions(d)) for d in descriptions]  # questions drawn per sample
         else:
             suffix = SHORT_ANSWER_SUFFIX if self.kind == "short_form" else ""
+            conversations = field(rec, "conversations", list, where=where, default=[])
             pairs = [(untag_regions(q) + suffix, untag_regions(a))
-                     for q, a in conversation_pairs(rec.get("conversations") or [], where=where)]
-        return {"file_name": rec["file_name"], "height": int(rec["height"]), "width": int(rec["width"]),
-                "segmentations": segmentations, "pairs": pairs, "record": i}
+                     for q, a in conversation_pairs(conversations, where=where)]
+        return {"file_name": file_name, "height": height, "width": width, "segmentations": segmentations,
+                "pairs": pairs, "record": i}
 
     def find_image(self, file_name: str) -> str:
         """The first image folder that has ``file_name`` (DataError naming every folder tried)."""

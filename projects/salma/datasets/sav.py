@@ -25,9 +25,9 @@ import numpy as np
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
-from .io import read_json
+from .io import expect, field, read_json, safe_path
 from .masks import decode_rle
-from .ref_vos import RefVOSDataset, sample_frame_indices
+from .ref_vos import RefVOSDataset, _exp_key, sample_frame_indices
 from .templates import ANSWER_LIST, SAV_LONG_QUESTION, VIDEO_SEG_QUESTIONS, clean_expression, video_token_string
 from .transforms import stack_normalized
 from .video_files import VideoEndedEarly, frame_reference, read_video_frames
@@ -37,11 +37,16 @@ _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 
 def read_masklet(path: str) -> list[list[dict]]:
-    """``masklet`` of an SA-V ``*_manual.json``: per annotated frame, one RLE per object."""
+    """``masklet`` of an SA-V ``*_manual.json``: per annotated frame, one RLE per object (the same
+    objects in every frame; the RLEs are checked when decoded)."""
     data = read_json(path)
-    masklet = data.get("masklet") if isinstance(data, dict) else None
+    masklet = field(data, "masklet", list, where=path, default=None) if isinstance(data, dict) else None
     if not masklet:
         raise DataError(f"{path}: no masklet (annotated frames)", reason="empty_video")
+    for t, frame in enumerate(masklet):
+        if len(expect(frame, list, where=f"{path}: masklet frame {t}")) != len(masklet[0]):
+            raise DataError(f"{path}: masklet frame {t} has {len(frame)} objects, frame 0 has {len(masklet[0])}",
+                            reason="bad_record")
     return masklet
 
 
@@ -76,32 +81,49 @@ class SAVDataset(SalmaDataset):
         self.num_objects_per_sample = num_objects_per_sample
         self.expression = expression
         self.annotation_stride = annotation_stride
-        videos = read_json(self.expression_file)
+        videos = read_json(self.expression_file, expect=dict, what="(video id -> video_path, anno_path, objects)")
         for vid in sorted(videos):
-            objects = []
-            for obj_idx, info in sorted((videos[vid].get("objects") or {}).items(), key=lambda kv: int(kv[0])):
-                try:
-                    objects.append(self._parse_object(vid, obj_idx, info))
-                except DataError as err:
-                    self.index_error(err)
-            if not objects:
-                self.index_error(DataError(f"{self.expression_file}: video {vid} has no object with a description",
-                                           reason="empty_expression"))
+            try:
+                item = self._parse_video(vid, videos[vid])
+            except DataError as err:
+                self.index_error(err)
                 continue
-            self.items.append({"vid": vid, "video": os.path.join(self.video_folder, videos[vid]["video_path"]),
-                               "anno": os.path.join(self.video_folder, videos[vid]["anno_path"]), "objects": objects})
-            n_obj = min(len(objects), self.num_objects_per_sample)
-            words = max(len(o["long"].split()) for o in objects)
+            self.items.append(item)
+            n_obj = min(len(item["objects"]), self.num_objects_per_sample)
+            words = max(len(o["long"].split()) for o in item["objects"])
             self.modality_lengths.append(num_frames * (self.image_seq_length + 8) + n_obj * (40 + 2 * words))
+
+    def _parse_video(self, vid: str, video: dict) -> dict:
+        """Index entry of one video; a bad object is dropped and counted (or raised) on its own."""
+        where = f"{self.expression_file}: video {vid}"
+        paths = {key: safe_path(field(expect(video, dict, where=where), key, str, where=where), what=key, where=where)
+                 for key in ("video_path", "anno_path")}
+        objects = []
+        for obj_idx, info in sorted(field(video, "objects", dict, where=where, default={}).items(),
+                                    key=lambda kv: _exp_key(kv[0])):
+            try:
+                objects.append(self._parse_object(vid, obj_idx, info))
+            except DataError as err:
+                self.index_error(err)
+        if not objects:
+            raise DataError(f"{where} has no object with a description", reason="empty_expression")
+        return {"vid": vid, "video": os.path.join(self.video_folder, paths["video_path"]),
+                "anno": os.path.join(self.video_folder, paths["anno_path"]), "objects": objects}
 
     def _parse_object(self, vid: str, obj_idx: str, info: dict) -> dict:
         where = f"{self.expression_file}: video {vid} object {obj_idx}"
         if not str(obj_idx).isdigit():
             raise DataError(f"{where}: object index is not a number", reason="bad_record")
-        long = clean_expression(str(info.get("formated", "")))
-        short = [c for c in (clean_expression(str(c)) for c in info.get("short_caps") or ()) if c]
+        expect(info, dict, where=where)
+        for key, needed in (("formated", self.expression != "short"), ("short_caps", self.expression != "long")):
+            if needed and key not in info:
+                raise DataError(f"{where}: no '{key}' (the object's text)", reason="bad_record")
+        long = clean_expression(field(info, "formated", str, where=where, default=""))
+        short = [c for c in (clean_expression(expect(c, str, where=f"{where}: short_caps"))
+                             for c in field(info, "short_caps", list, where=where, default=[])) if c]
         if (self.expression != "short" and not long) or (self.expression != "long" and not short):
-            raise DataError(f"{where}: empty {'formated' if not long else 'short_caps'} text", reason="empty_text")
+            raise DataError(f"{where}: empty {'formated' if not long else 'short_caps'} text",
+                            reason="empty_expression")
         return {"obj": int(obj_idx), "long": long, "short": short}
 
     def prepare(self, index: int, rng: np.random.Generator) -> dict:

@@ -19,7 +19,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import Turn, conversation_pairs
 from .errors import DataError
-from .io import read_json
+from .io import expect, field, read_json, safe_path
 from .templates import video_token_string
 from .transforms import stack_normalized
 from .video_files import frame_reference, resolve_video_path, sample_video_frames
@@ -74,14 +74,14 @@ class VideoQADataset(SalmaDataset):
             self.modality_lengths.append(num_frames * (self.image_seq_length + 8) + 2 * words + 20 * len(item["pairs"]))
 
     def _parse(self, rec: dict, i: int) -> dict:
-        where = f"{self.data_file}: record {i} (id {rec.get('id')})"
-        if not rec.get("video"):
-            raise DataError(f"{where}: no video", reason="bad_record")
-        pairs = conversation_pairs(rec.get("conversations") or [], where=where)
+        where = f"{self.data_file}: record {i}"
+        where = f"{where} (id {expect(rec, dict, where=where).get('id')})"
+        video = safe_path(field(rec, "video", str, where=where), what="video", where=where)
+        pairs = conversation_pairs(field(rec, "conversations", list, where=where, default=[]), where=where)
         pairs = [(strip_placeholders(q), a) for q, a in pairs]
         if any(not q for q, _ in pairs):
-            raise DataError(f"{where}: a question is only a placeholder", reason="empty_text")
-        return {"id": rec.get("id", i), "video": rec["video"], "pairs": pairs}
+            raise DataError(f"{where}: a question is only a placeholder", reason="empty_expression")
+        return {"id": rec.get("id", i), "video": video, "pairs": pairs}
 
     def prepare(self, index: int, rng: np.random.Generator) -> dict:
         item = self.items[index]

@@ -571,6 +571,28 @@ def _mean_x100(values: list[float]) -> float:
     return float(100.0 * np.mean(values)) if values else float("nan")
 
 
+REVOS_TYPES = {0: "referring", 1: "reasoning", 2: "not scored"}
+REFSAV_TYPES = {0: "long", 1: "short"}
+# Protocols that report by expression type (``type_id`` of each expression): (name, types).
+EXPRESSION_TYPES = {"revos": ("ReVOS", REVOS_TYPES), "refsav": ("Ref-SAV", REFSAV_TYPES)}
+
+
+def type_id_problem(type_id: Any, protocol: str) -> str | None:
+    """None if ``type_id`` is one of ``protocol``'s expression types, else what is wrong with it."""
+    name, types = EXPRESSION_TYPES[protocol]
+    if isinstance(type_id, int) and not isinstance(type_id, bool) and type_id in types:
+        return None
+    known = [f"{t} ({label})" for t, label in types.items()]
+    return f"{name} type_id {type_id!r} is not {', '.join(known[:-1])} or {known[-1]}"
+
+
+def _checked_type(rec: Mapping[str, Any], protocol: str) -> int:
+    problem = type_id_problem(rec.get("type_id"), protocol)
+    if problem:
+        raise ValueError(f"expression {rec.get('exp_id')} ({rec.get('exp')!r}): {problem}")
+    return int(rec["type_id"])
+
+
 def aggregate_revos(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """ReVOS table from per-expression ``{"type_id", "J", "F", "A", "R"}`` (values in [0, 1]).
 
@@ -581,9 +603,7 @@ def aggregate_revos(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
     """
     groups: dict[int, dict[str, list[float]]] = {t: {m: [] for m in "JFAR"} for t in (0, 1)}
     for rec in records:
-        type_id = int(rec["type_id"])
-        if type_id not in (0, 1, 2):
-            raise ValueError(f"unknown ReVOS type_id {type_id}")
+        type_id = _checked_type(rec, "revos")
         if type_id == 2:
             continue
         for m in "JFAR":
@@ -617,9 +637,6 @@ def aggregate_refvos(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return {"J": j, "F": f, "J&F": (j + f) / 2, "n": len(js)}
 
 
-REFSAV_TYPES = {0: "long", 1: "short"}
-
-
 def aggregate_refsav(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Ref-SAV table from per-expression ``{"type_id", "J", "F", "A"}`` (values in [0, 1]).
 
@@ -629,9 +646,7 @@ def aggregate_refsav(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str
     """
     groups: dict[int, dict[str, list[float]]] = {t: {m: [] for m in "JFA"} for t in REFSAV_TYPES}
     for rec in records:
-        type_id = int(rec["type_id"])
-        if type_id not in REFSAV_TYPES:
-            raise ValueError(f"unknown Ref-SAV type_id {type_id} (0 = long, 1 = short)")
+        type_id = _checked_type(rec, "refsav")
         for m in "JFA":
             groups[type_id][m].append(float(rec[m]))
     out: dict[str, dict[str, float]] = {}

@@ -46,11 +46,13 @@ from mmengine.logging import MMLogger, print_log
 from tqdm import tqdm
 
 from ..datasets.base import SalmaDataset
+from ..datasets.errors import DataError
 from ..engine.dist import join_process_group
 from ..fingerprint import digest
 from ..models.video import RANDOM_MEMORY, SAM2MemoryTracker, VideoPredictor
 from ..registry import DATASETS, MODELS
 from .checkpoint import checkpoint_fingerprint, load_trained_weights
+from .metrics import EXPRESSION_TYPES, type_id_problem
 from .ref_vos import RefVOSEvaluator
 from .res import RESEvaluator
 from .visualize import draw_res_record, draw_video_record
@@ -229,6 +231,19 @@ def model_fingerprint(cfg: Config, checkpoint: str) -> str:
     return value[0]
 
 
+def check_expression_types(dataset: SalmaDataset, protocol: str) -> None:
+    """ReVOS and Ref-SAV report by expression type: an expression whose ``type_id`` is missing or
+    unknown is an error naming it before any prediction (the summary would meet it after all of them)."""
+    if protocol not in EXPRESSION_TYPES:
+        return
+    for item in dataset.items:
+        for exp in item["exps"]:
+            problem = type_id_problem(exp["type_id"], protocol)
+            if problem:
+                raise DataError(f"{dataset.expression_file}: video {item['vid']} exp {exp['exp_id']}: {problem}",
+                                reason="bad_record")
+
+
 def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str, fingerprint: dict) -> dict:
     sample = dataset[index]
     if sample["meta"]["index"] != index:
@@ -263,6 +278,8 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
     logger = MMLogger.get_current_instance()
     dataset_cfg = complete_dataset_cfg(run, _plain(cfg.model), model)
     dataset: SalmaDataset = DATASETS.build(dataset_cfg)
+    if run.task == "ref_vos":
+        check_expression_types(dataset, run.options["protocol"])
     n_items = len(dataset) if max_items is None else min(max_items, len(dataset))
     run_dir = os.path.join(work_dir, run.name)
     if rank == 0:

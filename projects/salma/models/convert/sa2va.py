@@ -107,7 +107,7 @@ def is_sa2va_config(config_dict: Mapping) -> bool:
 def is_sa2va_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder whose config.json is a Sa2VA release."""
     config_path = Path(path) / "config.json"
-    return config_path.is_file() and is_sa2va_config(json.loads(config_path.read_text()))
+    return config_path.is_file() and is_sa2va_config(json.loads(config_path.read_text(encoding="utf-8")))
 
 
 def read_sa2va_config(folder: str | Path) -> dict:
@@ -115,7 +115,7 @@ def read_sa2va_config(folder: str | Path) -> dict:
     config_path = Path(folder) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    config = json.loads(config_path.read_text())
+    config = json.loads(config_path.read_text(encoding="utf-8"))
     if not is_sa2va_config(config):
         raise ValueError(
             f"{folder}: not a Sa2VA release folder (config.json architectures {config.get('architectures')}, "
@@ -243,7 +243,7 @@ def save_sa2va_layout(
         tie_word_embeddings=False,  # Sa2VAChatConfig always writes False (the LLM's own flag is in llm_config)
         torch_dtype=str(dtype or next(iter(state.values())).dtype).removeprefix("torch."),
     )
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     tokenizer.save_pretrained(folder)
     _write_added_tokens_v4(folder, tokenizer)
     return folder
@@ -259,7 +259,7 @@ def _write_added_tokens_v4(folder: Path, tokenizer: PreTrainedTokenizerBase) -> 
         for idx, t in sorted(tokenizer.added_tokens_decoder.items())
     }
     config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
+    config = json.loads(config_path.read_text(encoding="utf-8"))
     config["added_tokens_decoder"] = decoder
-    config_path.write_text(json.dumps(config, indent=2))
-    (folder / "added_tokens.json").write_text(json.dumps(tokenizer.get_added_vocab(), indent=2))
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (folder / "added_tokens.json").write_text(json.dumps(tokenizer.get_added_vocab(), indent=2), encoding="utf-8")
