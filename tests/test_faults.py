@@ -548,6 +548,8 @@ UNSAFE_PATHS = {  # file names of the training mix's records: a path inside the 
                       r"OpenPsgGCG_train.json: record 0 \(\.\./\.\./x.jpg\): file_name '\.\./\.\./x.jpg'"),
     "flickr_file_name": ("flickr", _edit("", lambda d: d["images"][0].update(file_name="/etc/x.jpg")),
                          r"GCG_train.json: image 1 \(/etc/x.jpg\): file_name '/etc/x.jpg'"),
+    "llava_image": ("llava", _edit("", lambda r: next(x for x in r if x.get("image")).update(image="../../x.jpg")),
+                    r"llava.json: record \d+ \(id [^)]*\): image '\.\./\.\./x.jpg'"),
 }
 
 
@@ -561,6 +563,18 @@ def test_record_paths_stay_inside_their_folder(fault, build_data, data_cfgs, tmp
         build_data(cfg)
     assert _reason(err) == "unsafe_id"
     assert build_data(cfg, on_error="skip").index_skip_counts == {"unsafe_id": 1}
+
+
+def test_refcoco_image_file_names_stay_inside_the_image_folder(build_data, data_cfgs, refcoco_copy):
+    """An image record of instances.json whose file_name leaves the image folder is refused; with
+    skip, it is dropped and counted (its refs then have no image and are counted too)."""
+    instances = json.loads((refcoco_copy / "instances.json").read_text())
+    instances["images"][0]["file_name"] = "../../../etc/x.jpg"
+    (refcoco_copy / "instances.json").write_text(json.dumps(instances))
+    with pytest.raises(DataError, match=r"instances.json: images\[0\]: file_name '\.\./\.\./\.\./etc/x.jpg'.*path") as err:
+        _refcoco(build_data, data_cfgs, refcoco_copy)
+    assert _reason(err) == "unsafe_id"
+    assert _refcoco(build_data, data_cfgs, refcoco_copy, on_error="skip").index_skip_counts["unsafe_id"] == 1
 
 
 @pytest.mark.parametrize("field, value", [("video_id", "../evil"), ("exp_id", "../../../../tmp/x"),

@@ -13,7 +13,7 @@ from ..registry import DATASETS
 from .base import SalmaDataset
 from .chat import Turn
 from .errors import DataError
-from .io import expect, field, read_json
+from .io import expect, field, read_json, safe_path
 from .templates import image_token_string
 from .transforms import load_image
 
@@ -51,7 +51,9 @@ class LLaVADataset(SalmaDataset):
         where = f"{self.data_file}: record {i}"
         expect(rec, dict, where=where)
         where = f"{where} (id {rec.get('id')})"
-        field(rec, "image", (str, type(None)), where=where, default=None)
+        image = field(rec, "image", (str, type(None)), where=where, default=None)
+        if image:
+            safe_path(image, what="image", where=where)
         conv = field(rec, "conversations", list, where=where, default=[])
         values = []
         for j, message in enumerate(conv):

@@ -20,7 +20,7 @@ from ..fingerprint import digest, file_signature
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
-from .io import field, load_pickle, read_json
+from .io import field, load_pickle, read_json, safe_path
 from .masks import decode_segmentation
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_SEG_QUESTION, SEG_QUESTIONS, clean_expression,
                         image_token_string)
@@ -99,7 +99,8 @@ class RefCOCODataset(SalmaDataset):
         where = f"{self.ann_path}: {kind}[{k}]"
         record_id = field(rec, "id", int, where=where)
         if kind == "images":
-            records[record_id] = {"file_name": field(rec, "file_name", str, where=where),
+            records[record_id] = {"file_name": safe_path(field(rec, "file_name", str, where=where), what="file_name",
+                                                         where=where),
                                   "height": field(rec, "height", int, where=where),
                                   "width": field(rec, "width", int, where=where)}
         else:
