@@ -5,7 +5,6 @@ the GT files, restarts skip finished items, two processes give the one-process n
 have the benchmark layout, and question expressions are asked as questions. The real generation is
 steered (``forced_answer``) so that both the mask path and the no-mask path run, and the saved
 masks are checked to be non-trivial before they are scored."""
-import copy
 import importlib.util
 import io
 import json

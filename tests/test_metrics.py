@@ -1,5 +1,4 @@
 """Metrics against hand-computed values and a plain per-frame DAVIS-2017 reference."""
-import math
 
 import numpy as np
 import pytest

@@ -43,7 +43,6 @@ from projects.salma.models.convert.common import CheckpointMismatchError, load_s
 from projects.salma.models.convert.internvl import internvl_config_from_original  # noqa: E402
 from projects.salma.models.convert.sa2va import SA2VA_TOKENS, sa2va_internvl_config, save_sa2va_layout  # noqa: E402
 from projects.salma.models.convert.sam2 import load_sam2  # noqa: E402
-from projects.salma.models.mllm import InternVLMLLM  # noqa: E402
 from projects.salma.models.salma_model import SALMAModel  # noqa: E402
 from projects.salma.registry import MODELS  # noqa: E402
 from projects.salma.testing import forced_answer, make_batch  # noqa: E402

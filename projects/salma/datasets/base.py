@@ -12,7 +12,7 @@ repeat])``: a sample is a pure function of its index (reproducible, worker-indep
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -169,6 +169,15 @@ class SalmaDataset(Dataset):
         if self.on_error == "raise":
             raise err
         self.skips.record(err, at_index_build=True)
+
+    def checked_records(self, records: Sequence[Any], parse: Callable[[Any, int], Any]) -> Iterator[Any]:
+        """``parse(record, i)`` of every record it accepts; a record it rejects with a DataError
+        stops the build or, with ``on_error='skip'``, is dropped and counted (:meth:`index_error`)."""
+        for i, record in enumerate(records):
+            try:
+                yield parse(record, i)
+            except DataError as err:
+                self.index_error(err)
 
     def image_inputs(self, image: Image.Image) -> torch.Tensor:
         """InternVL tiles of one image: (n_tiles, 3, image_size, image_size)."""

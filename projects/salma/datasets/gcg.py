@@ -90,13 +90,7 @@ class GCGDataset(SalmaDataset):
         self.data_file = os.path.join(data_root, data_file)
         self.image_folder = os.path.join(data_root, image_folder)
         self.filtered: Counter[str] = Counter()  # dropped by the data's own rules (not errors)
-        records = self._read_records()
-        for i, rec in enumerate(records):
-            try:
-                item = self._parse(rec, i)
-            except DataError as err:
-                self.index_error(err)
-                continue
+        for item in self.checked_records(self._read_records(), self._parse):
             self.items.append(item)
             # Unknown image size: count the largest tiling (lengths only steer batching).
             self.modality_lengths.append(self.max_tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())

@@ -36,12 +36,7 @@ class LLaVADataset(SalmaDataset):
         self.data_file = os.path.join(data_root, data_file)
         self.image_folder = os.path.join(data_root, image_folder)
         records = read_json(self.data_file, expect=list, what="(conversation records)")
-        for i, rec in enumerate(records):
-            try:
-                turns = self._turns(rec, i)
-            except DataError as err:
-                self.index_error(err)
-                continue
+        for rec, i, turns in self.checked_records(records, lambda rec, i: (rec, i, self._turns(rec, i))):
             self.items.append((rec.get("id", i), rec.get("image"), turns))
             words = sum(len(t.question.split()) + len(t.answer.split()) for t in turns)
             # Unknown image size: estimate with the largest tiling (lengths only steer batching).

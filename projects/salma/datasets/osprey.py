@@ -60,12 +60,7 @@ class OspreyDataset(SalmaDataset):
         folders = [image_folder] if isinstance(image_folder, str) else list(image_folder)
         self.image_folders = [os.path.join(data_root, f) for f in folders]
         self.grid = token_grid(self.image_seq_length)
-        for i, rec in enumerate(read_json(self.data_file, expect=list, what="(Osprey records)")):
-            try:
-                item = self._parse(rec, i)
-            except DataError as err:
-                self.index_error(err)
-                continue
+        for item in self.checked_records(read_json(self.data_file, expect=list, what="(Osprey records)"), self._parse):
             self.items.append(item)
             tiles = num_tiles(item["width"], item["height"], min_num=self.min_dynamic_patch,
                               max_num=self.max_dynamic_patch, image_size=self.image_size,

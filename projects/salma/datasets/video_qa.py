@@ -63,12 +63,8 @@ class VideoQADataset(SalmaDataset):
         self.video_folder = os.path.join(data_root, video_folder)
         self.num_frames = num_frames
         self.video_extensions = tuple(video_extensions)
-        for i, rec in enumerate(read_json(self.data_file, expect=list, what="(video conversation records)")):
-            try:
-                item = self._parse(rec, i)
-            except DataError as err:
-                self.index_error(err)
-                continue
+        records = read_json(self.data_file, expect=list, what="(video conversation records)")
+        for item in self.checked_records(records, self._parse):
             self.items.append(item)
             words = sum(len(q.split()) + len(a.split()) for q, a in item["pairs"])
             self.modality_lengths.append(num_frames * (self.image_seq_length + 8) + 2 * words + 20 * len(item["pairs"]))
