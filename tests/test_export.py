@@ -26,6 +26,7 @@ from projects.salma.datasets.masks import decode_rle
 from projects.salma.datasets.templates import image_token_string, video_token_string
 from projects.salma.evaluation.ref_vos import RefVOSEvaluator
 from projects.salma.evaluation.res import RESEvaluator
+from projects.salma.evaluation.visualize import display_scale
 from projects.salma.evaluation.runner import build_model
 from projects.salma.export import (VIDEO_KEYS, build_tracker, export_model, reader_settings, trained_otherwise,
                                    video_options)
@@ -320,7 +321,8 @@ def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, syntheti
     assert np.array_equal(png > 0, expected["masks"][0].numpy())
     assert summary["masks"] == ["mask_0.png"] and summary["answer"] == "Sure, [SEG]."
     overlay = Image.open(tmp_path / "overlay.png")
-    assert overlay.width == png.shape[1] and overlay.height > png.shape[0]  # image plus the caption band
+    scale = display_scale(*png.shape)  # small images are enlarged for display
+    assert overlay.width == png.shape[1] * scale and overlay.height > png.shape[0] * scale  # plus the caption band
     assert "A: Sure, [SEG]." in capsys.readouterr().out
 
 
