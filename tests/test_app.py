@@ -52,6 +52,21 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 WAIT = 60  # seconds the page may take to show a result (2 shared CPU cores)
 
 
+def unavailable(reason: str):
+    """Skip (a user without the app's requirements), or fail where CI requires them."""
+    if os.environ.get("SALMA_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason + "; SALMA_REQUIRE_BROWSER=1 makes this a failure")
+    pytest.skip(reason)
+
+
+def require_gradio():
+    try:
+        import gradio  # noqa: F401
+        import gradio_client  # noqa: F401
+    except ImportError:
+        unavailable("the web demo needs gradio (README: requirements-app.txt, then gradio --no-deps)")
+
+
 # ------------------------------------------------------------------ the model and inputs
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
@@ -232,7 +247,7 @@ def test_video_masks_are_zipped_per_frame(model, inputs):
 def server(model, export_dir, tmp_path_factory):
     """The app on a free local port, in this process (a thread), under forced_answer; ``calls``
     records what the page asked ``SegmentationDemo.respond`` and what it returned."""
-    pytest.importorskip("gradio", reason="the web demo needs gradio (requirements-app.txt, see README)")
+    require_gradio()
     saved = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))  # uploads and outputs stay in tmp
     demo = SegmentationDemo(model, name=export_dir)
@@ -296,7 +311,7 @@ def test_api_route_answers_like_predict(server, model, inputs):
 @pytest.mark.slow
 def test_cli_serves_the_page_and_prints_its_address(export_dir, tmp_path):
     """tools/app.py as a user runs it: the flags reach the model, the address is printed, the page answers."""
-    pytest.importorskip("gradio", reason="the web demo needs gradio (requirements-app.txt, see README)")
+    require_gradio()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path)}
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "app.py"), "--model", export_dir,
@@ -347,11 +362,8 @@ def browser(tmp_path_factory):
     except ImportError:
         missing.append("selenium (pip, requirements-test.txt)")
     if missing:
-        reason = (f"browser tests need Debian's chromium and chromium-driver and selenium; missing: "
-                  f"{', '.join(missing)} (as root: apt-get install -y chromium chromium-driver)")
-        if os.environ.get("SALMA_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; SALMA_REQUIRE_BROWSER=1 makes this a failure")
-        pytest.skip(reason)
+        unavailable(f"browser tests need Debian's chromium and chromium-driver and selenium; missing: "
+                    f"{', '.join(missing)} (as root: apt-get install -y chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in CHROMIUM_FLAGS + (f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
