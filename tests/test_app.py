@@ -313,7 +313,9 @@ def test_cli_serves_the_page_and_prints_its_address(export_dir, tmp_path):
     """tools/app.py as a user runs it: the flags reach the model, the address is printed, the page answers."""
     require_gradio()
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path)}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "TMPDIR": str(tmp_path / "tmp")}
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "app.py"), "--model", export_dir,
                                 "--device", "cpu", "--dtype", "bfloat16", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
@@ -337,8 +339,9 @@ def test_cli_serves_the_page_and_prints_its_address(export_dir, tmp_path):
         info = [c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "model-info"]
         assert len(info) == 1 and "runs on **cpu** in **bfloat16**" in info[0]
     finally:
-        process.terminate()
+        process.terminate()  # as a service manager stops it: the page closes, its files go
         process.wait(timeout=30)
+    assert process.returncode == 0 and os.listdir(tmp_path / "tmp") == []
 
 
 def test_ci_runs_the_readme_test_command():

@@ -27,6 +27,7 @@ import os
 import posixpath
 import re
 import shutil
+import signal
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -438,5 +439,13 @@ def launch(demo: SegmentationDemo, *, host: str = "127.0.0.1", port: int | None 
                            quiet=True, ssr_mode=False, theme=_system_fonts(gr), footer_links=["api"])
     print(f"SALMA demo on {url} ({demo.describe().replace('`', '').replace('**', '')})", flush=True)
     if block:
-        app.block_thread()
+        signal.signal(signal.SIGTERM, _exit)  # a plain kill stops the page as Ctrl-C does: cleanup runs
+        try:
+            app.block_thread()
+        finally:
+            app.close()
     return app, url
+
+
+def _exit(signum, frame):
+    raise SystemExit(0)
