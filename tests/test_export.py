@@ -23,8 +23,10 @@ from projects.salma.datasets.collate import expand_eval_sample, salma_collate
 from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.inference import InferenceReader, read_video
 from projects.salma.datasets.masks import decode_rle
+from projects.salma.datasets.templates import image_token_string, video_token_string
 from projects.salma.evaluation.ref_vos import RefVOSEvaluator
 from projects.salma.evaluation.res import RESEvaluator
+from projects.salma.evaluation.visualize import display_scale
 from projects.salma.evaluation.runner import build_model
 from projects.salma.export import (VIDEO_KEYS, build_tracker, export_model, reader_settings, trained_otherwise,
                                    video_options)
@@ -319,7 +321,8 @@ def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, syntheti
     assert np.array_equal(png > 0, expected["masks"][0].numpy())
     assert summary["masks"] == ["mask_0.png"] and summary["answer"] == "Sure, [SEG]."
     overlay = Image.open(tmp_path / "overlay.png")
-    assert overlay.width == png.shape[1] and overlay.height > png.shape[0]  # image plus the caption band
+    scale = display_scale(*png.shape)  # small images are enlarged for display
+    assert overlay.width == png.shape[1] * scale and overlay.height > png.shape[0] * scale  # plus the caption band
     assert "A: Sure, [SEG]." in capsys.readouterr().out
 
 
@@ -579,3 +582,48 @@ def test_checkpoint_missing_trainable_weights_is_an_error(trained, config_path, 
     cfg.merge_from_dict({"test_options.sam2_memory": "random"})
     with pytest.raises(ValueError, match=r"not in the checkpoint and would stay as initialised.*'text_hidden_fcs.0.bias'"):
         export_model(cfg, str(tmp_path / "partial.pth"), str(tmp_path / "out"))
+
+
+# ------------------------------------------------------------------ multi-turn chat (tools/app.py)
+HISTORY = [("What is in this picture?", "A red circle [SEG] and a blue square."), ("Which is larger?", "The circle.")]
+
+
+def test_chat_turn_is_asked_after_its_history(loaded, tiny_tokenizer):
+    """predict(history=...) asks the question after the earlier turns, as build_prompt renders the
+    conversation (the image tokens open its first question); the [SEG] of an earlier answer stays
+    in the prompt, and only the new answer's [SEG] is segmented."""
+    image = np.random.default_rng(3).integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    tiles = loaded.reader.image_inputs(Image.fromarray(image)).shape[0]
+    prefix = image_token_string(tiles, loaded.reader.image_seq_length)
+    expected = build_prompt("Segment the larger one.", system=loaded.reader.system,
+                            history=[(prefix + HISTORY[0][0], HISTORY[0][1]), HISTORY[1]])
+    prompts = []
+
+    def answer(prompt):
+        prompts.append(prompt)
+        return "It is [SEG]."
+
+    with forced_answer(answer):
+        out = loaded.predict(image=image, text="Segment the larger one.", history=HISTORY, template=False)
+    assert prompts == [expected] and expected.count("[SEG]") == 1
+    assert out["text"] == "It is [SEG]." and out["question"] == "Segment the larger one."
+    assert out["masks"].shape == (1, 60, 90)
+    assert_nontrivial_masks(out["masks"], "chat turn masks")
+
+    frames = [image] * 4
+    item = loaded.reader.video_item(frames, ["And now?"], template=False, history=HISTORY)
+    prefix = video_token_string(LLM_FRAMES, loaded.reader.image_seq_length)
+    expected = build_prompt("And now?", system=loaded.reader.system,
+                            history=[(prefix + HISTORY[0][0], HISTORY[0][1]), HISTORY[1]])
+    assert loaded.tokenizer.decode(item["meta"]["prompts"][0]["input_ids"]) == expected
+    assert (item["meta"]["prompts"][0]["expr_ids"] == -1).all()  # a verbatim question tags no expression
+
+
+def test_chat_history_needs_one_verbatim_question(loaded):
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="template=False"):
+        loaded.predict(image=image, text="the circle", history=HISTORY)
+    with pytest.raises(ValueError, match="one text"):
+        loaded.predict(image=image, text=["a", "b"], history=HISTORY, template=False)
+    with pytest.raises(DataError, match=r"\[SEG\]"):  # a question may not hold [SEG]: only answers do
+        loaded.predict(image=image, text="next", history=[("why [SEG]?", "because")], template=False)

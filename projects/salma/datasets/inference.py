@@ -15,7 +15,9 @@ evaluation sees, so an item here is built by the same code as the evaluation rea
 A text is a referring expression (cleaned like the readers' expressions and put into the
 template; an expression ending in '?' is asked as is, as ReVOS reasoning expressions are), or,
 with ``template=False``, the user's question verbatim (then no prompt token is tagged as the
-expression: CMA attends to the ``[SEG]`` embedding alone).
+expression: CMA attends to the ``[SEG]`` embedding alone). A verbatim question may continue a chat:
+``history`` holds the earlier (question, answer) turns, rendered before it as ``chat.build_prompt``
+renders a conversation (the image tokens open the first question).
 
 Regions (visual prompts, as ``OspreyDataset`` builds them): an image item may carry regions, each a
 mask (bool / uint8 array (H, W), a PIL image or a PNG path: non-zero = inside) or a box (x0, y0,
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from ..constants import SEG_TOKEN
 from .base import SalmaDataset
 from .chat import Turn
+from .encode import encode_conversation
 from .errors import DataError
 from .ref_vos import sample_frame_indices
 from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
@@ -140,9 +143,10 @@ class InferenceReader(SalmaDataset):
         sample_frame_indices(1, 1, frame_sampling, np.random.default_rng(0))  # validate the strategy
 
     def image_item(self, image: ImageInput, texts: Sequence[str], *, template: bool = True,
-                   regions: Sequence[RegionInput] | None = None) -> dict:
+                   regions: Sequence[RegionInput] | None = None, history: Sequence[tuple[str, str]] = ()) -> dict:
         """An item of one image with one generation prompt per text (as ``RefCOCODataset``), or, with
-        ``regions``, one question about them per text (as ``OspreyDataset``; ``template`` unused)."""
+        ``regions``, one question about them per text (as ``OspreyDataset``; ``template`` unused).
+        ``history``: earlier (question, answer) turns of a chat that one verbatim text continues."""
         image = as_rgb_image(image)
         pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
         prefix = image_token_string(len(pixel_values), self.image_seq_length)
@@ -150,7 +154,7 @@ class InferenceReader(SalmaDataset):
         meta = {"orig_size": (image.height, image.width)}
         if not regions:
             turns = self._turns(texts, prefix, EVAL_SEG_QUESTION, template)
-            return self._item(turns, prefix, image_tokens, pixel_values, self.sam_inputs([image]), meta)
+            return self._item(turns, prefix, image_tokens, pixel_values, self.sam_inputs([image]), meta, history)
         masks = np.stack([as_region_mask(r, image.height, image.width, name=f"region {k + 1}")
                           for k, r in enumerate(regions)])  # (n_regions, H, W)
         layout = last_tile_layout(image.width, image.height, n_tiles=len(pixel_values), use_thumbnail=self.use_thumbnail,
@@ -160,13 +164,16 @@ class InferenceReader(SalmaDataset):
         counts = check_region_cells(cells, source="regions")
         prefix += region_prompt(counts)
         turns = self._region_turns(texts, prefix, len(counts))
-        item = self._item(turns, prefix, image_tokens + sum(counts), pixel_values, self.sam_inputs([image]), meta)
+        item = self._item(turns, prefix, image_tokens + sum(counts), pixel_values, self.sam_inputs([image]), meta,
+                          history)
         item["prompt_masks"] = cells
         return item
 
-    def video_item(self, frames: Sequence[ImageInput], texts: Sequence[str], *, template: bool = True) -> dict:
+    def video_item(self, frames: Sequence[ImageInput], texts: Sequence[str], *, template: bool = True,
+                   history: Sequence[tuple[str, str]] = ()) -> dict:
         """An item of one video (as ``RefVOSDataset`` with ``sam_all_frames=True``): the LLM's frames
-        as one tile each, SAM-2 input of every frame, ``meta['frame_indices']`` the LLM frames."""
+        as one tile each, SAM-2 input of every frame, ``meta['frame_indices']`` the LLM frames.
+        ``history``: as for :meth:`image_item`."""
         if len(frames) == 0:
             raise ValueError("a video needs at least one frame")
         images = [as_rgb_image(f, name=f"frame {t}") for t, f in enumerate(frames)]
@@ -179,7 +186,7 @@ class InferenceReader(SalmaDataset):
         meta = {"orig_size": (size[1], size[0]), "frame_indices": frame_indices,
                 "sam_frame_indices": list(range(len(images)))}
         return self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
-                          self.sam_inputs(images), meta)
+                          self.sam_inputs(images), meta, history)
 
     def _turns(self, texts: Sequence[str], prefix: str, question: str, template: bool) -> list[Turn]:
         """One turn per text: the evaluation's question template around the expression, or verbatim."""
@@ -213,9 +220,12 @@ class InferenceReader(SalmaDataset):
         return turns
 
     def _item(self, turns: list[Turn], prefix: str, image_tokens: int, pixel_values, g_pixel_values,
-              meta: dict) -> dict:
+              meta: dict, history: Sequence[tuple[str, str]] = ()) -> dict:
         """The item dict ``expand_eval_sample`` reads (no GT, no teacher-forced conversation)."""
-        prompts = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source="inference input")
+        if history:
+            prompts = self._chat_prompts(turns, prefix, image_tokens, history)
+        else:
+            prompts = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source="inference input")
         return {
             "pixel_values": pixel_values,  # (n_tiles, 3, S, S)
             "g_pixel_values": g_pixel_values,  # (T, 3, G, G)
@@ -224,3 +234,18 @@ class InferenceReader(SalmaDataset):
                      "questions": self.questions(turns, prefix), "prompts": prompts,
                      "prompt_objects": [[k] for k in range(len(turns))]},
         }
+
+    def _chat_prompts(self, turns: list[Turn], prefix: str, image_tokens: int,
+                      history: Sequence[tuple[str, str]]) -> list[dict]:
+        """The one prompt of a chat turn: the earlier (question, answer) turns, the image tokens
+        ``prefix`` opening the first question, then the new question (no expression tagged). The
+        ``[SEG]`` of earlier answers stay in the prompt; only generated ones are segmented."""
+        if len(turns) != 1 or turns[0].expr_spans:
+            raise ValueError("history continues one chat: give one text, sent verbatim (template=False)")
+        earlier = [Turn(question, answer) for question, answer in history]
+        conversation = [Turn(prefix + earlier[0].question, earlier[0].answer), *earlier[1:],
+                        Turn(turns[0].question[len(prefix):], None)]
+        enc = encode_conversation(conversation, self.tokenizer, max_length=self.max_length, system=self.system,
+                                  objects_per_turn=[t.answer.count(SEG_TOKEN) for t in earlier] + [0],
+                                  image_tokens=image_tokens, drop_turns=False, source="inference input (chat)")
+        return [{"input_ids": enc.input_ids, "expr_ids": enc.expr_ids}]

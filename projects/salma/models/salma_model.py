@@ -269,6 +269,7 @@ class SALMAModel(nn.Module):
         max_new_tokens: int | None = None,
         template: bool = True,
         progress: bool = False,
+        history: Sequence[tuple[str, str]] = (),
     ) -> dict | list[dict]:
         """Answer ``text`` about ``image`` or ``video`` and segment every generated ``[SEG]``.
 
@@ -284,6 +285,8 @@ class SALMAModel(nn.Module):
             max_new_tokens: generation budget (default: the export's).
             template: False sends ``text`` verbatim as the question.
             progress: show a progress bar while SAM-2 propagates through a video.
+            history: earlier (question, answer) turns of a chat about the same image / video, asked
+                before ``text`` (one text, verbatim: ``template=False`` or regions).
         Returns:
             per text: ``text`` (the answer), ``question`` (the question asked, without the image
             tokens), ``masks`` bool at the original resolution, one per ``[SEG]``: image
@@ -297,29 +300,29 @@ class SALMAModel(nn.Module):
         texts = [text] if isinstance(text, str) else list(text)
         budget = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if image is not None:
-            outputs = self._predict_image(image, texts, budget, template, regions)
+            outputs = self._predict_image(image, texts, budget, template, regions, history)
         else:
             frames = read_video(video)[0] if isinstance(video, (str, os.PathLike)) else video
-            outputs = self._predict_video(frames, texts, budget, template, progress)
+            outputs = self._predict_video(frames, texts, budget, template, progress, history)
         return outputs[0] if isinstance(text, str) else outputs
 
     def _batch(self, rows: list[dict]) -> dict:
         return self.model.data_preprocessor(salma_collate(rows), False)["data"]
 
-    def _predict_image(self, image, texts, max_new_tokens, template, regions=None) -> list[dict]:
+    def _predict_image(self, image, texts, max_new_tokens, template, regions=None, history=()) -> list[dict]:
         """As the RES evaluation: one generation prompt per text, the image's tiles and SAM-2 input
         (with regions: their ``prompt_masks`` on every row)."""
-        item = self.reader.image_item(image, texts, template=template, regions=regions)
+        item = self.reader.image_item(image, texts, template=template, regions=regions, history=history)
         frames = item["g_pixel_values"].to(self.device, self.dtype)  # (1, 3, G, G): one copy for all rows
         rows = [{**row, "g_pixel_values": frames} for row in expand_eval_sample(item)]
         outputs = self.model.predict(self._batch(rows), max_new_tokens)
         return [{"text": o["text"], "question": q, "masks": o["masks"][:, 0]}  # (n_seg, H, W)
                 for o, q in zip(outputs, item["meta"]["questions"])]
 
-    def _predict_video(self, frames, texts, max_new_tokens, template, progress) -> list[dict]:
+    def _predict_video(self, frames, texts, max_new_tokens, template, progress, history=()) -> list[dict]:
         """As the Ref-VOS evaluation: the LLM's K frames decoded with the language, the config's
         propagation ('memory': SAM-2 tracks them to every frame; 'decode_all') for the rest."""
-        item = self.reader.video_item(frames, texts, template=template)
+        item = self.reader.video_item(frames, texts, template=template, history=history)
         every = item["g_pixel_values"].to(self.dtype)  # (N, 3, G, G) on the host: the tracker moves frames
         llm_frames = list(item["meta"]["frame_indices"])  # (K,)
         llm_pixels = every[llm_frames].to(self.device)  # (K, 3, G, G): one copy for all rows
