@@ -64,7 +64,7 @@ def require_gradio():
         import gradio  # noqa: F401
         import gradio_client  # noqa: F401
     except ImportError:
-        unavailable("the web demo needs gradio (README: requirements-app.txt, then gradio --no-deps)")
+        unavailable("the web demo needs gradio (README: pip install -c constraints.txt -r requirements-app.txt)")
 
 
 # ------------------------------------------------------------------ the model and inputs
