@@ -135,8 +135,8 @@ def make_shapes(rng: np.random.Generator, height: int, width: int, *, min_object
 
 
 # ---- distractor scenes (the attention-drift setting of the SALMA notes, section 2.1) ------------------
-DISTRACTOR_EXTENT = (0.25, 0.32)  # circumradius of the distractor, fraction of the image side
-DISTRACTOR_TARGET_EXTENT = (0.06, 0.09)  # circumradius of the small targets
+DISTRACTOR_EXTENT = (0.27, 0.33)  # circumradius of the distractor, fraction of the image side
+DISTRACTOR_TARGET_EXTENT = (0.07, 0.11)  # circumradius of the small targets
 DISTRACTOR_GAP = (1.0, 4.0)  # pixels between the distractor and the target it resembles
 DISTRACTOR_SPEED = 0.3  # in videos the distractor drifts at this fraction of the targets' speed
 
