@@ -51,6 +51,14 @@ def test_summary_by_hand(tmp_path):
     assert "| cma | 1 | train | RuntimeError: boom |" in text and "broken seed 1" in text
 
 
+def test_plan_orders(tmp_path):
+    runs = plan_runs(["a.py", "b.py"], [1, 0], str(tmp_path))
+    assert [(r.label, r.seed) for r in runs] == [("a", 1), ("a", 0), ("b", 1), ("b", 0)]
+    runs = plan_runs(["a.py", "b.py"], [1, 0], str(tmp_path), seed_major=True)
+    assert [(r.label, r.seed) for r in runs] == [("a", 1), ("b", 1), ("a", 0), ("b", 0)]
+    assert runs[0].work_dir == os.path.join(str(tmp_path), "a", "seed1")
+
+
 def test_plan_refuses_duplicate_names_and_seeds(tmp_path):
     with pytest.raises(ValueError, match="same file name"):
         plan_runs(["a/x.py", "b/x.py"], [0], str(tmp_path))

@@ -48,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--gpus", type=int, default=0,
                         help="run through tools/dist_train.sh / dist_test.sh with N processes (default: in this process)")
     parser.add_argument("--max-runs", type=int, help="run at most N runs not finished yet, then report")
+    parser.add_argument("--seed-major", action="store_true",
+                        help="run every config with the first seed first (a partial sweep covers every config)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     args = parser.parse_args(argv)
@@ -60,7 +62,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    runs = plan_runs(args.configs, args.seeds, args.work_dir)
+    runs = plan_runs(args.configs, args.seeds, args.work_dir, seed_major=args.seed_major)
     if args.dry_run:
         for line in dry_run_commands(runs, gpus=args.gpus, cfg_options=args.cfg_options, datasets=args.dataset,
                                      test_args=args.test_args):

@@ -64,16 +64,18 @@ class AblationRun:
         return os.path.join(self.work_dir, RESULT_FILE)
 
 
-def plan_runs(configs: Sequence[str], seeds: Sequence[int], root: str) -> list[AblationRun]:
-    """Config-major order (all seeds of the first config first). Labels are the file stems."""
+def plan_runs(configs: Sequence[str], seeds: Sequence[int], root: str, *, seed_major: bool = False) -> list[AblationRun]:
+    """Config-major order (all seeds of the first config first), or seed-major (every config with the
+    first seed first: a partial sweep covers every config). Labels are the file stems."""
     labels = [os.path.splitext(os.path.basename(c))[0] for c in configs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
         raise ValueError(f"configs with the same file name {duplicates}: their runs would share a work dir")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {list(seeds)}: a seed is repeated")
-    return [AblationRun(c, label, int(s), os.path.join(root, label, f"seed{s}"))
+    runs = [AblationRun(c, label, int(s), os.path.join(root, label, f"seed{s}"))
             for c, label in zip(configs, labels) for s in seeds]
+    return sorted(runs, key=lambda r: seeds.index(r.seed)) if seed_major else runs
 
 
 # ---------------------------------------------------------------------------------------------------
