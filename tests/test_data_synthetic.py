@@ -99,7 +99,8 @@ def test_distractor_scenes_resemble_one_target_and_stay_unambiguous():
         d, look_alike, targets = shapes[0], shapes[1], shapes[1:]
         assert d.distractor and not any(t.distractor for t in targets) and 2 <= len(targets) <= 4
         extent = lambda s: s.r * np.sqrt(2) if s.kind == "square" else s.r  # noqa: E731
-        assert extent(d) > 2.4 * max(extent(t) for t in targets)  # large next to small (area > 5x)
+        area = lambda s: {"circle": np.pi, "square": 4.0, "triangle": 3 * np.sqrt(3) / 4}[s.kind] * s.r ** 2  # noqa: E731
+        assert area(d) > 3 * max(area(t) for t in targets)  # large next to small
         same_colour, same_kind = d.color == look_alike.color, d.kind == look_alike.kind
         assert same_colour != same_kind, seed  # colour or shape, never both
         kinds["colour" if same_colour else "shape"] += 1
@@ -127,7 +128,7 @@ def test_distractor_mode_writes_an_annotated_unreferred_saturated_distractor(tmp
         distractors = [a for a in anns if a.get("distractor")]
         assert len(distractors) == 1 and distractors[0]["id"] not in referred
         assert all(a["id"] in referred for a in anns if not a.get("distractor"))
-        assert distractors[0]["area"] > 4 * max(a["area"] for a in anns if not a.get("distractor"))
+        assert distractors[0]["area"] > 2.5 * max(a["area"] for a in anns if not a.get("distractor"))
         pixels = np.asarray(Image.open(os.path.join(roots["refcoco_images"], im["file_name"])), dtype=float)
 
         def mean_colour(ann):  # inside the mask, away from JPEG edges

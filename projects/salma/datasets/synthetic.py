@@ -135,8 +135,9 @@ def make_shapes(rng: np.random.Generator, height: int, width: int, *, min_object
 
 
 # ---- distractor scenes (the attention-drift setting of the SALMA notes, section 2.1) ------------------
-DISTRACTOR_EXTENT = (0.27, 0.33)  # circumradius of the distractor, fraction of the image side
-DISTRACTOR_TARGET_EXTENT = (0.07, 0.11)  # circumradius of the small targets
+DISTRACTOR_AREA = (0.16, 0.22)  # of the image: the distractor
+DISTRACTOR_TARGET_AREA = (0.02, 0.045)  # of the image: each small target (make_shapes' objects: 0.025-0.07)
+_AREA_PER_R2 = {"circle": math.pi, "square": 4.0, "triangle": 3 * math.sqrt(3) / 4}  # area / r^2
 DISTRACTOR_GAP = (1.0, 4.0)  # pixels between the distractor and the target it resembles
 DISTRACTOR_SPEED = 0.3  # in videos the distractor drifts at this fraction of the targets' speed
 
@@ -145,6 +146,11 @@ def saturated(color: tuple[int, int, int], factor: float = 1.6) -> tuple[int, in
     """The same hue, further from grey: each channel pushed away from the colour's mean."""
     mean = sum(color) / 3
     return tuple(int(min(255, max(0, round(mean + factor * (c - mean))))) for c in color)
+
+
+def _r_for_area(kind: str, area: float) -> float:
+    """``r`` of a shape of ``kind`` with this area (pixels^2)."""
+    return math.sqrt(area / _AREA_PER_R2[kind])
 
 
 def _extent(s: Shape) -> float:
@@ -169,14 +175,14 @@ def make_distractor_shapes(rng: np.random.Generator, height: int, width: int, *,
             d_color, d_kind = colors[0], str(rng.choice([k for k in SHAPES if k != kinds[0]]))
         else:  # same shape, a colour no target has
             d_color, d_kind = str(rng.choice([c for c in COLORS if c not in colors])), kinds[0]
-        extent = rng.uniform(*DISTRACTOR_EXTENT) * side
-        d_r = extent / math.sqrt(2) if d_kind == "square" else extent
+        d_r = _r_for_area(d_kind, rng.uniform(*DISTRACTOR_AREA) * height * width)
+        extent = _extent(Shape(d_kind, d_color, 0.0, 0.0, d_r))
         distractor = Shape(d_kind, d_color, float(rng.uniform(extent + 1, width - extent - 1)),
                            float(rng.uniform(extent + 1, height - extent - 1)), float(d_r), distractor=True)
         shapes = [distractor]
         for k, (kind, color) in enumerate(zip(kinds, colors)):
-            t_extent = rng.uniform(*DISTRACTOR_TARGET_EXTENT) * side
-            r = t_extent / math.sqrt(2) if kind == "square" else t_extent
+            r = _r_for_area(kind, rng.uniform(*DISTRACTOR_TARGET_AREA) * height * width)
+            t_extent = _extent(Shape(kind, color, 0.0, 0.0, r))
             for _ in range(200):
                 if k == 0:  # the look-alike: just outside the distractor, in a random direction
                     angle, gap = rng.uniform(0, 2 * math.pi), rng.uniform(*DISTRACTOR_GAP)
