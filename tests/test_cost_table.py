@@ -35,6 +35,19 @@ def test_components_add_up_and_cma_flops_by_hand(tiny):
     # what SALMA adds is exactly the difference of the two forwards' FLOPs
     added = sum(rows[name].flops for name in ADDITIONS)
     assert added == rows["SALMA forward (loss mode)"].flops - rows["Sa2VA forward (baseline)"].flops > 0
+    # the high-resolution convs (1x1, C -> C/8 at 32x32 and C -> C/4 at 16x16, with bias) are in the decode
+    decoder = model.grounding_encoder.sam2.mask_decoder
+    conv_flops = 2 * 32 * 32 * c * (c // 8) + 2 * 16 * 16 * c * (c // 4)
+    assert (decoder.conv_s0.out_channels, decoder.conv_s1.out_channels) == (c // 8, c // 4)
+    with torch.no_grad():
+        from projects.salma.analysis.cost import count_flops
+        features = capture_forward(model, batch).calls["decode"][0][0]
+        assert count_flops(lambda: decoder.conv_s0(features.high_res[0])) + count_flops(
+            lambda: decoder.conv_s1(features.high_res[1])) == conv_flops
+    # the components cover the forward: each counted once (the shared convs: 3.7 % of it), the rest is the
+    # [SEG] projection MLP and the like
+    parts = sum(r.flops for name, r in rows.items() if "forward" not in name)
+    assert 0.995 * rows["SALMA forward (loss mode)"].flops <= parts <= rows["SALMA forward (loss mode)"].flops
     assert rows["CMA"].params == sum(p.numel() for p in model.grounding_encoder.cma.parameters())
     assert rows["structure-prior pre-pass"].params == 0 and all(r.latency["cpu"] > 0 for r in rows.values())
 

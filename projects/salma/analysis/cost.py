@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..models import llava_sam2
+from ..models.grounding import FrameFeatures
 from ..registry import MODELS
 from ..testing import make_batch, real_size_model_cfg
 
@@ -210,7 +211,8 @@ def components(model, cap: Captured) -> list[Component]:
                          n_params(runner.sam2.vision_encoder)))
     features = calls["decode"][0][0]
     if "prior" in calls:
-        prior_features = calls["prior"][0][0]
+        prior_features = calls["prior"][0][0]  # its high-resolution convs are cached: the language decode pays them
+        assert prior_features.decoder_high_res is not None
         out.append(Component("structure-prior pre-pass", lambda: runner.structure_prior(prior_features), 0,
                              f"no own weights (reuses the {n_params(decoder) / 1e6:.1f} M decoder)"))
     if "cma" in calls:
@@ -220,9 +222,11 @@ def components(model, cap: Captured) -> list[Component]:
     cma_out = runner.cma(*calls["cma"][0], **calls["cma"][1]) if "cma" in calls else None
 
     def language_decode():
-        """decode() without CMA: high-resolution convs and the decoder with [SEG] (CMA's output given)."""
+        """decode() without CMA: high-resolution convs and the decoder with [SEG] (CMA's output given).
+        The convs run once per forward (shared with the pre-pass): counted here, with fresh features."""
         embeddings = cma_out if cma_out is not None else features.image_embeddings[frame_index]
-        high_res = [level[frame_index] for level in runner._high_res_for_decoder(features)]
+        fresh = FrameFeatures(features.image_embeddings, features.high_res)
+        high_res = [level[frame_index] for level in runner._high_res_for_decoder(fresh)]
         return runner._run_decoder(embeddings, high_res, seg[:, None], multimask_output=False)
 
     out.append(Component("language decode", language_decode, n_params(decoder, runner.sam2.prompt_encoder)))
