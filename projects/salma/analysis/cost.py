@@ -292,9 +292,13 @@ def format_table(rows: list[Row]) -> str:
         lat = " | ".join(f"{1e3 * r.latency[d]:.1f}" if d in r.latency else "-" for d in devices)
         return f"| {r.name} | {params} | {r.flops / 1e9:.3f} | {lat} | {SEED_FIGURES.get(r.name, '')} | {r.note} |"
 
-    lines += [line(r) for r in rows]
     salma = next(r for r in rows if r.name.startswith("SALMA forward"))
     sa2va = next(r for r in rows if r.name.startswith("Sa2VA forward"))
+    parts = [r for r in rows if r is not salma and r is not sa2va]
+    other = Row("rest of the forward", None, salma.flops - sum(r.flops for r in parts),
+                {d: salma.latency[d] - sum(r.latency.get(d, 0.0) for r in parts) for d in devices},
+                "SALMA forward minus the parts: embeddings, [SEG] MLP, mask losses, glue")
+    lines += [line(r) for r in parts] + [line(other), line(salma), line(sa2va)]
     added = additions(rows)
     share_flops = 100.0 * added.flops / salma.flops
     shares = [f"{1e3 * added.latency[d]:.1f} ({100.0 * added.latency[d] / sa2va.latency[d]:.2f} % of Sa2VA's forward)"
