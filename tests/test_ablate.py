@@ -134,6 +134,10 @@ def test_resume_and_failures_with_stand_in_tools(tmp_path, monkeypatch):
                        ("broken.py", "randomness.seed=1")]  # base seed 0 was found and skipped
     assert [(f["config"], f["seed"], f["stage"]) for f in summary["failures"]] == [("broken", 0, "train"),
                                                                                    ("broken", 1, "train")]
+    recorded = json.load(open(work / "gate" / "seed1" / "result.json"))["commands"]
+    assert recorded[0] == (f"python tools/train.py {configs[1]} --work-dir {work}/gate/seed1/train "
+                           "--cfg-options randomness.seed=1")
+    assert recorded[1].startswith(f"python tools/test.py {configs[1]} --checkpoint {work}/gate/seed1/train/iter_2.pth")
     rows = {r["config"]: r["metrics"] for r in summary["rows"]}
     assert summary["metrics"] == ["refcoco_synth/val/cIoU"]  # NaN (lenient) and counts left out
     assert rows["base"]["refcoco_synth/val/cIoU"]["values"] == {"0": 50.0, "1": 51.0}
@@ -185,5 +189,8 @@ def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
                                                                          else "*_gate.py"))
             assert f"seed={s}" in dumped.read_text()
     assert "diff" in rows["2_mba_gate"]["metrics"][name]
+    commands = json.load(open(work / "2_mba_gate" / "seed1" / "result.json"))["commands"]
+    assert commands[0].startswith("python tools/train.py configs/tiny/ablations/2_mba_gate.py --work-dir ")
+    assert commands[0].endswith("randomness.seed=1") and commands[1].startswith("python tools/test.py ")
     for name in ("ablation.md", "ablation.json", "ablation.png"):
         assert (work / name).stat().st_size > 0

@@ -130,6 +130,10 @@ class InProcess:
     def __init__(self, mains: dict[str, Callable[[list[str]], object]]) -> None:
         self.mains = mains
 
+    @staticmethod
+    def command(step: Step) -> list[str]:
+        return command_line(step, 0)
+
     def __call__(self, step: Step) -> None:
         result = self.mains[step.tool](list(step.args))
         del result  # the trained runner / the evaluation entries: free the model before the next step
@@ -142,6 +146,9 @@ class Launcher:
 
     def __init__(self, gpus: int) -> None:
         self.gpus = gpus
+
+    def command(self, step: Step) -> list[str]:
+        return command_line(step, self.gpus)
 
     def __call__(self, step: Step) -> None:
         cmd = command_line(step, self.gpus)
@@ -215,7 +222,15 @@ def execute_run(run: AblationRun, execute: Callable[[Step], None], *, cfg_option
     """Train (or resume, or reuse a finished training), evaluate, write ``result.json``; a failing
     step is recorded there (stage, error) and returned, not raised."""
     os.makedirs(run.work_dir, exist_ok=True)
-    base = {"config": run.config, "label": run.label, "seed": run.seed, "fingerprint": fingerprint}
+    commands: list[str] = []
+    base = {"config": run.config, "label": run.label, "seed": run.seed, "fingerprint": fingerprint,
+            "commands": commands}
+
+    def run_step(step: Step) -> None:
+        if hasattr(execute, "command"):
+            commands.append(shlex.join(execute.command(step)))
+        execute(step)
+
     stage, started = "train", time.time()
     try:
         done_path = os.path.join(run.work_dir, TRAIN_DONE_FILE)
@@ -224,12 +239,12 @@ def execute_run(run: AblationRun, execute: Callable[[Step], None], *, cfg_option
                 checkpoint = json.load(f)["checkpoint"]
         else:
             resume = os.path.isfile(os.path.join(run.train_dir, "last_checkpoint"))
-            execute(train_step(run, cfg_options, resume=resume))
+            run_step(train_step(run, cfg_options, resume=resume))
             checkpoint = _last_checkpoint(run)
             atomic_write_text(done_path, json.dumps({"checkpoint": checkpoint}, indent=2))
         train_seconds = time.time() - started
         stage = "test"
-        execute(test_step(run, checkpoint, cfg_options, datasets=datasets, test_args=test_args))
+        run_step(test_step(run, checkpoint, cfg_options, datasets=datasets, test_args=test_args))
         with open(os.path.join(run.eval_dir, "summary.json"), encoding="utf-8") as f:
             metrics = flatten_metrics(json.load(f), datasets)
         if not metrics:
