@@ -207,3 +207,74 @@ def test_film_learns_from_its_real_initialisation():
     still = [n for n, p in film.items() if torch.equal(p, before[n])]
     assert still == []
     assert (cma.film.weight - before["film.weight"]).abs().min() > 0  # every entry, not a few
+
+
+# ---- attention capture (issue 15: attention maps) ---------------------------------------------------------
+def _trained_like(**kw):
+    cma = make(use_multi_token=True, **kw)
+    with torch.no_grad():
+        cma.gamma_attn.fill_(0.7)
+        cma.null_value.normal_()
+    return cma.eval()
+
+
+@pytest.mark.parametrize("kw", [dict(enable_mask_bias=True, mask_bias_mode="gate"),
+                                dict(enable_mask_bias=True, mask_bias_mode="bias", topk_tokens=2), {}])
+def test_captured_attention_matches_torch_multi_head_attention(kw):
+    """Captured weights: the mean over heads of torch's own multi-head attention weights over
+    [null key, tokens] with the module's projections and logit bias; outputs unchanged by capturing."""
+    from projects.salma.models.cma import capture_attention
+
+    cma = _trained_like(**kw)
+    visual, text = inputs(1)
+    padding = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    prior = torch.randn(B, 1, 2 * H, 2 * W) * 3
+    plain = cma(visual, text, prior, padding)
+    with capture_attention(cma) as records:
+        captured = cma(visual, text, prior, padding)
+    assert torch.allclose(captured, plain, atol=1e-6)
+    (rec,) = records
+    assert rec.weights.shape == (B, H * W, 1 + N) and rec.size == (H, W)
+    assert torch.allclose(rec.weights.sum(-1), torch.ones(B, H * W), atol=1e-6)
+    assert torch.all(rec.weights[0, :, 1 + 3] == 0)  # padding gets no attention
+
+    # independent reference: torch's multi-head attention with the same projections and mask
+    x = cma.norm_visual(visual.flatten(2).transpose(1, 2))
+    tokens = cma.norm_text(text)
+    keys = torch.cat([cma.null_key.expand(B, -1, -1), tokens], dim=1)
+    mask = torch.nn.functional.pad(cma._key_bias(tokens, padding), (1, 0))[:, None, :].expand(B, H * W, -1)
+    if kw.get("mask_bias_mode") == "bias":
+        resized = cma._resize_prior(prior, H, W)
+        prior_bias = torch.nn.functional.logsigmoid(resized).unsqueeze(-1).expand(-1, -1, N)
+        mask = mask + torch.nn.functional.pad(prior_bias, (1, 0))
+    _, reference = torch.nn.functional.multi_head_attention_forward(
+        x.transpose(0, 1), keys.transpose(0, 1), keys.transpose(0, 1), C, cma.num_heads, in_proj_weight=None,
+        in_proj_bias=torch.cat([cma.q_proj.bias, torch.zeros(C), torch.zeros(C)]), bias_k=None, bias_v=None,
+        add_zero_attn=False, dropout_p=0.0, out_proj_weight=cma.out_proj.weight, out_proj_bias=cma.out_proj.bias,
+        training=False, need_weights=True, attn_mask=mask.repeat_interleave(cma.num_heads, 0),
+        use_separate_proj_weight=True, q_proj_weight=cma.q_proj.weight, k_proj_weight=cma.k_proj.weight,
+        v_proj_weight=cma.v_proj.weight, average_attn_weights=True)
+    assert torch.allclose(rec.weights, reference, atol=1e-5)
+
+    # what CMA adds to each pixel, and the gate / prior it used
+    assert torch.allclose(rec.delta, (captured - visual).flatten(2).transpose(1, 2).norm(dim=-1), atol=1e-5)
+    if kw.get("mask_bias_mode") == "gate":
+        resized = torch.nn.functional.interpolate(prior, size=(H, W), mode="bilinear", align_corners=False)
+        assert torch.allclose(rec.gate, torch.sigmoid(resized).flatten(1), atol=1e-6)
+        assert torch.equal(rec.prior_logits, prior[:, 0])
+    else:
+        assert rec.gate is None
+    assert torch.equal(rec.padding, padding)
+
+
+def test_capture_is_scoped_and_off_by_default():
+    from projects.salma.models.cma import capture_attention
+
+    cma = _trained_like()
+    visual, text = inputs()
+    with capture_attention(cma) as records:
+        cma(visual, text)
+        cma(visual, text[:, :2])
+    assert len(records) == 2 and records[1].weights.shape[-1] == 3
+    cma(visual, text)  # after the block nothing is recorded
+    assert len(records) == 2 and cma._capture is None

@@ -181,3 +181,38 @@ def test_tiny_full_mix_reads_every_format_and_trains_one_step(synthetic_data, mo
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+# Tiny ablation chain (configs/tiny/ablations): each row flips exactly what its name says.
+TINY_ROWS = ["0_baseline", "1_cma_no_mba", "2_mba_gate", "3_topk_routing", "4_tmc", "5_boundary"]
+TINY_FLIPS = {
+    "1_cma_no_mba": {"grounding_encoder.enable_cma": (False, True)},
+    "2_mba_gate": {"grounding_encoder.mask_source": ("none", "pred"),
+                   "grounding_encoder.cma.enable_mask_bias": (False, True)},
+    "3_topk_routing": {"grounding_encoder.cma.topk_tokens": (0, 2)},
+    "4_tmc": {"loss_tmc_weight": (0.0, 0.1)},
+    "5_boundary": {"loss_boundary_weight": (0.0, 0.05)},
+}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_tiny_ablation_rows_flip_one_thing_each_and_end_at_the_tiny_synthetic_config():
+    cfgs = {name: Config.fromfile(f"configs/tiny/ablations/{name}.py") for name in TINY_ROWS}
+    base = Config.fromfile("configs/tiny/salma_tiny_synthetic.py")
+    assert cfgs["5_boundary"].to_dict() == base.to_dict()  # the last row is the demo config, whole
+    baseline = cfgs["0_baseline"].model.grounding_encoder
+    assert not baseline.enable_cma and baseline.mask_source == "none"
+    assert (cfgs["0_baseline"].model.loss_tmc_weight, cfgs["0_baseline"].model.loss_boundary_weight) == (0, 0)
+    for previous, name in zip(TINY_ROWS, TINY_ROWS[1:]):
+        a, b = _flat(cfgs[previous].to_dict()), _flat(cfgs[name].to_dict())
+        changed = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+        assert changed == {f"model.{k}": v for k, v in TINY_FLIPS[name].items()}, name

@@ -393,3 +393,59 @@ def test_bf16_llm_amp_step_at_the_real_lr_moves_every_trainable_tensor(monkeypat
     llm_side = [n for n in trainable if n.startswith("mllm.")]
     assert llm_side and all(grads[n].abs().max() * clip > 1e-5 for n in llm_side)  # all of them checked
     assert checked > len(llm_side) and lost == {}, f"elements without their AdamW update: {lost}"
+
+
+def _count_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_prior_pass_shares_the_decoders_high_res_convs_with_identical_results(training):
+    """conv_s0 / conv_s1 run once per forward (the prior pass and the language decode read the same
+    tensors), and the loss, the logits and every gradient equal the old computation, in which
+    each of the two passes ran the convs itself."""
+    model = build()
+    model.train(training)
+    runner = model.grounding_encoder
+    decoder = runner.sam2.mask_decoder
+    batch = model.data_preprocessor(dict(data=make_batch(model, [(2, 2)], **SIZES)), training=False)["data"]
+    s0_calls, h0 = _count_calls(decoder.conv_s0)
+    s1_calls, h1 = _count_calls(decoder.conv_s1)
+    torch.manual_seed(1)
+    losses = model(batch, mode="loss")
+    h0.remove(), h1.remove()
+    assert (len(s0_calls), len(s1_calls)) == (1, 1)
+    total = sum(losses.values())
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def old_high_res(features):  # what each pass computed before: its own convs
+        return [decoder.conv_s0(features.high_res[0]), decoder.conv_s1(features.high_res[1])]
+
+    def old_structure_prior(features):
+        with torch.no_grad():
+            masks, iou = runner._run_decoder(features.image_embeddings, old_high_res(features), None,
+                                             multimask_output=True)
+        return masks[torch.arange(masks.shape[0]), iou.argmax(dim=1)].unsqueeze(1)
+
+    def old_decode(features, frame_index, seg, tokens=None, padding=None, prior=None):
+        embeddings = runner.cma(features.image_embeddings[frame_index], tokens, prior, padding)
+        high_res = [level[frame_index] for level in old_high_res(features)]
+        masks, _ = runner._run_decoder(embeddings, high_res, seg[:, None], multimask_output=False)
+        return masks[:, :1]
+
+    model.zero_grad()
+    runner.structure_prior, runner.decode = old_structure_prior, old_decode
+    try:
+        torch.manual_seed(1)
+        old_losses = model(batch, mode="loss")
+    finally:
+        del runner.structure_prior, runner.decode
+    assert old_losses.keys() == losses.keys()
+    assert all(torch.equal(old_losses[k], losses[k]) for k in losses), (old_losses, losses)
+    sum(old_losses.values()).backward()
+    old_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert old_grads.keys() == grads.keys() and "grounding_encoder.sam2.mask_decoder.conv_s0.weight" in grads
+    assert all(torch.equal(old_grads[n], grads[n]) for n in grads)

@@ -1,6 +1,6 @@
 """Evaluate SALMA: ``python tools/test.py CONFIG --checkpoint CKPT|none [--dataset NAME ...]
 [--split SPLIT] [--work-dir DIR] [--cfg-options k=v ...] [--max-items N] [--show N]
-[--allow-missing-weights] [--launcher none|pytorch]``.
+[--allow-missing-weights] [--attention-stats] [--launcher none|pytorch]``.
 
 The config's ``test_datasets`` names what can be evaluated and ``test_options`` how (see
 ``projects.salma.evaluation.runner``). Results are resumable: rerunning with the same work dir
@@ -28,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument("--allow-missing-weights", action="store_true",
                         help="evaluate even if the checkpoint lacks trainable tensors (they keep their initial "
                              "values, e.g. CMA's zero gain); default: an error naming them")
+    parser.add_argument("--attention-stats", action="store_true",
+                        help="RES runs: also report the share of CMA's output on the target, on annotations flagged "
+                             "as distractors and on other objects (attn_* in the summary)")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)  # torch.distributed.launch
     return parser.parse_args(argv)
@@ -40,7 +43,7 @@ def main(argv=None):
         "work_dirs", osp.splitext(osp.basename(args.config))[0] + "_test")
     return run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,
                           split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show,
-                          allow_missing_weights=args.allow_missing_weights)
+                          allow_missing_weights=args.allow_missing_weights, attention_stats=args.attention_stats)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ videos written with OpenCV's 'mp4v' codec).
 
     python tools/data/make_synthetic.py --out data/synthetic --seed 0
     python tools/data/make_synthetic.py --out data/synthetic_real --height 480 --width 640 --num-images 20
+    python tools/data/make_synthetic.py --out data/synthetic_distractor --distractor --height 128 --width 128
 """
 import argparse
 import json
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--num-ref-sav-videos", type=int, default=3, help="Ref-SAV-style evaluation videos")
     parser.add_argument("--num-flickr", type=int, default=40)
     parser.add_argument("--num-psg", type=int, default=40)
+    parser.add_argument("--distractor", action="store_true",
+                        help="RefCOCO images and MeViS videos with a large, saturated distractor that shares the "
+                             "colour or the shape of a small target next to it (never referred to)")
     args = parser.parse_args()
     start = time.perf_counter()
     roots = make_synthetic(
@@ -44,7 +48,7 @@ def main() -> None:
         height=args.height, width=args.width, relational_fraction=args.relational_fraction,
         num_llava=args.num_llava, num_gcg=args.num_gcg, num_osprey=args.num_osprey, num_video_qa=args.num_video_qa,
         num_sav_videos=args.num_sav_videos, num_ref_sav_videos=args.num_ref_sav_videos, num_flickr=args.num_flickr,
-        num_psg=args.num_psg)
+        num_psg=args.num_psg, distractor=args.distractor)
     print(json.dumps(roots, indent=2))
     print(f"written in {time.perf_counter() - start:.1f} s")
 

@@ -18,6 +18,10 @@ Written under ``out``::
               ref_sav_valid/{meta_expressions_valid,mask_dict}.json           (SA-V, Ref-SAV)
     flickr_synth/flickr_mergedGT_GCG_train.json, psg_synth/OpenPsgGCG_train.json   (GLaMM GCG)
 
+Distractor mode (``distractor=True``; ``tools/data/make_synthetic.py --distractor``): every
+RefCOCO image and MeViS video holds a large, saturated distractor sharing the colour or the shape of
+a small target right next to it (see :func:`make_distractor_shapes`), annotated but never referred to.
+
 Deterministic: the same arguments give byte-identical files (each item has its own generator
 ``default_rng([seed, kind, index])``; json is written with sorted keys).
 """
@@ -57,6 +61,7 @@ class Shape:
     r: float  # half size (circumradius for circles and triangles)
     vx: float = 0.0
     vy: float = 0.0
+    distractor: bool = False  # a distractor scene's large, saturated, never-referred shape
 
 
 def shape_polygon(s: Shape) -> list[float]:
@@ -85,7 +90,7 @@ def draw_scene(shapes: list[Shape], height: int, width: int, rng: np.random.Gene
     polygons = [shape_polygon(s) for s in shapes]
     full = [rasterize(p, height, width) for p in polygons]
     for s, m in zip(shapes, full):
-        image.paste(COLORS[s.color], mask=Image.fromarray(m * 255, "L"))
+        image.paste(saturated(COLORS[s.color]) if s.distractor else COLORS[s.color], mask=Image.fromarray(m * 255, "L"))
     visible, covered = [], np.zeros((height, width), dtype=np.uint8)
     for m in reversed(full):  # a later shape hides the earlier ones
         visible.append(m & (1 - covered))
@@ -127,6 +132,73 @@ def make_shapes(rng: np.random.Generator, height: int, width: int, *, min_object
         if len(shapes) == n:
             return shapes
     raise RuntimeError("could not place the shapes; use a larger image")
+
+
+# ---- distractor scenes (the attention-drift setting of the SALMA notes, section 2.1) ------------------
+DISTRACTOR_AREA = (0.16, 0.22)  # of the image: the distractor
+DISTRACTOR_TARGET_AREA = (0.02, 0.045)  # of the image: each small target (make_shapes' objects: 0.025-0.07)
+_AREA_PER_R2 = {"circle": math.pi, "square": 4.0, "triangle": 3 * math.sqrt(3) / 4}  # area / r^2
+DISTRACTOR_GAP = (1.0, 4.0)  # pixels between the distractor and the target it resembles
+DISTRACTOR_SPEED = 0.3  # in videos the distractor drifts at this fraction of the targets' speed
+
+
+def saturated(color: tuple[int, int, int], factor: float = 1.6) -> tuple[int, int, int]:
+    """The same hue, further from grey: each channel pushed away from the colour's mean."""
+    mean = sum(color) / 3
+    return tuple(int(min(255, max(0, round(mean + factor * (c - mean))))) for c in color)
+
+
+def _r_for_area(kind: str, area: float) -> float:
+    """``r`` of a shape of ``kind`` with this area (pixels^2)."""
+    return math.sqrt(area / _AREA_PER_R2[kind])
+
+
+def _extent(s: Shape) -> float:
+    """Circumradius (a square's ``r`` is its half side)."""
+    return s.r * math.sqrt(2) if s.kind == "square" else s.r
+
+
+def make_distractor_shapes(rng: np.random.Generator, height: int, width: int, *, min_targets: int = 2,
+                           max_targets: int = 4) -> list[Shape]:
+    """A distractor scene: index 0 is a large, saturated distractor (drawn first, never referred to)
+    sharing the colour *or* the shape of the small target at index 1, which sits right next to it;
+    indices 2.. are other small targets. Targets have distinct colours and the distractor differs
+    from its look-alike in the other attribute, so every (colour, shape) is unique in the scene and
+    "the <colour> <shape>" names one target, while a model that follows colour or shape alone, or
+    saliency, segments the distractor."""
+    side = min(height, width)
+    for _ in range(100):
+        n = int(rng.integers(min_targets, max_targets + 1))
+        colors = [str(c) for c in rng.choice(list(COLORS), size=n, replace=False)]
+        kinds = [str(k) for k in rng.choice(SHAPES, size=n)]
+        if rng.random() < 0.5:  # same colour as its look-alike, another shape
+            d_color, d_kind = colors[0], str(rng.choice([k for k in SHAPES if k != kinds[0]]))
+        else:  # same shape, a colour no target has
+            d_color, d_kind = str(rng.choice([c for c in COLORS if c not in colors])), kinds[0]
+        d_r = _r_for_area(d_kind, rng.uniform(*DISTRACTOR_AREA) * height * width)
+        extent = _extent(Shape(d_kind, d_color, 0.0, 0.0, d_r))
+        distractor = Shape(d_kind, d_color, float(rng.uniform(extent + 1, width - extent - 1)),
+                           float(rng.uniform(extent + 1, height - extent - 1)), float(d_r), distractor=True)
+        shapes = [distractor]
+        for k, (kind, color) in enumerate(zip(kinds, colors)):
+            r = _r_for_area(kind, rng.uniform(*DISTRACTOR_TARGET_AREA) * height * width)
+            t_extent = _extent(Shape(kind, color, 0.0, 0.0, r))
+            for _ in range(200):
+                if k == 0:  # the look-alike: just outside the distractor, in a random direction
+                    angle, gap = rng.uniform(0, 2 * math.pi), rng.uniform(*DISTRACTOR_GAP)
+                    dist = extent + t_extent + gap
+                    cx, cy = distractor.cx + dist * math.cos(angle), distractor.cy + dist * math.sin(angle)
+                else:
+                    cx, cy = rng.uniform(t_extent + 1, width - t_extent - 1), rng.uniform(t_extent + 1, height - t_extent - 1)
+                inside = t_extent + 1 <= cx <= width - t_extent - 1 and t_extent + 1 <= cy <= height - t_extent - 1
+                if inside and all(math.hypot(cx - o.cx, cy - o.cy) > t_extent + _extent(o) + 0.9 for o in shapes):
+                    shapes.append(Shape(kind, color, float(cx), float(cy), float(r)))
+                    break
+            else:
+                break
+        if len(shapes) == n + 1:
+            return shapes
+    raise RuntimeError("could not place a distractor scene; use a larger image")
 
 
 def relational_expressions(shapes: list[Shape], width: int, *, spatial: bool = True) -> dict[int, list[str]]:
@@ -197,15 +269,18 @@ def _json_bytes(obj) -> bytes:
 
 
 def write_refcoco(out: str, *, seed: int, num_images: int, num_val_images: int, height: int, width: int,
-                  relational_fraction: float) -> list[dict]:
-    """RefCOCO layout; returns per-image scene records (for the LLaVA and GCG writers)."""
+                  relational_fraction: float, distractor: bool = False) -> list[dict]:
+    """RefCOCO layout; returns per-image scene records (for the LLaVA and GCG writers).
+
+    ``distractor``: :func:`make_distractor_shapes` scenes; the distractor is annotated (with
+    ``"distractor": 1``, so analyses can find it) but no ref names it."""
     root = os.path.join(out, "refcoco_synth")
     images, annotations, refs, scenes = [], [], [], []
     ann_id = ref_id = sent_id = 0
     for k in range(num_images + num_val_images):
         rng = np.random.default_rng([seed, _KIND_IMAGE, k])
         image_id = k + 1
-        shapes = make_shapes(rng, height, width)
+        shapes = make_distractor_shapes(rng, height, width) if distractor else make_shapes(rng, height, width)
         image, visible, polygons = draw_scene(shapes, height, width, rng, rng.integers(150, 256, size=3))
         file_name = f"COCO_train2014_{image_id:012d}.jpg"
         _write(os.path.join(root, "images", file_name), jpeg_bytes(image))
@@ -223,7 +298,10 @@ def write_refcoco(out: str, *, seed: int, num_images: int, num_val_images: int, 
                 "area": int(mask.sum()),
                 "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
                 "segmentation": [poly] if use_polygon else encode_mask(mask),
+                **({"distractor": 1} if s.distractor else {}),
             })
+            if s.distractor:
+                continue
             ref_id += 1
             sent_records = []
             for sent in sents:
@@ -242,15 +320,16 @@ def write_refcoco(out: str, *, seed: int, num_images: int, num_val_images: int, 
 
 
 def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames: int, height: int, width: int,
-                relational_fraction: float, index_offset: int = 0) -> None:
-    """MeViS layout for one split; objects move (and bounce), so they may occlude each other."""
+                relational_fraction: float, index_offset: int = 0, distractor: bool = False) -> None:
+    """MeViS layout for one split; objects move (and bounce), so they may occlude each other.
+    ``distractor``: distractor scenes (no expression names the distractor)."""
     root = os.path.join(out, "mevis_synth", split)
     videos, mask_dict = {}, {}
     anno_id = 0
     for v in range(num_videos):
         rng = np.random.default_rng([seed, _KIND_VIDEO, index_offset + v])
         vid = f"video_{index_offset + v:04d}"
-        shapes, images, per_frame_masks = moving_scene(rng, height, width, num_frames)
+        shapes, images, per_frame_masks = moving_scene(rng, height, width, num_frames, distractor=distractor)
         frames = []
         for t, image in enumerate(images):
             name = f"{t:05d}"
@@ -260,6 +339,8 @@ def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames:
         sentences = object_sentences(shapes, width, rng, relational_fraction, spatial=False)
         expressions = {}
         for obj_id, sents in enumerate(sentences):
+            if shapes[obj_id].distractor:
+                continue
             for sent in sents[: 1 + int(rng.random() < 0.5)]:
                 anno_id += 1
                 mask_dict[str(anno_id)] = [
@@ -272,12 +353,17 @@ def write_mevis(out: str, split: str, *, seed: int, num_videos: int, num_frames:
 
 
 def moving_scene(rng: np.random.Generator, height: int, width: int, num_frames: int, *, speed: float = 1.0,
-                 ) -> tuple[list[Shape], list[Image.Image], list[list[np.ndarray]]]:
+                 distractor: bool = False) -> tuple[list[Shape], list[Image.Image], list[list[np.ndarray]]]:
     """2-4 shapes moving (and bouncing) over ``num_frames`` frames: (shapes, frames, visible masks
-    per frame and object). ``speed`` scales the 3-10 % of the image side they move per frame."""
-    shapes = make_shapes(rng, height, width, min_objects=2, max_objects=4)
+    per frame and object). ``speed`` scales the 3-10 % of the image side they move per frame.
+    ``distractor``: a :func:`make_distractor_shapes` scene (the distractor drifts slowly)."""
+    if distractor:
+        shapes = make_distractor_shapes(rng, height, width, min_targets=2, max_targets=3)
+    else:
+        shapes = make_shapes(rng, height, width, min_objects=2, max_objects=4)
     for s in shapes:  # 3-10 % of the image side per frame, in each direction
         v = rng.uniform(0.03, 0.1, size=2) * rng.choice([-1, 1], size=2) * min(height, width) * speed
+        v = v * DISTRACTOR_SPEED if s.distractor else v
         s.vx, s.vy = float(v[0]), float(v[1])
     background = rng.integers(150, 256, size=3)
     images, per_frame_masks = [], []
@@ -615,14 +701,19 @@ def make_synthetic(out: str, *, seed: int = 0, num_images: int = 300, num_val_im
                    num_videos: int = 20, num_val_videos: int = 8, num_frames: int = 8, height: int = 96,
                    width: int = 128, relational_fraction: float = 0.25, num_llava: int = 40,
                    num_gcg: int = 40, num_osprey: int = 40, num_video_qa: int = 8, num_sav_videos: int = 6,
-                   num_ref_sav_videos: int = 3, num_flickr: int = 40, num_psg: int = 40) -> dict[str, str]:
-    """Write every synthetic set under ``out``; returns the roots readers take (see module doc)."""
+                   num_ref_sav_videos: int = 3, num_flickr: int = 40, num_psg: int = 40,
+                   distractor: bool = False) -> dict[str, str]:
+    """Write every synthetic set under ``out``; returns the roots readers take (see module doc).
+
+    ``distractor``: RefCOCO images and MeViS videos are distractor scenes
+    (:func:`make_distractor_shapes`); the other sets are unchanged."""
     scenes = write_refcoco(out, seed=seed, num_images=num_images, num_val_images=num_val_images,
-                           height=height, width=width, relational_fraction=relational_fraction)
+                           height=height, width=width, relational_fraction=relational_fraction,
+                           distractor=distractor)
     write_mevis(out, "train", seed=seed, num_videos=num_videos, num_frames=num_frames, height=height,
-                width=width, relational_fraction=relational_fraction)
+                width=width, relational_fraction=relational_fraction, distractor=distractor)
     write_mevis(out, "valid_u", seed=seed, num_videos=num_val_videos, num_frames=num_frames, height=height,
-                width=width, relational_fraction=relational_fraction, index_offset=num_videos)
+                width=width, relational_fraction=relational_fraction, index_offset=num_videos, distractor=distractor)
     write_llava(out, scenes, num_items=num_llava)
     write_gcg(out, scenes, num_items=num_gcg)
     write_osprey(out, seed=seed, num_items=num_osprey, height=height, width=width)

@@ -13,6 +13,7 @@ or runs, and recomputable from the saved RLE masks.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from mmengine.evaluator import BaseMetric
 
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.masks import encode_mask
+from ..models.cma import capture_attention
 from ..registry import METRICS
 from .metrics import RESAccumulator
 
@@ -86,13 +88,18 @@ class RESEvaluator:
     Args:
         max_new_tokens: generation budget per answer.
         lenient: also report the Sa2VA-style numbers that skip sentences without ``[SEG]``.
+        attention: per-sentence statistics of CMA's attention
+            (:class:`~projects.salma.analysis.attention.AttentionStats`): each prediction runs with CMA
+            captured, its ``sentence(records, meta)`` is saved as the sentence's ``attention`` and
+            ``summarize`` adds its means to the split's numbers. None: not captured.
     """
 
     task = "res"
 
-    def __init__(self, *, max_new_tokens: int = 32, lenient: bool = True) -> None:
+    def __init__(self, *, max_new_tokens: int = 32, lenient: bool = True, attention=None) -> None:
         self.max_new_tokens = max_new_tokens
         self.lenient = lenient
+        self.attention = attention
 
     @staticmethod
     def item_key(dataset, index: int) -> str:
@@ -107,8 +114,12 @@ class RESEvaluator:
         sentences = []
         for row in rows:  # one prompt at a time: the image's tiles are not copied per sentence
             batch = model.data_preprocessor(salma_collate([{**row, "meta": without_gt(row["meta"])}]), False)["data"]
-            output = model.predict(batch, max_new_tokens=self.max_new_tokens)[0]
+            capture = capture_attention(model) if self.attention is not None else contextlib.nullcontext()
+            with capture as records:
+                output = model.predict(batch, max_new_tokens=self.max_new_tokens)[0]
             sentences.append(sentence_record(row["meta"], output))
+            if self.attention is not None:
+                sentences[-1]["attention"] = self.attention.sentence(records, row["meta"])
         return {
             "image_id": meta["image_id"],
             "image_path": meta["image_paths"][0],
@@ -119,6 +130,8 @@ class RESEvaluator:
     def summarize(self, records: Sequence[dict]) -> dict[str, Any]:
         out = summarize_res((s for rec in records for s in rec["sentences"]), lenient=self.lenient)
         out["n_images"] = len(records)
+        if self.attention is not None:
+            out.update(self.attention.summarize(s for rec in records for s in rec["sentences"]))
         return out
 
 

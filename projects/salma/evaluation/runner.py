@@ -270,10 +270,12 @@ def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str
 
 
 def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, checkpoint: str, work_dir: str,
-                 max_items: int | None, show: int, model_fp: str | None = None) -> dict:
+                 max_items: int | None, show: int, model_fp: str | None = None, attention_stats: bool = False) -> dict:
     """Predict (or reuse) every selected item of one run, gather, summarise; returns the summary entry.
 
-    ``model_fp``: :func:`model_fingerprint` (computed here when not given)."""
+    ``model_fp``: :func:`model_fingerprint` (computed here when not given). ``attention_stats``: RES
+    runs also record where CMA's output lands (target / distractor / other objects, see
+    ``projects.salma.analysis.attention``); items saved without them are predicted again."""
     rank, world = get_dist_info()
     logger = MMLogger.get_current_instance()
     dataset_cfg = complete_dataset_cfg(run, _plain(cfg.model), model)
@@ -287,6 +289,12 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
                                  "checkpoint": checkpoint})
     barrier()
     evaluator = make_evaluator(run, model, trackers)
+    if attention_stats and run.task == "res":
+        from ..analysis.attention import AttentionStats
+
+        evaluator.attention = AttentionStats.for_dataset(dataset)
+    elif attention_stats:
+        logger.warning(f"{run.name}: --attention-stats covers RES runs only; not computed for this {run.task} run")
     model_fp = model_fp or model_fingerprint(cfg, checkpoint)
     store = ResultStore(run_dir, rank)
     done = store.load()
@@ -295,6 +303,8 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
     for index in tqdm(range(rank, n_items, world), desc=run.name, disable=rank != 0):
         key = evaluator.item_key(dataset, index)
         fingerprint = {"model": model_fp, "inputs": dataset.item_fingerprint(index)}
+        if getattr(evaluator, "attention", None) is not None:
+            fingerprint["attention_stats"] = True  # records saved without them do not count as done
         saved = done.get(key, [])
         record = next((r for r in saved if r.get("fingerprint") == fingerprint), None)
         if record is not None:
@@ -346,11 +356,13 @@ def run_evaluation(
     launcher: str = "none",
     show: int = 0,
     allow_missing_weights: bool = False,
+    attention_stats: bool = False,
 ) -> dict[str, dict]:
     """Evaluate the selected runs; rank 0 writes ``summary.json`` / ``summary.md`` in ``work_dir``.
 
     ``allow_missing_weights``: evaluate even if the checkpoint lacks trainable tensors (they keep
-    their initial values); otherwise that is an error naming them.
+    their initial values); otherwise that is an error naming them. ``attention_stats``: see
+    :func:`evaluate_run`.
 
     Returns ``{run name: entry}`` with ``metrics``, ``computed`` / ``reused`` item counts
     (a restart reuses finished items), ``recomputed`` (items whose saved results were stale)
@@ -368,7 +380,8 @@ def run_evaluation(
     entries = {}
     for run in runs:
         entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir,
-                                         max_items=max_items, show=show, model_fp=model_fp)
+                                         max_items=max_items, show=show, model_fp=model_fp,
+                                         attention_stats=attention_stats)
     if rank == 0:
         summary = write_summary(work_dir, entries)
         print_log("\n" + summary_markdown(summary), logger="current")

@@ -268,6 +268,20 @@ def summary_markdown(summary: dict[str, dict]) -> str:
                 lines.append(f"| {name} | {subset} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | "
                              f"{_fmt(m['A'])} | {m['n']} |")
         lines.append("")
+    attention = {k: v for k, v in res.items() if "n_attention" in v["metrics"]}
+    if attention:
+        lines += ["## Where CMA's output lands (%, --attention-stats)", "",
+                  "Share of the norm CMA adds to the image features on the referred object, on objects "
+                  "annotated as distractors and on the other objects; the area shares are what an output "
+                  "spread evenly would give. Mean over sentences with a CMA decode.", "",
+                  "| dataset | target | distractor | other objects | target area | distractor area | sentences |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, e in attention.items():
+            m = e["metrics"]
+            cells = [_fmt(m.get(f"attn_{k}", "-")) for k in ("target", "distractor", "other", "target_area",
+                                                             "distractor_area")]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['n_attention']} |")
+        lines.append("")
     if subs:
         lines += ["## Submissions (no public GT)", "", "| dataset | zip | videos | expressions | no [SEG] |",
                   "|---|---|---|---|---|"]

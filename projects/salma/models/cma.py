@@ -19,12 +19,57 @@ Fixes to the original module: attention over several tokens with a key padding m
 makes softmax degenerate), differentiable top-k routing (the router's scores enter the logits
 of the kept keys as log-softmax weights; ``[SEG]`` is always a key, the router only chooses among
 the expression tokens), and a 'bias' mode that changes the distribution.
+
+Analysis (``tools/visualize_attention.py``, ``tools/test.py --attention-stats``): inside
+:func:`capture_attention` every call records a :class:`CMAAttention` (weights, gate, what it adds
+per pixel). Only then are the attention weights formed explicitly; the default path stays one
+fused ``scaled_dot_product_attention``.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class CMAAttention:
+    """One CMA call, as seen by :func:`capture_attention` (B rows, H x W pixels, N language tokens).
+
+    weights: (B, HW, 1+N) attention of each pixel over [null key, ``[SEG]``, expression tokens...],
+        mean over heads (rows sum to one; padding tokens get zero).
+    padding: (B, N) True where a language token is padding.
+    prior_logits: (B, h', w') the structure prior as given (None without one).
+    gate: (B, HW) the multiplicative gate applied to the attention output ('gate' mode), else None.
+    delta: (B, HW) L2 norm of what CMA adds to each pixel's feature (gain, warm-up, gate, FiLM).
+    size: (H, W) of the feature map.
+    """
+
+    weights: torch.Tensor
+    padding: torch.Tensor
+    prior_logits: torch.Tensor | None
+    gate: torch.Tensor | None
+    delta: torch.Tensor
+    size: tuple[int, int]
+
+
+@contextlib.contextmanager
+def capture_attention(module: nn.Module) -> Iterator[list[CMAAttention]]:
+    """Record every call of the CMA modules in ``module`` (itself one, or a model holding them) into
+    the yielded list, detached, for this block only."""
+    cmas = [m for m in module.modules() if isinstance(m, CrossModalAttention2D)]
+    records: list[CMAAttention] = []
+    for cma in cmas:
+        cma._capture = records
+    try:
+        yield records
+    finally:
+        for cma in cmas:
+            cma._capture = None
 
 
 class CrossModalAttention2D(nn.Module):
@@ -101,6 +146,7 @@ class CrossModalAttention2D(nn.Module):
         self.gamma_film = nn.Parameter(torch.zeros(1)) if use_film else None
         # Persistent, so an exported model predicts with the scale it was trained with.
         self.register_buffer("warmup_scale", torch.ones(()))
+        self._capture: list[CMAAttention] | None = None  # set by capture_attention()
 
     def set_warmup_scale(self, scale: float) -> None:
         """Scale of the residual branch (the CMA warm-up hook ramps it from 0 to 1)."""
@@ -138,9 +184,10 @@ class CrossModalAttention2D(nn.Module):
         use_prior = self.enable_mask_bias and mask_logits is not None
         prior = self._resize_prior(mask_logits, height, width) if use_prior else None  # (B, HW)
 
-        attn_out = self._attend(self.norm_visual(x), tokens, key_bias, prior)  # (B, HW, C)
+        attn_out, weights = self._attend(self.norm_visual(x), tokens, key_bias, prior)  # (B, HW, C)
+        gate = None
         if prior is not None and self.mask_bias_mode == "gate":
-            gate = torch.sigmoid(prior / self.mask_bias_tau) ** self.mask_bias_strength
+            gate = torch.sigmoid(prior / self.mask_bias_tau) ** self.mask_bias_strength  # (B, HW)
             attn_out = attn_out * gate.unsqueeze(-1)
         out = x + (self.gamma_attn * self.warmup_scale) * attn_out
 
@@ -150,6 +197,12 @@ class CrossModalAttention2D(nn.Module):
             scale, shift = self.film(pooled).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, C) each
             out = out + (self.gamma_film * self.warmup_scale) * (x * scale + shift)
 
+        if self._capture is not None:
+            self._capture.append(CMAAttention(
+                weights=weights.detach(), padding=text_padding_mask.detach(),
+                prior_logits=mask_logits[:, 0].detach() if use_prior else None,
+                gate=None if gate is None else gate.detach(), delta=(out - x).detach().norm(dim=-1),
+                size=(height, width)))
         return out.transpose(1, 2).reshape(batch, channels, height, width)
 
     def _key_bias(self, tokens: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
@@ -180,8 +233,11 @@ class CrossModalAttention2D(nn.Module):
 
     def _attend(
         self, x: torch.Tensor, tokens: torch.Tensor, key_bias: torch.Tensor, prior: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Multi-head attention of pixels (B, HW, C) over [null key, tokens] (B, 1+N, C)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Multi-head attention of pixels (B, HW, C) over [null key, tokens] (B, 1+N, C).
+
+        Returns the output (B, HW, C) and, only while capturing, the weights (B, HW, 1+N) averaged
+        over heads (else None: the fused kernel never forms them)."""
         batch, num_queries, _ = x.shape
         keys = torch.cat([self.null_key.expand(batch, -1, -1).to(tokens.dtype), tokens], dim=1)
         values_null = self.null_value.expand(batch, -1, -1).to(tokens.dtype)
@@ -197,11 +253,17 @@ class CrossModalAttention2D(nn.Module):
         k = self._heads(self.k_proj(keys))  # (B, h, 1+N, d)
         v = torch.cat([values_null, self.v_proj(tokens)], dim=1)
         v = self._heads(v)  # (B, h, 1+N, d)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.unsqueeze(1).to(q.dtype), dropout_p=self.dropout if self.training else 0.0
-        )  # (B, h, HW, d)
+        mask = bias.unsqueeze(1).to(q.dtype)  # (B, 1, HW, 1+N)
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if self._capture is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, h, HW, d)
+        else:  # the same computation with the weights formed explicitly
+            probs = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 + mask).softmax(dim=-1)  # (B, h, HW, 1+N)
+            weights = probs.mean(dim=1)
+            out = F.dropout(probs, dropout, training=dropout > 0) @ v
         out = out.transpose(1, 2).reshape(batch, num_queries, self.dim)
-        return self.out_proj(out)
+        return self.out_proj(out), weights
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape

@@ -59,10 +59,13 @@ class FrameFeatures:
 
     image_embeddings: (F, C, h, w) lowest resolution, ``no_mem_embed`` added (before CMA).
     high_res: [(F, C/8, 4h, 4w), (F, C/4, 2h, 2w)] raw FPN levels (before conv_s0 / conv_s1).
+    decoder_high_res: the same levels after the decoder's conv_s0 / conv_s1, computed once by
+        ``SAM2GroundingRunner._high_res_for_decoder`` and read by the prior pass and the decode.
     """
 
     image_embeddings: torch.Tensor
     high_res: list[torch.Tensor]
+    decoder_high_res: list[torch.Tensor] | None = None
 
 
 def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str) -> None:
@@ -163,9 +166,12 @@ class SAM2GroundingRunner(nn.Module):
         return FrameFeatures(image_embeddings, levels[:-1])
 
     def _high_res_for_decoder(self, features: FrameFeatures) -> list[torch.Tensor]:
-        """conv_s0 / conv_s1 belong to the (trainable) decoder, so they run here, with grad."""
-        decoder = self.sam2.mask_decoder
-        return [decoder.conv_s0(features.high_res[0]), decoder.conv_s1(features.high_res[1])]
+        """conv_s0 / conv_s1 belong to the (trainable) decoder, so they run here, with grad. Once per
+        ``features``: the prior pass (detached) and the language decode share them."""
+        if features.decoder_high_res is None:
+            decoder = self.sam2.mask_decoder
+            features.decoder_high_res = [decoder.conv_s0(features.high_res[0]), decoder.conv_s1(features.high_res[1])]
+        return features.decoder_high_res
 
     # ------------------------------------------------------------------ decoder
     def _run_decoder(
@@ -203,14 +209,15 @@ class SAM2GroundingRunner(nn.Module):
             )
         return masks[:, 0], iou[:, 0]
 
-    @torch.no_grad()
     def structure_prior(self, features: FrameFeatures) -> torch.Tensor:
-        """Language-free pass, one per frame: best of 3 masks by predicted IoU. -> (F, 1, 4h, 4w)."""
-        masks, iou = self._run_decoder(
-            features.image_embeddings, self._high_res_for_decoder(features), None, multimask_output=True
-        )
-        best = iou.argmax(dim=1)  # (F,)
-        return masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
+        """Language-free pass, one per frame, without gradient: best of 3 masks by predicted IoU.
+        -> (F, 1, 4h, 4w). The high-resolution convs run outside ``no_grad`` (in the caller's grad
+        mode): the language decode reuses them and trains them."""
+        high_res = [level.detach() for level in self._high_res_for_decoder(features)]
+        with torch.no_grad():
+            masks, iou = self._run_decoder(features.image_embeddings, high_res, None, multimask_output=True)
+            best = iou.argmax(dim=1)  # (F,)
+            return masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
 
     def decode(
         self,

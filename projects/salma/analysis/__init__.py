@@ -1,0 +1,1 @@
+"""Research tooling: ablation statistics and reports, the cost table, CMA attention maps."""
