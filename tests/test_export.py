@@ -126,7 +126,7 @@ def test_folder_has_weights_config_tokenizer_and_chat_template(exported):
     assert config["inputs"] == {**{k: v for k, v in READER.items() if k != "tokenizer"}, "use_thumbnail": True,
                                 "system": ""}
     assert config["video"] == dict(num_llm_frames=LLM_FRAMES, llm_frame_sampling="first", propagation="memory",
-                                   tracker_decoder="shared")
+                                   tracker_decoder="shared", llm_frame_masks="language")
     assert config["max_new_tokens"] == 8 and config["tracker"]["model_type"] == "sam2_video"
     assert config["grounding"]["mask_source"] == "pred" and config["grounding"]["cma"]["mask_bias_mode"] == "gate"
     assert config["internvl"]["text_config"]["vocab_size"] == 512
@@ -205,11 +205,15 @@ def test_inference_reader_builds_the_evaluation_items(loaded, export_data_cfgs):
     assert item["meta"]["questions"] == sample["meta"]["questions"]
 
     mevis = DATASETS.build({**export_data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
-                            "sam_all_frames": True})
+                            "stream_frames": True})  # as tools/test.py reads it
     sample = mevis[0]
     item = reader.video_item(sample["meta"]["all_frame_paths"], sample["meta"]["expressions"])
     assert item["meta"]["frame_indices"] == sample["meta"]["frame_indices"]
     _assert_same_rows(expand_eval_sample(item), expand_eval_sample(sample))
+    n_frames = len(sample["meta"]["all_frame_paths"])
+    assert len(item["sam_frames"]) == len(sample["sam_frames"]) == n_frames
+    for t in (0, n_frames // 2, n_frames - 1):  # every frame's SAM-2 input, made when asked, is the reader's
+        assert torch.equal(item["sam_frames"][t], sample["sam_frames"][t])
 
 
 def _assert_same_rows(ours, theirs):
@@ -266,14 +270,14 @@ def test_exported_predict_decodes_as_training_does(loaded, fake_llm, monkeypatch
     same logits as the same model in train mode (no dropout: LoRA merged, CMA dropout 0)."""
     inner = loaded.model
     logits = []
-    masks_for_answer = type(inner)._masks_for_answer
+    decode_frames = type(inner).decode_frames
 
-    def recording(self, *args):
-        out = masks_for_answer(self, *args)
+    def recording(self, *args, **kwargs):
+        out = decode_frames(self, *args, **kwargs)
         logits.append(out["mask_logits"])
         return out
 
-    monkeypatch.setattr(type(inner), "_masks_for_answer", recording)
+    monkeypatch.setattr(type(inner), "decode_frames", recording)
     image = np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)
     evaluated = loaded.predict(image=image, text="the circle")
     inner.train()

@@ -28,6 +28,7 @@ tiny test models (``memory_weights='random'``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence, Union
 
 import torch
@@ -45,6 +46,7 @@ from transformers.models.sam2_video.modeling_sam2_video import (
 )
 
 from .grounding import SAM2GroundingRunner
+from .llava_sam2 import FrameCache
 
 FrameSource = Union[torch.Tensor, Sequence[torch.Tensor]]  # (N, 3, S, S), or N lazily read (3, S, S)
 PROPAGATION_MODES = ("memory", "decode_all")
@@ -403,6 +405,39 @@ def _to_device(out: dict, device: torch.device) -> None:
             out[key] = out[key].to(device, non_blocking=True)
 
 
+LLM_FRAME_MASKS = ("language", "tracker")
+
+
+@dataclass
+class VideoStream:
+    """One video's answers now, its masks frame by frame as SAM-2 produces them.
+
+    ``answers``: per row (expression) ``text``, ``n_seg`` (``[SEG]`` in the answer), ``n_masks``
+    (how many of them get masks: all, or the first only) and ``meta``. Iterating yields
+    ``(frame index, masks)`` for every frame once, ``masks`` a list over rows of bool
+    (n_masks, H, W) tensors on the CPU. Frames come in propagation order: from the first LLM
+    frame to the end, then backwards to frame 0 (``'memory'``), or in order (``'decode_all'``,
+    or no ``[SEG]`` at all). Nothing of earlier frames is kept: memory does not grow with the
+    video's length.
+    """
+
+    answers: list[dict]
+    n_frames: int
+    size: tuple[int, int]
+    frames: Iterator[tuple[int, list[torch.Tensor]]]
+
+    def __iter__(self) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        return self.frames
+
+    def collect(self) -> list[torch.Tensor]:
+        """Every row's masks on every frame: bool (n_masks, N, H, W) per row (short videos)."""
+        out = [torch.zeros(a["n_masks"], self.n_frames, *self.size, dtype=torch.bool) for a in self.answers]
+        for t, masks in self:
+            for row, m in enumerate(masks):
+                out[row][:, t] = m
+        return out
+
+
 class VideoPredictor:
     """Answers and masks on every frame for the expressions of one video.
 
@@ -413,7 +448,12 @@ class VideoPredictor:
         max_new_tokens: generation budget per answer.
         track_all_seg: give every ``[SEG]`` of an answer its masks (the inference API); by default
             only the first (the evaluation: one object per expression).
-        progress: show a progress bar while SAM-2 propagates.
+        progress: show a progress bar over the frames.
+        llm_frame_masks: ``'memory'`` only: what an LLM frame's mask is: ``'language'`` (default)
+            its language decode (CMA + prior), which is also what conditions SAM-2 there;
+            ``'tracker'`` SAM-2's output on it (its rendering of that decode as a mask prompt,
+            Sa2VA-i's choice: every frame's mask comes from the tracker).
+        decode_chunk: ``'decode_all'`` only: frames encoded and decoded per call (memory).
     """
 
     def __init__(
@@ -425,70 +465,127 @@ class VideoPredictor:
         max_new_tokens: int = 32,
         track_all_seg: bool = False,
         progress: bool = False,
+        llm_frame_masks: str = "language",
+        decode_chunk: int = 16,
     ) -> None:
         if propagation not in PROPAGATION_MODES:
             raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
         if propagation == "memory" and tracker is None:
             raise ValueError("propagation='memory' needs a SAM2MemoryTracker")
+        if llm_frame_masks not in LLM_FRAME_MASKS:
+            raise ValueError(f"llm_frame_masks must be one of {LLM_FRAME_MASKS}, got {llm_frame_masks!r}")
+        if decode_chunk < 1:
+            raise ValueError(f"decode_chunk must be >= 1, got {decode_chunk}")
         self.model = model
         self.propagation = propagation
         self.tracker = tracker
         self.max_new_tokens = max_new_tokens
         self.track_all_seg = track_all_seg
         self.progress = progress
+        self.llm_frame_masks = llm_frame_masks
+        self.decode_chunk = decode_chunk
 
     @torch.no_grad()
     def __call__(
         self,
         batch: dict,
-        frames: torch.Tensor,
+        frames: FrameSource,
         llm_frame_indices: Sequence[int],
         out_size: tuple[int, int],
     ) -> list[dict]:
-        """Predict every row of ``batch`` (one expression per row, all of one video).
+        """Predict every row of ``batch`` (one expression per row, all of one video), the masks of
+        every frame in memory (short videos; :meth:`stream` for any length).
+
+        Returns:
+            per row: ``text``, ``n_seg``, ``masks`` bool (1, N, H, W) on every frame, or
+            (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``; with ``track_all_seg``
+            masks are (n_seg, N, H, W).
+        """
+        stream = self.stream(batch, frames, llm_frame_indices, out_size)
+        masks = stream.collect()
+        return [{"text": a["text"], "n_seg": a["n_seg"], "masks": m, "meta": a["meta"]}
+                for a, m in zip(stream.answers, masks)]
+
+    @torch.no_grad()
+    def stream(
+        self,
+        batch: dict,
+        frames: FrameSource,
+        llm_frame_indices: Sequence[int],
+        out_size: tuple[int, int],
+    ) -> VideoStream:
+        """Generate every row's answer now; masks follow frame by frame (:class:`VideoStream`).
 
         The answer's first ``[SEG]`` is the expression's object (as in the RES evaluation);
         further ``[SEG]`` tokens are counted in ``n_seg`` but not tracked (unless ``track_all_seg``).
 
         Args:
             batch: collated rows whose ``g_pixel_values`` are the K LLM frames (K, 3, S, S).
-            frames: (N, 3, S, S) SAM-2 input of every frame of the video.
+            frames: SAM-2 input of every frame of the video: (N, 3, S, S), or a sequence that
+                reads a frame when asked (``datasets.frames.SamFrames``).
             llm_frame_indices: (K,) index in the video of each LLM frame (repeats allowed).
             out_size: the video's (H, W).
-        Returns:
-            per row: ``text``, ``n_seg``, ``masks`` bool (1, N, H, W) on every frame, or
-            (0, N, H, W) when the answer has no ``[SEG]``, and ``meta``; with ``track_all_seg``
-            masks are (n_seg, N, H, W).
         """
+        n_frames = len(frames)
         if self.propagation == "decode_all":
-            every = frames.to(next(self.model.parameters()).device)  # (N, 3, S, S), one copy for all rows
             rows = len(batch["g_pixel_values"])
-            outputs = self.model.predict(dict(batch, g_pixel_values=[every] * rows), self.max_new_tokens)
-            return [{"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": o["masks"][: self._tracked(o)],
-                     "meta": o["meta"]} for o in outputs]
+            outputs = self.model.predict(dict(batch, g_pixel_values=[None] * rows), self.max_new_tokens,
+                                         keep_queries=True)
+            answers = self._answers(outputs)
+            return VideoStream(answers, n_frames, tuple(out_size),
+                               self._progress(self._decode_all(outputs, answers, frames, out_size), n_frames))
 
         outputs = self.model.predict(batch, self.max_new_tokens)  # masks on the K LLM frames
+        answers = self._answers(outputs)
         first = {}  # video frame -> position among the LLM frames (a repeated frame: its first copy)
         for k, t in enumerate(llm_frame_indices):
             first.setdefault(int(t), k)
-        objects = [(row, s) for row, o in enumerate(outputs) for s in range(self._tracked(o))]  # (row, [SEG])
-        tracked = None
-        if objects:
-            cond = {t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in objects]) for t, k in first.items()}
-            tracked = self.tracker.track(frames, cond, out_size, progress=self.progress)  # (n_obj, N, H, W)
-            for t, k in first.items():  # the LLM frames keep the language decode itself
-                tracked[:, t] = torch.stack([outputs[row]["masks"][s, k] for row, s in objects])
-        results = []
-        for row, o in enumerate(outputs):
-            mine = [i for i, (r, _) in enumerate(objects) if r == row]
-            if mine:
-                masks = tracked[mine]
-            else:
-                masks = torch.zeros(0, frames.shape[0], *out_size, dtype=torch.bool)
-            results.append({"text": o["text"], "n_seg": int(o["masks"].shape[0]), "masks": masks, "meta": o["meta"]})
-        return results
+        objects = [(row, s) for row, a in enumerate(answers) for s in range(a["n_masks"])]  # (row, [SEG])
+        if not objects:
+            frames_out = ((t, [torch.zeros(0, *out_size, dtype=torch.bool) for _ in answers]) for t in range(n_frames))
+            return VideoStream(answers, n_frames, tuple(out_size), self._progress(frames_out, n_frames))
+        cond = {t: torch.stack([outputs[row]["mask_logits"][s, k] for row, s in objects]) for t, k in first.items()}
+        language = {t: torch.stack([outputs[row]["masks"][s, k] for row, s in objects]) for t, k in first.items()}
+        owners = [[i for i, (r, _) in enumerate(objects) if r == row] for row in range(len(answers))]
 
-    def _tracked(self, output: dict) -> int:
-        """How many of an answer's [SEG] get masks: all, or the first only."""
-        n_seg = int(output["masks"].shape[0])
-        return n_seg if self.track_all_seg else min(n_seg, 1)
+        def tracked() -> Iterator[tuple[int, list[torch.Tensor]]]:
+            for t, logits in self.tracker.propagate(frames, cond):  # logits (n_obj, 1, h, w)
+                if self.llm_frame_masks == "language" and t in language:
+                    masks = language[t]  # the LLM frames keep the language decode itself
+                else:
+                    masks = self.tracker.to_masks(logits, out_size)  # (n_obj, H, W)
+                yield t, [masks[mine] for mine in owners]
+
+        return VideoStream(answers, n_frames, tuple(out_size), self._progress(tracked(), n_frames))
+
+    def _answers(self, outputs: list[dict]) -> list[dict]:
+        answers = []
+        for o in outputs:
+            n_seg = int(o["masks"].shape[0]) if "masks" in o else (0 if o["queries"] is None else o["queries"].seg.shape[0])
+            answers.append({"text": o["text"], "n_seg": n_seg, "n_masks": n_seg if self.track_all_seg else min(n_seg, 1),
+                            "meta": o["meta"]})
+        return answers
+
+    def _decode_all(self, outputs, answers, frames: FrameSource, out_size) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """Every frame decoded with each answer's [SEG] embeddings, ``decode_chunk`` frames per call
+        (their SAM-2 features and prior computed once for all rows)."""
+        sam2 = next(self.model.grounding_encoder.parameters())
+        for start in range(0, len(frames), self.decode_chunk):
+            chunk = range(start, min(start + self.decode_chunk, len(frames)))
+            pixels = torch.stack([torch.as_tensor(frames[t]) for t in chunk]).to(sam2.device, sam2.dtype)  # (C, 3, S, S)
+            cache = FrameCache()
+            decoded = [self.model.decode_frames(o["queries"], pixels, tuple(out_size), cache)["masks"][: a["n_masks"]]
+                       for o, a in zip(outputs, answers)]  # per row (n_masks, C, H, W)
+            for i, t in enumerate(chunk):
+                yield t, [m[:, i] for m in decoded]
+
+    def _progress(self, frames: Iterator, n_frames: int) -> Iterator:
+        if not self.progress:
+            return frames
+
+        def counted():
+            with tqdm(total=n_frames, desc="masks", unit="frame") as bar:
+                for item in frames:
+                    yield item
+                    bar.update()
+        return counted()
