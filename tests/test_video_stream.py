@@ -57,7 +57,8 @@ def prompts(cond_frames) -> dict[int, torch.Tensor]:
     return out
 
 
-def all_in_memory(tracker: SAM2MemoryTracker, frames: torch.Tensor, cond: dict) -> tuple[dict, Sam2VideoInferenceSession]:
+def all_in_memory(tracker: SAM2MemoryTracker, frames: torch.Tensor, cond: dict
+                  ) -> tuple[dict, Sam2VideoInferenceSession]:
     """The propagation before streaming: every frame in the session, every output kept."""
     session = Sam2VideoInferenceSession(video=frames, video_height=S, video_width=S, inference_device="cpu",
                                         inference_state_device="cpu", video_storage_device="cpu", dtype=torch.float32)
@@ -122,7 +123,8 @@ def test_streamed_propagation_equals_the_all_in_memory_session(runner, monkeypat
 
     first = cond_frames[0]
     assert order == list(range(first, n_frames)) + list(range(first - 1, -1, -1))  # forwards, then backwards
-    assert source.reads == [*cond_frames] + [t for t in order if t not in cond_frames]  # each frame read once, when reached
+    # each frame read once, when the tracker reaches it (the conditioning frames first)
+    assert source.reads == [*cond_frames] + [t for t in order if t not in cond_frames]
     assert max(alive) <= 1  # a frame's pixels are released once it is encoded
     pointer_reach, memory_reach = max_pointers - 1, num_maskmem - 1
     assert max(bank) <= 2 * pointer_reach and max(with_memory) <= 2 * memory_reach, (bank, with_memory)

@@ -12,12 +12,18 @@ tile per frame):
    decoder's mask-prompt pass), then SAM-2's memory attention + object pointers track every
    object through the other frames, forwards and, when the first LLM frame is not frame 0,
    backwards. This is Sa2VA's inference (language-prompted conditioning frames, memory-tracked
-   rest). On the K conditioning frames the output is the language decode itself; on tracked
-   frames the decoder sees memory-conditioned features and no language, so CMA and the prior
-   (which exist only for language-conditioned decodes, as in training) are not applied there.
+   rest). On the K conditioning frames the output is the language decode itself (or SAM-2's
+   rendering of it: ``llm_frame_masks='tracker'``, Sa2VA-i's choice); on tracked frames the
+   decoder sees memory-conditioned features and no language, so CMA and the prior (which exist
+   only for language-conditioned decodes, as in training) are not applied there.
 3. ``propagation='decode_all'`` (ablation, Sa2VA's "no memory" variant): every frame is decoded
-   independently with the same ``[SEG]`` embedding (CMA + prior on every frame), no memory.
-   All frames are decoded in one call, so long videos need memory accordingly.
+   independently with the same ``[SEG]`` embedding (CMA + prior on every frame), no memory,
+   ``decode_chunk`` frames per call.
+
+Streamed, so a video of any length costs the memory of a few frames: frames are read when the
+tracker reaches them (any sequence of SAM-2 inputs, e.g. ``datasets.frames.SamFrames``), encoded
+and released; the session keeps only what SAM-2's memory attention will read again
+(:class:`MemoryWindow`); masks leave frame by frame (:meth:`VideoPredictor.stream`).
 
 The tracker shares the grounding runner's image encoder, prompt encoder and (fine-tuned) mask
 decoder by reference (``tracker_decoder='shared'``); ``'original'`` keeps the SAM-2 checkpoint's
@@ -559,11 +565,15 @@ class VideoPredictor:
         return VideoStream(answers, n_frames, tuple(out_size), self._progress(tracked(), n_frames))
 
     def _answers(self, outputs: list[dict]) -> list[dict]:
+        """Per row: text, n_seg, n_masks (the [SEG] that get masks), meta."""
         answers = []
         for o in outputs:
-            n_seg = int(o["masks"].shape[0]) if "masks" in o else (0 if o["queries"] is None else o["queries"].seg.shape[0])
-            answers.append({"text": o["text"], "n_seg": n_seg, "n_masks": n_seg if self.track_all_seg else min(n_seg, 1),
-                            "meta": o["meta"]})
+            if "masks" in o:
+                n_seg = int(o["masks"].shape[0])
+            else:  # decode_all: the queries only, masks come later
+                n_seg = 0 if o["queries"] is None else int(o["queries"].seg.shape[0])
+            n_masks = n_seg if self.track_all_seg else min(n_seg, 1)
+            answers.append({"text": o["text"], "n_seg": n_seg, "n_masks": n_masks, "meta": o["meta"]})
         return answers
 
     def _decode_all(self, outputs, answers, frames: FrameSource, out_size) -> Iterator[tuple[int, list[torch.Tensor]]]:
@@ -572,7 +582,8 @@ class VideoPredictor:
         sam2 = next(self.model.grounding_encoder.parameters())
         for start in range(0, len(frames), self.decode_chunk):
             chunk = range(start, min(start + self.decode_chunk, len(frames)))
-            pixels = torch.stack([torch.as_tensor(frames[t]) for t in chunk]).to(sam2.device, sam2.dtype)  # (C, 3, S, S)
+            pixels = torch.stack([torch.as_tensor(frames[t]) for t in chunk])  # (C, 3, S, S)
+            pixels = pixels.to(sam2.device, sam2.dtype)
             cache = FrameCache()
             decoded = [self.model.decode_frames(o["queries"], pixels, tuple(out_size), cache)["masks"][: a["n_masks"]]
                        for o, a in zip(outputs, answers)]  # per row (n_masks, C, H, W)
