@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from projects.salma.analysis.ablation import AblationRun, dry_run_commands, markdown, plan_runs, summarize
+from projects.salma.analysis.ablation import markdown, plan_runs, summarize
 from projects.salma.analysis.stats import t_quantile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))

@@ -142,6 +142,21 @@ def test_salma_1b_evaluates_every_benchmark_of_the_seed_tables():
     assert Config.fromfile("configs/Sa2VA-1B.py").test_datasets == Config.fromfile("configs/SALMA-1B.py").test_datasets
 
 
+@pytest.mark.parametrize("path", ["configs/SALMA-1B.py", "configs/Sa2VA-1B.py"])
+def test_video_evaluation_samples_the_llm_frames_uniformly_by_default(path):
+    """Sa2VA-i's uniform LLM frames are the default; 'first' (Sa2VA's protocol) is one option away."""
+    from projects.salma.evaluation.runner import resolve_runs
+
+    cfg = Config.fromfile(path)
+    runs = {r.name: r for r in resolve_runs(cfg)}
+    for name in ("mevis/valid_u", "ref_davis17", "revos", "ref_sav", "ref_ytvos"):
+        options = runs[name].options
+        assert (options["llm_frame_sampling"], options["num_llm_frames"]) == ("uniform", 5), name
+        assert (options["llm_frame_masks"], options["tracker_decoder"]) == ("language", "shared"), name
+    cfg.merge_from_dict({"test_options.llm_frame_sampling": "first"})
+    assert resolve_runs(cfg, ["mevis"], "valid_u")[0].options["llm_frame_sampling"] == "first"
+
+
 def test_tiny_synthetic_test_datasets_build_on_synthetic_data(synthetic_data, monkeypatch):
     from projects.salma.evaluation.runner import complete_dataset_cfg, resolve_runs
     from projects.salma.registry import DATASETS

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from projects.salma.analysis.cost import (ADDITIONS, benchmark_batch, build_benchmark_model, capture_forward,
-                                          format_table, measure)
+                                          measure)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 

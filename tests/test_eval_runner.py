@@ -71,7 +71,7 @@ def test_readers_get_eval_mode_the_model_sizes_and_the_llm_frames():
     assert video == dict(type="RefVOSDataset", expression_file="e.json", mask_file="m.json", mode="eval",
                          on_error="raise", tokenizer=model_cfg["mllm"]["tokenizer"], image_size=128,
                          image_seq_length=16, sam_image_size=128, num_frames=8, frame_sampling="first",
-                         sam_all_frames=True)
+                         stream_frames=True, sam_all_frames=False)
     image = complete_dataset_cfg(runs["refcocog"], model_cfg, _fake_model())
     assert "num_frames" not in image and image["mode"] == "eval"
     for bad, match in ((dict(mode="train"), "mode"), (dict(on_error="skip"), "on_error"),

@@ -158,3 +158,61 @@ def test_predictor_track_all_seg_gives_every_seg_its_masks(model, tracker, two_s
     assert first["masks"].shape == (1, 5, *SIZE) and every["masks"].shape == (2, 5, *SIZE)
     assert_nontrivial_masks(every["masks"], "masks of both [SEG]")
     assert torch.equal(every["masks"][:1], first["masks"])  # SAM-2 tracks each object on its own
+
+
+def test_llm_frame_masks_tracker_gives_sam2s_output_on_the_llm_frames(model, tracker, one_seg):
+    """Sa2VA-i's choice: every frame's mask is the tracker's, the LLM frames included (SAM-2's
+    rendering of the language decode it was prompted with); the default keeps the decode itself."""
+    batch = make_batch(model, [(1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    torch.manual_seed(5)
+    frames = torch.randn(6, 3, 128, 128)
+    llm = [1, 4]
+    batch["g_pixel_values"] = [frames[llm]]
+    direct = model.predict(batch)[0]
+    language = VideoPredictor(model, tracker=tracker)(batch, frames, llm, SIZE)[0]["masks"]
+    sam2 = VideoPredictor(model, tracker=tracker, llm_frame_masks="tracker")(batch, frames, llm, SIZE)[0]["masks"]
+    cond = {t: direct["mask_logits"][:, k] for k, t in enumerate(llm)}
+    expected = tracker.track(frames, cond, SIZE)  # (1, 6, H, W): SAM-2's output everywhere
+    assert_nontrivial_masks(sam2[:, llm], "SAM-2's masks on the LLM frames")
+    assert torch.equal(sam2, expected)
+    assert torch.equal(language[:, llm], direct["masks"]) and not torch.equal(sam2[:, llm], language[:, llm])
+    others = [t for t in range(6) if t not in llm]
+    assert torch.equal(sam2[:, others], language[:, others])
+    with pytest.raises(ValueError, match="llm_frame_masks"):
+        VideoPredictor(model, tracker=tracker, llm_frame_masks="both")
+
+
+def test_decode_all_in_chunks_equals_one_call(model, one_seg):
+    batch = make_batch(model, [(1, 2), (1, 2)], tile_size=128, sam_size=128, mask_size=SIZE, with_answer=False)
+    torch.manual_seed(6)
+    frames = torch.randn(7, 3, 128, 128)
+    whole = VideoPredictor(model, propagation="decode_all")(batch, frames, [0, 6], SIZE)
+    chunks = VideoPredictor(model, propagation="decode_all", decode_chunk=3)
+    stream = chunks.stream(batch, frames, [0, 6], SIZE)
+    assert [t for t, _ in stream] == list(range(7))  # chunks of 3, 3, 1 frames, in order
+    chunked = chunks(batch, frames, [0, 6], SIZE)
+    for a, b in zip(whole, chunked):
+        assert_nontrivial_masks(a["masks"], "decode_all masks")
+        assert torch.equal(a["masks"], b["masks"]) and a["text"] == b["text"]
+
+
+def test_streamed_evaluation_equals_the_evaluation_with_every_frame_in_memory(model, tracker, build_data, data_cfgs):
+    """The reader's streamed item (every frame and its GT read when the tracker reaches it) and the
+    item holding every frame give the same record: masks (RLE per frame), J, F, A. LLM frames
+    drawn at random, so the first is not frame 0 and SAM-2 also tracks backwards."""
+    from projects.salma.evaluation.ref_vos import RefVOSEvaluator
+
+    kw = dict(image_size=128, num_frames=2, frame_sampling="random")
+    streamed = build_data(data_cfgs["mevis_valid_u"], stream_frames=True, **kw)[1]
+    in_memory = build_data(data_cfgs["mevis_valid_u"], sam_all_frames=True, **kw)[1]
+    assert streamed["meta"]["frame_indices"][0] > 0
+    answers = {e: "No." if k == 0 else "Sure, [SEG]." for k, e in enumerate(streamed["meta"]["expressions"])}
+    with forced_answer(lambda prompt: next(a for e, a in answers.items() if e in prompt)):
+        for propagation in ("memory", "decode_all"):
+            evaluator = RefVOSEvaluator(VideoPredictor(model, propagation=propagation, tracker=tracker),
+                                        protocol="refsav")
+            ours, theirs = evaluator.predict_item(model, streamed), evaluator.predict_item(model, in_memory)
+            assert ours == theirs, propagation
+            masks = [e["masks"] for e in ours["expressions"]]
+            assert masks[0] is None and all(m is not None and len(m) == 8 for m in masks[1:])
+            assert all(0 < e["J"] < 1 and 0 < e["F"] <= 1 for e in ours["expressions"][1:])

@@ -128,7 +128,7 @@ def test_folder_has_weights_config_tokenizer_and_chat_template(exported):
     assert config["inputs"] == {**{k: v for k, v in READER.items() if k != "tokenizer"}, "use_thumbnail": True,
                                 "system": ""}
     assert config["video"] == dict(num_llm_frames=LLM_FRAMES, llm_frame_sampling="first", propagation="memory",
-                                   tracker_decoder="shared")
+                                   tracker_decoder="shared", llm_frame_masks="language")
     assert config["max_new_tokens"] == 8 and config["tracker"]["model_type"] == "sam2_video"
     assert config["grounding"]["mask_source"] == "pred" and config["grounding"]["cma"]["mask_bias_mode"] == "gate"
     assert config["internvl"]["text_config"]["vocab_size"] == 512
@@ -207,11 +207,15 @@ def test_inference_reader_builds_the_evaluation_items(loaded, export_data_cfgs):
     assert item["meta"]["questions"] == sample["meta"]["questions"]
 
     mevis = DATASETS.build({**export_data_cfgs["mevis"], "num_frames": LLM_FRAMES, "frame_sampling": "first",
-                            "sam_all_frames": True})
+                            "stream_frames": True})  # as tools/test.py reads it
     sample = mevis[0]
     item = reader.video_item(sample["meta"]["all_frame_paths"], sample["meta"]["expressions"])
     assert item["meta"]["frame_indices"] == sample["meta"]["frame_indices"]
     _assert_same_rows(expand_eval_sample(item), expand_eval_sample(sample))
+    n_frames = len(sample["meta"]["all_frame_paths"])
+    assert len(item["sam_frames"]) == len(sample["sam_frames"]) == n_frames
+    for t in (0, n_frames // 2, n_frames - 1):  # every frame's SAM-2 input, made when asked, is the reader's
+        assert torch.equal(item["sam_frames"][t], sample["sam_frames"][t])
 
 
 def _assert_same_rows(ours, theirs):
@@ -263,19 +267,63 @@ def test_video_predict_equals_the_refvos_evaluation(loaded, trained, export_data
     assert torch.equal(folder["masks"], outputs[0]["masks"])
 
 
+def test_video_predict_streams_every_frame_once_with_the_masks_of_the_full_result(loaded, synthetic_data, fake_llm):
+    root = os.path.join(synthetic_data["mevis_valid_u"], "JPEGImages")
+    folder = os.path.join(root, sorted(os.listdir(root))[0])
+    texts = ["the moving circle", "the red square"]
+    full = loaded.predict(video=folder, text=texts)  # masks (n_seg, T, H, W) per text
+    pred = loaded.predict(video=folder, text=texts, stream=True)
+    assert len(pred) == 8 and pred.frame_names == sorted(os.path.splitext(n)[0] for n in os.listdir(folder))
+    assert [a["text"] for a in pred.answers] == [o["text"] for o in full] == ["Sure, [SEG]."] * 2
+    assert [a["n_seg"] for a in pred.answers] == [1, 1] and pred.answers[0]["llm_frames"] == full[0]["llm_frames"]
+    seen = []
+    for t, masks in pred:  # one (n_seg, H, W) per text
+        seen.append(t)
+        for k, m in enumerate(masks):
+            assert torch.equal(m, full[k]["masks"][:, t])
+    assert seen == list(range(8))  # 'first' LLM frames: SAM-2 tracks forwards from frame 0
+    assert_nontrivial_masks(full[0]["masks"], "predict masks")
+    t, masks = next(iter(loaded.predict(video=folder, text=texts[0], stream=True)))  # one text: a tensor
+    assert t == 0 and torch.equal(masks, full[0]["masks"][:, 0])
+    with pytest.raises(ValueError, match="stream=True is for videos"):
+        loaded.predict(image=np.zeros((20, 30, 3), np.uint8), text="x", stream=True)
+
+
+def test_video_file_predict_tracks_backwards_as_on_its_decoded_frames(loaded, synthetic_data, fake_llm, tmp_path,
+                                                                      monkeypatch):
+    """First LLM frame not 0: SAM-2 tracks back to frame 0, reading the file backwards (seeks)."""
+    from projects.salma.datasets.synthetic import write_video_file
+
+    cv2 = pytest.importorskip("cv2")
+    root = os.path.join(synthetic_data["mevis_valid_u"], "JPEGImages")
+    folder = os.path.join(root, sorted(os.listdir(root))[0])
+    images = [Image.open(os.path.join(folder, n)).convert("RGB") for n in sorted(os.listdir(folder))] * 5  # 40 frames
+    write_video_file(str(tmp_path / "clip.mp4"), images)
+    capture, decoded = cv2.VideoCapture(str(tmp_path / "clip.mp4")), []
+    while (frame := capture.read())[0]:
+        decoded.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
+    monkeypatch.setattr(loaded.reader, "frame_sampling", "random")
+    monkeypatch.setattr(loaded.reader, "num_frames", 2)
+    from_file = loaded.predict(video=str(tmp_path / "clip.mp4"), text="the moving circle")
+    from_frames = loaded.predict(video=decoded, text="the moving circle")
+    assert from_file["llm_frames"] == from_frames["llm_frames"] and from_file["llm_frames"][0] > 16
+    assert_nontrivial_masks(from_file["masks"][:, : from_file["llm_frames"][0]], "masks tracked backwards")
+    assert torch.equal(from_file["masks"], from_frames["masks"])
+
+
 def test_exported_predict_decodes_as_training_does(loaded, fake_llm, monkeypatch):
     """The exported model in eval mode decodes [SEG] with the mask token it was trained with: the
     same logits as the same model in train mode (no dropout: LoRA merged, CMA dropout 0)."""
     inner = loaded.model
     logits = []
-    masks_for_answer = type(inner)._masks_for_answer
+    decode_frames = type(inner).decode_frames
 
-    def recording(self, *args):
-        out = masks_for_answer(self, *args)
+    def recording(self, *args, **kwargs):
+        out = decode_frames(self, *args, **kwargs)
         logits.append(out["mask_logits"])
         return out
 
-    monkeypatch.setattr(type(inner), "_masks_for_answer", recording)
+    monkeypatch.setattr(type(inner), "decode_frames", recording)
     image = np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)
     evaluated = loaded.predict(image=image, text="the circle")
     inner.train()
@@ -326,11 +374,14 @@ def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, syntheti
     assert "A: Sure, [SEG]." in capsys.readouterr().out
 
 
-def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synthetic_data, fake_llm, tmp_path):
+def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synthetic_data, fake_llm, tmp_path,
+                                                        capsys):
     root = os.path.join(synthetic_data["mevis_valid_u"], "JPEGImages")
     video = os.path.join(root, sorted(os.listdir(root))[0])
     load_tool("infer").main(["--model", exported[1], "--video", video, "--text", "the moving circle",
-                             "--out", str(tmp_path), "--device", "cpu"])
+                             "--out", str(tmp_path), "--device", "cpu", "--offload"])  # on a CPU: the same place
+    err = capsys.readouterr().err
+    assert "masks: 100%" in err and "8/8" in err  # the progress bar over the frames
     expected = loaded.predict(video=video, text="the moving circle")["masks"][0]  # (T, H, W)
     assert_nontrivial_masks(expected, "predict masks on every frame")
     names = sorted(os.path.splitext(n)[0] for n in os.listdir(video))

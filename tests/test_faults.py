@@ -269,6 +269,7 @@ INCONSISTENT = {
     "propagation": (lambda d: d["video"].update(propagation="nearest"), r"video.propagation 'nearest'"),
     "frame_sampling": (lambda d: d["video"].update(llm_frame_sampling="last"), r"video.llm_frame_sampling 'last'"),
     "num_llm_frames": (lambda d: d["video"].update(num_llm_frames=0), r"video.num_llm_frames 0"),
+    "llm_frame_masks": (lambda d: d["video"].update(llm_frame_masks="both"), r"video.llm_frame_masks 'both'"),
     "dynamic_patch": (lambda d: d["inputs"].update(min_dynamic_patch=6, max_dynamic_patch=4),
                       r"inputs.min_dynamic_patch 6 .*max_dynamic_patch 4"),
     "missing_input": (lambda d: d["inputs"].pop("max_length"), r"inputs: missing key 'max_length'"),

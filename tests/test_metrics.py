@@ -7,6 +7,7 @@ import torch
 from projects.salma.evaluation import davis_reference as R
 from projects.salma.evaluation import metrics as M
 from projects.salma.evaluation.metrics import (
+    ExpressionScores,
     RESAccumulator,
     aggregate_refvos,
     aggregate_revos,
@@ -272,6 +273,38 @@ def test_video_jf_is_frame_mean():
     j, f = video_jf(gt, pred)
     assert j == pytest.approx(np.mean([ref_j(pred[i], gt[i]) for i in range(10)]), abs=1e-15)
     assert f == pytest.approx(np.mean([ref_f(pred[i], gt[i]) for i in range(10)]), abs=1e-15)
+
+
+def test_expression_scores_fed_frame_by_frame_in_any_order_equal_the_whole_video_scores():
+    """Streamed evaluation scores each frame as its mask arrives (tracking order: the middle to the
+    end, then backwards); the means must be the whole-video numbers (float64, bit for bit) and
+    the per-frame DAVIS / published ReVOS formulas."""
+    rng = np.random.default_rng(5)
+    n = 19  # more than one of _frame_counts' blocks of 8 frames
+    gt, pred, fg = random_masks(rng, n, 30, 70), random_masks(rng, n, 30, 70), random_masks(rng, n, 30, 70)
+    fg |= gt
+    order = list(range(7, n)) + list(range(6, -1, -1))
+    scores = ExpressionScores(n, robustness=True)
+    empty = ExpressionScores(n, accuracy=True)
+    for t in order:
+        scores.add(t, gt[t], pred[t], fg[t])
+        empty.add(t, gt[t], None)
+    got = scores.result()
+    j, f = video_jf(gt, pred)
+    a, r = revos_accuracy_and_robustness(gt, pred, fg)
+    assert got == {"J": j, "F": f, "A": a, "R": r}  # exact, not approximate
+    assert got["J"] == pytest.approx(np.mean([ref_j(pred[i], gt[i]) for i in range(n)]), abs=1e-15)
+    assert got["F"] == pytest.approx(np.mean([ref_f(pred[i], gt[i]) for i in range(n)]), abs=1e-15)
+    assert got["R"] == np.mean([max(1 - ((1 - (g > 0)) * (p > 0)).sum() / (m.sum() + 1e-6), 0.0)
+                                for g, p, m in zip(gt, pred, fg > 0)])
+    zeros = np.zeros_like(gt)
+    assert empty.result() == {"J": video_jf(gt, zeros)[0], "F": video_jf(gt, zeros)[1], "A": revos_accuracy(gt, zeros)}
+    with pytest.raises(ValueError, match="frame 3 scored twice"):
+        scores.add(3, gt[3], pred[3], fg[3])
+    partial = ExpressionScores(n)
+    partial.add(0, gt[0], pred[0])
+    with pytest.raises(ValueError, match=r"frames \[1, 2, 3"):
+        partial.result()
 
 
 def test_popcount_fallback_matches():

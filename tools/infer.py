@@ -2,7 +2,9 @@
 DIR_OR_MP4) --text "the dog on the left" --out OUT [--device cuda] [--dtype bfloat16]``.
 
 Writes the masks as PNGs, an overlay picture and result.json to OUT (see
-``projects.salma.inference``) and prints the answer. ``--text`` is a referring expression, asked
+``projects.salma.inference``) and prints the answer. A video's frames are read, tracked and written
+one at a time (a progress bar counts them), so its length does not matter; ``--offload`` keeps
+SAM-2's memory bank on the host when predicting on a GPU. ``--text`` is a referring expression, asked
 as the evaluation asks it; ``--verbatim`` sends it as the question instead.
 
 Regions (visual prompts, images only): ``--box x0,y0,x1,y1`` (pixels) and ``--region mask.png``
@@ -50,11 +52,15 @@ def parse_args(argv=None):
                         help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: the export's)")
     parser.add_argument("--verbatim", action="store_true", help="send --text as the question, without the template")
+    parser.add_argument("--offload", action="store_true",
+                        help="video: keep SAM-2's memory bank on the host (GPU memory: only the frame being tracked)")
     parser.add_argument("--no-verify-weights", action="store_true",
                         help="skip the check of model.safetensors against the hash recorded in config.json")
     args = parser.parse_args(argv)
     if args.regions and args.video:
         parser.error("--box / --region are for --image (regions index an image's tiles)")
+    if args.offload and not args.video:
+        parser.error("--offload is for --video (SAM-2's memory bank)")
     return args
 
 
@@ -62,6 +68,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                        verify_weights=not args.no_verify_weights)
+    if args.offload:
+        if model.tracker is None:
+            raise ValueError(f"--offload: {args.model} has no SAM-2 memory tracker (propagation 'decode_all')")
+        model.tracker.offload = True
     kwargs = dict(max_new_tokens=args.max_new_tokens, template=not args.verbatim)
     if args.image:
         summary = infer_image(model, args.image, args.text, args.out, regions=args.regions, **kwargs)

@@ -4,7 +4,8 @@ Output folder::
 
     image:  mask_<k>.png                  one per [SEG] k (0 / 255, the image's size)
     video:  masks/seg<k>/<frame>.png      one per [SEG] k and frame (frame names from the folder,
-                                          or 00000, 00001, ... for a video file)
+                                          or 00000, 00001, ... for a video file), written as SAM-2
+                                          tracks (frames are read and released one at a time)
     overlay.png                           the masks in red over the image (video: up to 4 frames)
     result.json                           question, answer, n_seg, written mask files, regions (count)
 """
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets.inference import read_video
+from .datasets.frames import open_video
 from .datasets.transforms import load_image
 from .evaluation.visualize import hstack, overlay, strip_frames
 from .models.salma_model import SALMAModel
@@ -44,32 +45,41 @@ def infer_image(model: SALMAModel, image_path: str, text: str, out_dir: str, *, 
     masks = result["masks"].numpy()  # (n_seg, H, W)
     files = [save_mask(m, os.path.join(out_dir, f"mask_{k}.png")) for k, m in enumerate(masks)]
     overlay(image, masks.any(0) if len(masks) else None, _caption(result)).save(os.path.join(out_dir, "overlay.png"))
-    return _write_result(out_dir, result, files, source=image_path, n_regions=len(regions or ()))
+    return _write_result(out_dir, result, files, source=image_path, n_seg=len(masks), n_regions=len(regions or ()))
 
 
 def infer_video(model: SALMAModel, video_path: str, text: str, out_dir: str, **predict_kwargs) -> dict:
-    """Predict on a frame folder or video file and write per-frame masks, an overlay strip and result.json."""
-    frames, names = read_video(video_path, progress=True)
+    """Predict on a frame folder or video file: each frame's mask PNGs are written as SAM-2 produces
+    them (a progress bar counts the frames), then an overlay strip and result.json. Memory stays
+    that of a few frames, whatever the video's length (``SALMAModel.predict(stream=True)``)."""
+    video = open_video(video_path)
     os.makedirs(out_dir, exist_ok=True)
-    result = model.predict(video=frames, text=text, progress=True, **predict_kwargs)
-    masks = result["masks"].numpy()  # (n_seg, T, H, W)
-    files = []
-    for t in tqdm(range(len(frames)), desc="writing masks", unit="frame", disable=not len(masks)):
-        files += [save_mask(masks[k, t], os.path.join(out_dir, "masks", f"seg{k}", f"{names[t]}.png"))
-                  for k in range(len(masks))]
+    prediction = model.predict(video=video, text=text, stream=True, **predict_kwargs)
+    answer = prediction.answers
+    picks = strip_frames(len(video))
+    shown = {}  # the overlay's frames: their union mask
+    for t, masks in tqdm(prediction, total=len(prediction), desc="masks", unit="frame"):  # masks (n_seg, H, W)
+        for k, mask in enumerate(masks.numpy()):
+            save_mask(mask, _mask_path(out_dir, k, video.names[t]))
+        if t in picks:
+            shown[t] = masks.any(0).numpy() if len(masks) else None
     tiles = []
-    for t in strip_frames(len(frames)):
-        tag = " (LLM)" if t in result["llm_frames"] else ""
-        tiles.append(overlay(frames[t], masks[:, t].any(0) if len(masks) else None,
-                             _caption(result, f"frame {names[t]}{tag}: ")))
+    for t in picks:
+        tag = " (LLM)" if t in answer["llm_frames"] else ""
+        tiles.append(overlay(video.image(t), shown[t], _caption(answer, f"frame {video.names[t]}{tag}: ")))
+    video.close()
     hstack(tiles).save(os.path.join(out_dir, "overlay.png"))
-    return _write_result(out_dir, result, files, source=video_path)
+    files = [_mask_path(out_dir, k, name) for name in video.names for k in range(answer["n_seg"])]
+    return _write_result(out_dir, answer, files, source=video_path, n_seg=answer["n_seg"])
 
 
-def _write_result(out_dir: str, result: dict, files: list[str], *, source: str, n_regions: int = 0) -> dict:
+def _mask_path(out_dir: str, k: int, frame_name: str) -> str:
+    return os.path.join(out_dir, "masks", f"seg{k}", f"{frame_name}.png")
+
+
+def _write_result(out_dir: str, result: dict, files: list[str], *, source: str, n_seg: int, n_regions: int = 0) -> dict:
     summary = {"source": source, "question": result["question"], "answer": result["text"],
-               "n_seg": int(result["masks"].shape[0]), "masks": [os.path.relpath(f, out_dir) for f in files],
-               "regions": n_regions}
+               "n_seg": n_seg, "masks": [os.path.relpath(f, out_dir) for f in files], "regions": n_regions}
     if "llm_frames" in result:
         summary["llm_frames"] = result["llm_frames"]
     with open(os.path.join(out_dir, "result.json"), "w", encoding="utf-8") as f:

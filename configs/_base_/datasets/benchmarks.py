@@ -58,6 +58,8 @@ test_datasets = dict(
                      image_folder="JPEGImages", mask_file=None),
     ),
 )
-# Sa2VA's protocol: the LLM sees the first 5 frames, SAM-2's memory propagates to every frame.
+# The LLM sees 5 frames sampled uniformly over the video (Sa2VA-i's choice; Sa2VA's own protocol,
+# the first 5 frames: --cfg-options test_options.llm_frame_sampling=first); each is decoded with
+# the language (CMA + prior) and conditions SAM-2's memory, which tracks every frame, streamed.
 # sam2_memory=None reads the memory modules from the model's SAM-2 checkpoint.
-test_options = dict(num_llm_frames=5, llm_frame_sampling="first", propagation="memory", max_new_tokens=32)
+test_options = dict(num_llm_frames=5, llm_frame_sampling="uniform", propagation="memory", max_new_tokens=32)

@@ -2,12 +2,13 @@
 
 The inference API (``models.salma_model.SALMAModel.predict``) must see exactly what the
 evaluation sees, so an item here is built by the same code as the evaluation readers' items
-(``RefCOCODataset`` / ``RefVOSDataset`` in ``mode='eval'``, ``sam_all_frames=True``):
+(``RefCOCODataset`` / ``RefVOSDataset`` in ``mode='eval'``, ``stream_frames=True``):
 
 * image: InternVL dynamic tiles (``SalmaDataset.image_inputs``), ``image_token_string``, the
   question template ``EVAL_SEG_QUESTION`` (``SalmaDataset.seg_turns``), SAM-2 input of the image;
 * video: the LLM's ``num_frames`` frames (``sample_frame_indices``), one tile each,
-  ``video_token_string``, ``EVAL_VIDEO_SEG_QUESTION``, SAM-2 input of every frame;
+  ``video_token_string``, ``EVAL_VIDEO_SEG_QUESTION``, SAM-2 input of the LLM frames, and of every
+  frame made when the tracker reads it (``sam_frames``: the video is never held in memory);
 * each text is its own stand-alone generation prompt (``SalmaDataset.eval_prompts``), so
   ``collate.salma_eval_collate`` / ``expand_eval_sample`` turn the item into the rows that
   ``VideoLLaVASAMModel.predict`` takes.
@@ -38,32 +39,16 @@ from ..constants import SEG_TOKEN
 from .base import SalmaDataset
 from .chat import Turn
 from .encode import encode_conversation
-from .errors import DataError
+from .frames import (FRAME_EXTENSIONS, VIDEO_EXTENSIONS, ImageFrames, ImageInput, SamFrames,  # noqa: F401
+                     VideoFrames, as_rgb_image, open_video)
 from .ref_vos import sample_frame_indices
 from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
                         image_token_string, video_token_string)
-from .transforms import common_frame_size, load_image, stack_normalized
+from .transforms import load_image, stack_normalized
 from .visual_prompts import (box_to_mask, check_region_cells, last_tile_layout, named_regions, region_cells,
                              region_prompt, token_grid, untag_regions)
 
-ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
 RegionInput = Union[np.ndarray, Image.Image, str, os.PathLike, Sequence[float]]
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def as_rgb_image(image: ImageInput, *, name: str = "image") -> Image.Image:
-    """A PIL RGB image from a PIL image, a file path, or a uint8 array (H, W) / (H, W, 3)."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(os.fspath(image))
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-            raise ValueError(f"{name}: an array must be uint8 (H, W) or (H, W, 3) RGB, got {image.dtype} "
-                             f"{image.shape}")
-        return Image.fromarray(image).convert("RGB")
-    raise TypeError(f"{name}: expected a PIL image, a path or a uint8 array, got {type(image).__name__}")
 
 
 def as_region_mask(region: RegionInput, height: int, width: int, *, name: str = "region") -> np.ndarray:
@@ -83,48 +68,12 @@ def as_region_mask(region: RegionInput, height: int, width: int, *, name: str = 
 
 
 def read_video(path: str | os.PathLike, *, progress: bool = False) -> tuple[list[Image.Image], list[str]]:
-    """Frames of a video and their names: a folder of images (sorted by name; names without the
-    extension, so '00001.jpg' next to '00001.png' is a DataError) or a video file read with OpenCV
-    (an mmengine dependency; PIL cannot decode video; names '00000', '00001', ...)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        files = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS))
-        if not files:
-            raise DataError(f"{path}: no frames ({', '.join(FRAME_EXTENSIONS)}) in this folder", reason="empty_video")
-        names = [os.path.splitext(n)[0] for n in files]
-        seen: dict[str, str] = {}
-        for name, file in zip(names, files):  # masks are written as <name>.png: one frame per name
-            if name in seen:
-                raise DataError(f"{os.path.join(path, seen[name])} and {os.path.join(path, file)}: two frames named "
-                                f"'{name}' (their masks would overwrite each other); keep one",
-                                reason="duplicate_frame")
-            seen[name] = file
-        frames = [load_image(os.path.join(path, n)) for n in tqdm(files, desc="frames", disable=not progress)]
-        return frames, names
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such video file or frame folder", reason="missing_image")
-    if not path.lower().endswith(VIDEO_EXTENSIONS):
-        raise DataError(f"{path}: not a frame folder or a video file ({', '.join(VIDEO_EXTENSIONS)})",
-                        reason="corrupt_image")
-    try:
-        import cv2
-    except ImportError as err:
-        raise DataError(f"{path}: reading video files needs OpenCV (opencv-python, an mmengine dependency); "
-                        f"pass a folder of frames instead", reason="corrupt_image") from err
-    capture = cv2.VideoCapture(path)
-    frames = []
-    with tqdm(desc="frames", disable=not progress) as bar:
-        while capture.isOpened():
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-            bar.update()
-    capture.release()
-    if not frames:
-        raise DataError(f"{path}: OpenCV decoded no frame (unsupported codec?); pass a folder of frames instead",
-                        reason="corrupt_image")
-    return frames, [f"{t:05d}" for t in range(len(frames))]
+    """Every frame of a video decoded into memory, and their names (short videos; see
+    :func:`frames.open_video` for the folder / file rules, which reads a frame when asked)."""
+    video = open_video(path)
+    frames = [video.image(t) for t in tqdm(range(len(video)), desc="frames", disable=not progress)]
+    video.close()
+    return frames, list(video.names)
 
 
 class InferenceReader(SalmaDataset):
@@ -169,24 +118,30 @@ class InferenceReader(SalmaDataset):
         item["prompt_masks"] = cells
         return item
 
-    def video_item(self, frames: Sequence[ImageInput], texts: Sequence[str], *, template: bool = True,
-                   history: Sequence[tuple[str, str]] = ()) -> dict:
-        """An item of one video (as ``RefVOSDataset`` with ``sam_all_frames=True``): the LLM's frames
-        as one tile each, SAM-2 input of every frame, ``meta['frame_indices']`` the LLM frames.
-        ``history``: as for :meth:`image_item`."""
-        if len(frames) == 0:
-            raise ValueError("a video needs at least one frame")
-        images = [as_rgb_image(f, name=f"frame {t}") for t, f in enumerate(frames)]
-        size = common_frame_size({f"frame {t}": im.size for t, im in enumerate(images)})
+    def video_item(self, frames: Sequence[ImageInput] | VideoFrames, texts: Sequence[str], *,
+                   template: bool = True, history: Sequence[tuple[str, str]] = ()) -> dict:
+        """An item of one video, as ``RefVOSDataset`` builds it for the evaluation
+        (``stream_frames=True``): the LLM's frames as one tile each and as SAM-2 input
+        (``g_pixel_values`` (K, 3, G, G)), ``meta['frame_indices']`` the LLM frames, and
+        ``sam_frames`` (:class:`frames.SamFrames`): SAM-2 input of every frame, made when the
+        tracker asks. ``frames``: images (PIL, paths, arrays) or an opened video
+        (:func:`frames.open_video`); only the LLM frames are decoded here. ``history``: as for
+        :meth:`image_item`."""
+        video = frames if isinstance(frames, VideoFrames) else ImageFrames(frames)
+        width, height = video.size
         rng = np.random.default_rng([self.seed, 0, 0])  # what the readers use for item 0 (only 'random' draws)
-        frame_indices = sample_frame_indices(len(images), self.num_frames, self.frame_sampling, rng)
-        pixel_values = stack_normalized([images[t] for t in frame_indices], self.image_size)  # (K, 3, S, S)
+        frame_indices = sample_frame_indices(len(video), self.num_frames, self.frame_sampling, rng)
+        loaded = {t: video.image(t) for t in sorted(set(frame_indices))}
+        images = [loaded[t] for t in frame_indices]
+        pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S)
         prefix = video_token_string(len(frame_indices), self.image_seq_length)
         turns = self._turns(texts, prefix, EVAL_VIDEO_SEG_QUESTION, template)
-        meta = {"orig_size": (size[1], size[0]), "frame_indices": frame_indices,
-                "sam_frame_indices": list(range(len(images)))}
-        return self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
+        meta = {"orig_size": (height, width), "frame_indices": frame_indices, "sam_frame_indices": frame_indices,
+                "n_frames": len(video), "frame_names": list(video.names)}
+        item = self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
                           self.sam_inputs(images), meta, history)
+        item["sam_frames"] = SamFrames(video, self.sam_image_size)
+        return item
 
     def _turns(self, texts: Sequence[str], prefix: str, question: str, template: bool) -> list[Turn]:
         """One turn per text: the evaluation's question template around the expression, or verbatim."""

@@ -10,7 +10,10 @@ Training item = one video: ``num_frames`` frames and up to ``num_expressions_per
 expressions, both drawn without replacement (frames with replacement only when the video is
 shorter than ``num_frames``). Evaluation item = one video with all its expressions, the LLM frames
 (``num_frames``, sampled deterministically) and ALL frame paths in ``meta['all_frame_paths']`` for
-SAM-2 propagation; full-video GT via :meth:`load_gt_masks` (decoded lazily).
+SAM-2 propagation. With ``stream_frames=True`` (what ``tools/test.py`` uses) the item also carries
+every frame and its GT read one frame at a time when asked (``sam_frames``, ``gt_frames``), so a
+video of any length costs the memory of a few frames; full-video GT in memory via
+:meth:`load_gt_masks`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ..fingerprint import digest, file_signature
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
+from .frames import ImageFrames, SamFrames, VideoFrames
 from .io import expect, field, load_pickle, read_json, safe_name
 from .masks import decode_rle
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_VIDEO_SEG_QUESTION, VIDEO_SEG_QUESTIONS,
@@ -32,15 +36,23 @@ _TURN_OVERHEAD = 30
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
+FRAME_SAMPLINGS = ("uniform", "uniform_floor", "random", "first")
+
+
 def sample_frame_indices(num_total: int, num_frames: int, strategy: str, rng: np.random.Generator) -> list[int]:
     """Sorted frame indices.
 
-    ``'uniform'``: evenly spaced (deterministic); ``'random'``: drawn without replacement;
-    ``'first'``: the first ones (Sa2VA's evaluation). A video shorter than ``num_frames`` gives all
-    its frames plus random repeats, so every sample has ``num_frames`` frames.
+    ``'uniform'``: evenly spaced, ``linspace(0, T-1, K)`` rounded (deterministic);
+    ``'uniform_floor'``: the same truncated to integers, Sa2VA-i's exact frames
+    (``np.linspace(..., dtype=int)``; also for short videos, repeats included); ``'random'``:
+    drawn without replacement; ``'first'``: the first ones (Sa2VA's evaluation). Otherwise a video
+    shorter than ``num_frames`` gives all its frames plus repeats, so every sample has
+    ``num_frames`` frames.
     """
     if num_total <= 0:
         raise ValueError("a video needs frames")
+    if strategy == "uniform_floor":
+        return [int(i) for i in np.linspace(0, num_total - 1, num_frames).astype(int)]
     if num_total < num_frames:
         extra = rng.integers(num_total, size=num_frames - num_total) if strategy == "random" else \
             np.linspace(0, num_total - 1, num_frames - num_total).round().astype(int)
@@ -51,7 +63,7 @@ def sample_frame_indices(num_total: int, num_frames: int, strategy: str, rng: np
         return sorted(int(i) for i in rng.choice(num_total, num_frames, replace=False))
     if strategy == "first":
         return list(range(num_frames))
-    raise ValueError(f"frame_sampling must be 'uniform', 'random' or 'first', got {strategy!r}")
+    raise ValueError(f"frame_sampling must be one of {FRAME_SAMPLINGS}, got {strategy!r}")
 
 
 def _exp_key(exp_id: str):
@@ -82,6 +94,10 @@ class RefVOSDataset(SalmaDataset):
         frame_suffix: appended to frame names that have no image extension.
         sam_all_frames: eval only: SAM-2 frames (``g_pixel_values``) and GT masks cover every frame
             of the video, not just the LLM's ``num_frames`` (memory grows with the video length).
+        stream_frames: eval only: the item also gives every frame's SAM-2 input and GT, each made
+            when asked: ``sample['sam_frames']`` (:class:`frames.SamFrames`) and
+            ``sample['gt_frames']`` (:class:`FrameGT`, None without GT); ``g_pixel_values`` and
+            ``masks`` stay the LLM frames'. Frame sizes are checked for every frame up front.
         **kwargs: :class:`SalmaDataset` arguments.
     """
 
@@ -90,7 +106,7 @@ class RefVOSDataset(SalmaDataset):
     def __init__(self, *, expression_file: str, image_folder: str, mask_file: str | None = None,
                  foreground_file: str | None = None, data_root: str = "", num_frames: int = 5,
                  frame_sampling: str = "random", num_expressions_per_sample: int = 3, frame_suffix: str = ".jpg",
-                 sam_all_frames: bool = False, **kwargs) -> None:
+                 sam_all_frames: bool = False, stream_frames: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         join = (lambda p: os.path.join(data_root, p) if p else p)  # noqa: E731
         self.expression_file, self.image_folder = join(expression_file), join(image_folder)
@@ -100,8 +116,13 @@ class RefVOSDataset(SalmaDataset):
         self.num_expressions_per_sample = num_expressions_per_sample
         self.frame_suffix = frame_suffix
         self.sam_all_frames = sam_all_frames
-        if sam_all_frames and self.mode != "eval":
-            raise ValueError(f"{self.name}: sam_all_frames is for evaluation items")
+        self.stream_frames = stream_frames
+        for key in ("sam_all_frames", "stream_frames"):
+            if getattr(self, key) and self.mode != "eval":
+                raise ValueError(f"{self.name}: {key} is for evaluation items")
+        if sam_all_frames and stream_frames:
+            raise ValueError(f"{self.name}: sam_all_frames (every frame in memory) and stream_frames (every frame "
+                             f"read when asked) exclude each other")
         sample_frame_indices(1, 1, frame_sampling, np.random.default_rng(0))  # validate the strategy
         if self.mode == "train" and not self.mask_file:
             raise ValueError(f"{self.name}: training needs mask_file")
@@ -206,9 +227,15 @@ class RefVOSDataset(SalmaDataset):
 
         sam_indices = list(range(len(frames))) if self.sam_all_frames else frame_indices
         needed = sorted(set(frame_indices) | set(sam_indices))
-        loaded = dict(zip(needed, self._load_frames(vid, [frames[f] for f in needed])))
-        width, height = common_frame_size({self.frame_path(vid, frames[f]): im.size for f, im in loaded.items()},
-                                          context=f" (video {vid})")
+        video = None
+        if self.stream_frames:  # every frame's size now, pixels of the LLM frames only
+            video = self.frame_source(vid, frames)
+            width, height = video.size
+            loaded = {f: video.image(f) for f in needed}
+        else:
+            loaded = dict(zip(needed, self._load_frames(vid, [frames[f] for f in needed])))
+            width, height = common_frame_size({self.frame_path(vid, frames[f]): im.size for f, im in loaded.items()},
+                                              context=f" (video {vid})")
         images = [loaded[f] for f in frame_indices]
         pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S): one tile per frame
         g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T, 3, G, G)
@@ -244,8 +271,12 @@ class RefVOSDataset(SalmaDataset):
             meta["frame_names"] = list(frames)
             meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source=source)
             meta["prompt_objects"] = [[k] for k in range(len(exps))]
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=g_pixel_values, masks=masks,
-                                meta=meta)
+        sample = self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=g_pixel_values, masks=masks,
+                                  meta=meta)
+        if video is not None:
+            sample["sam_frames"] = SamFrames(video, self.sam_image_size)
+            sample["gt_frames"] = None if self.mask_dict is None else FrameGT(self, vid, exps, height, width)
+        return sample
 
     # ---- evaluation helpers -------------------------------------------------------------------
     def load_gt_masks(self, index: int, frame_indices: list[int] | None = None) -> np.ndarray | None:
@@ -259,6 +290,12 @@ class RefVOSDataset(SalmaDataset):
 
     def load_foreground_masks(self, index: int) -> np.ndarray:
         """ReVOS foreground (all objects) of item ``index``: uint8 (n_frames, H, W)."""
+        frames = self.foreground_frames(index)
+        return np.stack([frames[t] for t in range(len(frames))])
+
+    def foreground_frames(self, index: int) -> "FrameForeground":
+        """ReVOS foreground of item ``index``, decoded one frame at a time: ``[t]`` -> uint8 (H, W).
+        The record is checked (shape, one mask per frame) now."""
         if not self.foreground_file:
             raise ValueError(f"{self.name}: no foreground_file configured")
         item = self.items[index]
@@ -271,9 +308,7 @@ class RefVOSDataset(SalmaDataset):
         if len(rles) != len(item["frames"]):
             raise DataError(f"{where}: {len(rles)} foreground masks for {len(item['frames'])} frames",
                             reason="mask_frames")
-        height, width = self._frame_size(item)
-        return np.stack([decode_rle(r, height, width, source=f"{self.foreground_file}: video {item['vid']} "
-                                    f"frame {f}") for f, r in enumerate(rles)])
+        return FrameForeground(rles, *self._frame_size(item), source=where)
 
     def _foreground_dict(self) -> dict:
         if self._foreground is None:
@@ -290,6 +325,10 @@ class RefVOSDataset(SalmaDataset):
         return digest({"video": item, "masks": masks, "foreground": foreground,
                        "files": [file_signature(self.frame_path(item["vid"], f)) for f in item["frames"]]})
 
+    def frame_source(self, vid: str, frames: list[str]) -> VideoFrames:
+        """Every frame of a video, read when asked (``stream_frames``); sizes checked now."""
+        return ImageFrames([self.frame_path(vid, f) for f in frames], names=frames, context=f" (video {vid})")
+
     def _load_frame(self, vid: str, frame: str):
         return load_image(self.frame_path(vid, frame))
 
@@ -300,3 +339,31 @@ class RefVOSDataset(SalmaDataset):
     def _frame_size(self, item: dict) -> tuple[int, int]:
         width, height = self._load_frame(item["vid"], item["frames"][0]).size
         return height, width
+
+
+class FrameGT:
+    """GT of an evaluation item's expressions, decoded one frame at a time.
+
+    ``gt[t]``: uint8 (n_exp, H, W), expression k's union over its anno_ids on frame t (the row
+    ``[:, t]`` of :meth:`RefVOSDataset.load_gt_masks`).
+    """
+
+    def __init__(self, dataset: RefVOSDataset, vid: str, exps: list[dict], height: int, width: int) -> None:
+        self.dataset, self.vid, self.exps = dataset, vid, exps
+        self.height, self.width = height, width
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return np.stack([self.dataset._gt(self.vid, e, [t], self.height, self.width)[0] for e in self.exps])
+
+
+class FrameForeground:
+    """ReVOS foreground masks of a video, decoded one frame at a time: ``[t]`` -> uint8 (H, W)."""
+
+    def __init__(self, rles: list, height: int, width: int, *, source: str) -> None:
+        self.rles, self.height, self.width, self.source = rles, height, width, source
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return decode_rle(self.rles[t], self.height, self.width, source=f"{self.source} frame {t}")

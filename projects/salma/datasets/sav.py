@@ -25,6 +25,7 @@ import numpy as np
 from ..registry import DATASETS
 from .base import SalmaDataset
 from .errors import DataError
+from .frames import VideoFileFrames
 from .io import expect, field, read_json, safe_path
 from .masks import decode_rle
 from .ref_vos import RefVOSDataset, _exp_key, sample_frame_indices
@@ -205,6 +206,10 @@ class RefSAVDataset(RefVOSDataset):
 
     def frame_path(self, vid: str, frame: str) -> str:
         return frame_reference(self.video_path(vid), self.frame_number(vid, frame))
+
+    def frame_source(self, vid: str, frames: list[str]) -> VideoFileFrames:
+        """The annotated frames of the mp4, decoded when asked (``stream_frames``)."""
+        return VideoFileFrames(self.video_path(vid), frame_numbers=[self.frame_number(vid, f) for f in frames])
 
     def _load_frame(self, vid: str, frame: str):
         return self._load_frames(vid, [frame])[0]

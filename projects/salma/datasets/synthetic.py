@@ -166,7 +166,6 @@ def make_distractor_shapes(rng: np.random.Generator, height: int, width: int, *,
     from its look-alike in the other attribute, so every (colour, shape) is unique in the scene and
     "the <colour> <shape>" names one target, while a model that follows colour or shape alone, or
     saliency, segments the distractor."""
-    side = min(height, width)
     for _ in range(100):
         n = int(rng.integers(min_targets, max_targets + 1))
         colors = [str(c) for c in rng.choice(list(COLORS), size=n, replace=False)]

@@ -37,6 +37,18 @@ def load_image(path: str) -> Image.Image:
         raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
 
 
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file from its header, without decoding the pixels; the same
+    DataErrors as :func:`load_image` for a missing or unreadable file."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: image file not found", reason="missing_image") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
+
+
 def common_frame_size(sizes: Mapping[str, tuple[int, int]], *, context: str = "") -> tuple[int, int]:
     """The (width, height) all frames of a video share, from ``{frame label: size}``.
 

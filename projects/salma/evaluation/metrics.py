@@ -44,12 +44,15 @@ __all__ = [
     "boundary_tolerance",
     "disk",
     "dilate_disk",
+    "frame_jf",
     "video_jf",
+    "ExpressionScores",
     "RESAccumulator",
     "res_metrics",
     "revos_accuracy",
     "revos_robustness",
     "revos_accuracy_and_robustness",
+    "frame_accuracy_and_robustness",
     "aggregate_revos",
     "aggregate_refvos",
 ]
@@ -385,14 +388,20 @@ def db_eval_boundary(
     return _scalar_or_frames(_f_from_counts(c), annotation)
 
 
+def frame_jf(gt: Any, pred: Any, bound_th: float = 0.008) -> tuple[np.ndarray, np.ndarray]:
+    """(J, F) of every frame: float64 (T,) each; gt, pred (T,H,W). One shared packing pass."""
+    g, p, _ = _prepare(gt, pred, None)
+    c = _frame_counts(g, p, None, boundary_tolerance(g.shape[1], g.shape[2], bound_th))
+    return _iou_from_counts(c["inter"], c["union"]), _f_from_counts(c)
+
+
 def video_jf(gt: Any, pred: Any, bound_th: float = 0.008) -> tuple[float, float]:
     """Referring-VOS per-expression score: (J, F) each averaged over all T frames, in [0, 1].
 
-    gt, pred: (T,H,W). One shared packing pass computes both measures.
+    gt, pred: (T,H,W).
     """
-    g, p, _ = _prepare(gt, pred, None)
-    c = _frame_counts(g, p, None, boundary_tolerance(g.shape[1], g.shape[2], bound_th))
-    return float(np.mean(_iou_from_counts(c["inter"], c["union"]))), float(np.mean(_f_from_counts(c)))
+    j, f = frame_jf(gt, pred, bound_th)
+    return float(np.mean(j)), float(np.mean(f))
 
 
 def db_statistics(per_frame: Any) -> dict[str, float]:
@@ -564,6 +573,57 @@ def revos_accuracy_and_robustness(gt: Any, pred: Any, foreground: Any | None = N
     """(A, R) of one expression with the published ReVOS protocol, both in [0, 1] (one packing pass)."""
     g, p, f, n_pixels = _revos_inputs(gt, pred, foreground)
     return _packed_accuracy(g, p, n_pixels), _packed_robustness(g, p, f)
+
+
+def frame_accuracy_and_robustness(gt: Any, pred: Any, foreground: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """ReVOS A and (published, per-frame) R of every frame: float64 (T,) each, before the mean
+    over frames that :func:`revos_accuracy_and_robustness` takes."""
+    g, p, f, n_pixels = _revos_inputs(gt, pred, foreground)
+    accuracy = (n_pixels - _popcount(g ^ p)) / n_pixels
+    robustness = np.maximum(1.0 - _popcount(p & ~g) / (_popcount(f) + 1e-6), 0.0)
+    return accuracy, robustness
+
+
+class ExpressionScores:
+    """J, F (and ReVOS A, R) of one expression, fed one frame at a time in any order.
+
+    Video evaluation streams the masks (frames are tracked forwards, then backwards), so no
+    (T, H, W) array of the whole video is ever held: each frame's values are computed when its
+    mask arrives and stored at its index. :meth:`result` then takes the same float64 means, over
+    the same per-frame values in frame order, as :func:`video_jf` and
+    :func:`revos_accuracy_and_robustness` on the whole video: the numbers are identical.
+
+    Args:
+        n_frames: frames of the video (each must be added once).
+        accuracy: also A (ReVOS, Ref-SAV).
+        robustness: also R (ReVOS; each frame then needs the video's foreground, or GT stands in).
+    """
+
+    def __init__(self, n_frames: int, *, accuracy: bool = False, robustness: bool = False) -> None:
+        self.metrics = ["J", "F"] + (["A"] if accuracy or robustness else []) + (["R"] if robustness else [])
+        self.values = {m: np.full(n_frames, np.nan) for m in self.metrics}
+        self.seen = np.zeros(n_frames, dtype=bool)
+
+    def add(self, t: int, gt: Any, pred: Any | None, foreground: Any | None = None) -> None:
+        """Frame ``t``: gt and pred (H, W), any non-zero value is foreground; ``pred=None`` is an
+        empty prediction."""
+        if self.seen[t]:
+            raise ValueError(f"frame {t} scored twice")
+        gt = _frames(gt, "gt")
+        pred = np.zeros(gt.shape, dtype=bool) if pred is None else _frames(pred, "pred")
+        self.values["J"][t], self.values["F"][t] = (v[0] for v in frame_jf(gt, pred))
+        if "A" in self.values:
+            a, r = frame_accuracy_and_robustness(gt, pred, None if foreground is None else _frames(foreground, "fg"))
+            self.values["A"][t] = a[0]
+            if "R" in self.values:
+                self.values["R"][t] = r[0]
+        self.seen[t] = True
+
+    def result(self) -> dict[str, float]:
+        """{metric: mean over frames} in [0, 1]; every frame must have been added."""
+        if not self.seen.all():
+            raise ValueError(f"frames {np.flatnonzero(~self.seen)[:10].tolist()} were never scored")
+        return {m: float(np.mean(v)) for m, v in self.values.items()}
 
 
 def _mean_x100(values: list[float]) -> float:

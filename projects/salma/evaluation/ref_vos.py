@@ -1,13 +1,16 @@
 """Referring video object segmentation: Ref-DAVIS17, MeViS, ReVOS, Ref-YouTube-VOS.
 
 One item = one video with all its expressions (reader ``RefVOSDataset`` in ``mode='eval'`` with
-``sam_all_frames=True``: the LLM's K frames as tiles, SAM-2 input and GT for every frame). Each
-expression is its own generation prompt; the answer's first ``[SEG]`` gives the expression's
-masks on every frame (``projects.salma.models.video``: language decode on the K LLM frames, SAM-2
-memory propagation to the rest, or ``decode_all``). An expression without ``[SEG]`` is an empty
-prediction on every frame (scored, never skipped).
+``stream_frames=True``: the LLM's K frames as tiles, SAM-2 input and GT of every frame read when
+asked). Each expression is its own generation prompt; the answer's first ``[SEG]`` gives the
+expression's masks on every frame (``projects.salma.models.video``: language decode on the K LLM
+frames, SAM-2 memory propagation to the rest, or ``decode_all``), streamed frame by frame: each
+frame's mask is encoded (RLE) and scored when it arrives, so memory does not grow with the video's
+length. An expression without ``[SEG]`` is an empty prediction on every frame (scored, never
+skipped).
 
-Scores per expression follow REFERENCE.md: J and F averaged over all frames (``video_jf``);
+Scores per expression follow REFERENCE.md: J and F averaged over all frames (``ExpressionScores``,
+the per-frame values of ``video_jf``);
 ReVOS adds A and R per expression (``revos_accuracy_and_robustness`` against the video's
 foreground masks) and splits by ``type_id``; Ref-SAV (protocol ``'refsav'``) adds A and reports
 long (``type_id`` 0) and short (1) expressions separately, as Sa2VA's ``eval_ref_sav.py``. Splits without GT (Ref-YouTube-VOS, MeViS valid)
@@ -23,7 +26,7 @@ import torch
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.masks import encode_mask
 from ..models.video import VideoPredictor
-from .metrics import (aggregate_refsav, aggregate_refvos, aggregate_revos, revos_accuracy,
+from .metrics import (ExpressionScores, aggregate_refsav, aggregate_refvos, aggregate_revos, revos_accuracy,
                       revos_accuracy_and_robustness, video_jf)
 from .res import without_gt
 
@@ -54,46 +57,70 @@ class RefVOSEvaluator:
         return f"video:{dataset.items[index]['vid']}"
 
     @torch.no_grad()
-    def predict_item(self, model, sample: dict, *, foreground: np.ndarray | None = None) -> dict:
+    def predict_item(self, model, sample: dict, *, foreground=None) -> dict:
         """One record per video: every expression's masks (RLE per frame) and, with GT, its scores.
 
-        ``foreground``: ReVOS foreground masks (N, H, W) of the video (protocol 'revos').
+        Streamed: masks arrive frame by frame (:meth:`VideoPredictor.stream`); each frame is
+        encoded to RLE and scored (:class:`metrics.ExpressionScores`) against its GT frame, read
+        then, so no array of the whole video is held. ``sample``: a reader item with every frame
+        read when asked (``stream_frames=True``: ``sam_frames`` / ``gt_frames``), or with every
+        frame in memory (``sam_all_frames=True``). ``foreground``: ReVOS foreground of the video
+        (protocol 'revos'), (N, H, W) or one frame at a time (``RefVOSDataset.foreground_frames``).
         """
         meta = sample["meta"]
         vid = meta["video_id"]
         n_frames = len(meta["all_frame_paths"])
-        if list(meta["sam_frame_indices"]) != list(range(n_frames)):
-            raise ValueError(f"video {vid}: evaluation needs SAM-2 input for every frame (reader sam_all_frames=True)")
-        if self.protocol == "revos" and sample["masks"] is not None and foreground is None:
-            raise ValueError(f"video {vid}: protocol 'revos' needs the foreground masks (reader foreground_file)")
-        frames = sample["g_pixel_values"]  # (N, 3, G, G), every frame
         llm_frames = list(meta["frame_indices"])  # (K,) positions in the video
+        device = next(model.parameters()).device
+        if "sam_frames" in sample:  # every frame read when the tracker reaches it
+            frames, gt = sample["sam_frames"], sample["gt_frames"]
+            llm_pixels = sample["g_pixel_values"].to(device)  # (K, 3, G, G): the LLM frames
+            if len(frames) != n_frames:
+                raise ValueError(f"video {vid}: {len(frames)} SAM-2 frames for {n_frames} frames")
+        else:
+            if list(meta["sam_frame_indices"]) != list(range(n_frames)):
+                raise ValueError(f"video {vid}: evaluation needs SAM-2 input for every frame (reader "
+                                 f"stream_frames=True or sam_all_frames=True)")
+            frames = sample["g_pixel_values"]  # (N, 3, G, G), every frame
+            llm_pixels = frames[llm_frames].to(device)  # (K, 3, G, G)
+            gt = None if sample["masks"] is None else np.asarray(sample["masks"]).swapaxes(0, 1)  # (N, n_exp, H, W)
+        if self.protocol == "revos" and gt is not None and foreground is None:
+            raise ValueError(f"video {vid}: protocol 'revos' needs the foreground masks (reader foreground_file)")
         rows = expand_eval_sample(sample)
         # Rows carry the K LLM frames (one copy on the device, shared); the predictor decodes
-        # them, or every frame (decode_all), and tracks the rest from the host copy.
-        llm_pixels = frames[llm_frames].to(next(model.parameters()).device)  # (K, 3, G, G)
+        # them, or every frame (decode_all), and tracks the rest, frame by frame.
         model_rows = [{**row, "g_pixel_values": llm_pixels, "meta": without_gt(row["meta"])} for row in rows]
         batch = model.data_preprocessor(salma_collate(model_rows), False)["data"]
-        outputs = self.predictor(batch, frames, llm_frames, tuple(meta["orig_size"]))
+        stream = self.predictor.stream(batch, frames, llm_frames, tuple(meta["orig_size"]))
+
+        prompts = [row["meta"]["prompt_index"] for row in rows]
+        rles = [[None] * n_frames if a["n_masks"] else None for a in stream.answers]
+        scores = None if gt is None else [
+            ExpressionScores(n_frames, accuracy=self.protocol == "refsav", robustness=self.protocol == "revos")
+            for _ in rows]
+        for t, masks in stream:  # masks: per row (1, H, W), or (0, H, W) without [SEG]
+            gt_t = None if gt is None else np.asarray(gt[t])  # (n_exp, H, W)
+            fg_t = None if foreground is None or gt is None else foreground[t]
+            for r, m in enumerate(masks):
+                pred = m[0].numpy() if m.shape[0] else None
+                if pred is not None:
+                    rles[r][t] = encode_mask(pred)
+                if scores is not None:
+                    scores[r].add(t, gt_t[prompts[r]], pred, fg_t)
 
         expressions = []
-        for row, output in zip(rows, outputs):
-            k = row["meta"]["prompt_index"]
-            masks = output["masks"]  # (1, N, H, W): the first [SEG]'s object, or (0, N, H, W)
-            pred = masks[0].numpy() if masks.shape[0] else None
+        for r, (k, answer) in enumerate(zip(prompts, stream.answers)):
             rec = {
                 "exp_id": meta["exp_ids"][k],
                 "exp": meta["expressions"][k],
                 "type_id": meta["type_ids"][k],
                 "question": meta["questions"][k],
-                "answer": output["text"],
-                "n_seg": output["n_seg"],
-                "masks": None if pred is None else [encode_mask(m) for m in pred],
+                "answer": answer["text"],
+                "n_seg": answer["n_seg"],
+                "masks": rles[r],
             }
-            gt = row["meta"]["gt_masks"]
-            if gt is not None:
-                rec.update(score_expression(np.asarray(gt[0]), pred, foreground, revos=self.protocol == "revos",
-                                            accuracy=self.protocol == "refsav"))
+            if scores is not None:
+                rec.update(scores[r].result())
             expressions.append(rec)
         return {
             "video_id": vid,

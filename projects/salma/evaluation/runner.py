@@ -20,7 +20,8 @@ Config keys read (all other keys are ignored)::
 A run is one (entry, split); its results live in ``<work_dir>/<name>[/<split>]/``. Readers are
 built in ``mode='eval'`` with the model's image sizes and tokenizer unless the entry sets them
 (a mismatch is an error); video readers get ``num_frames=num_llm_frames``,
-``frame_sampling=llm_frame_sampling`` and ``sam_all_frames=True``.
+``frame_sampling=llm_frame_sampling`` and ``stream_frames=True`` (every frame and its GT read when
+the tracker reaches it: memory does not grow with the video's length).
 
 Distributed (``launcher='pytorch'``, torchrun): rank r predicts items r, r+W, r+2W, ... and
 appends them to its own results file; records are gathered with ``all_gather_object`` and
@@ -55,7 +56,7 @@ from .checkpoint import checkpoint_fingerprint, load_trained_weights
 from .metrics import EXPRESSION_TYPES, type_id_problem
 from .ref_vos import RefVOSEvaluator
 from .res import RESEvaluator
-from .visualize import draw_res_record, draw_video_record
+from .visualize import draw_res_record, draw_video_record, strip_frames
 from .writers import (ResultStore, check_run_meta, check_work_dir, summary_markdown, write_submission_zip,
                       write_summary)
 
@@ -64,10 +65,12 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     max_new_tokens=32,  # generation budget per answer
     lenient=True,  # RES: also report Sa2VA's skip-missing numbers (labelled *_lenient)
     num_llm_frames=5,  # video: frames the LLM sees (K)
-    llm_frame_sampling="first",  # 'first' (Sa2VA's protocol) | 'uniform'
+    llm_frame_sampling="first",  # 'first' (Sa2VA) | 'uniform' (shipped configs) | 'uniform_floor' (Sa2VA-i's frames)
     propagation="memory",  # 'memory' (SAM-2 memory tracking) | 'decode_all' (no-memory ablation)
     sam2_memory=None,  # SAM-2 .pt / HF folder with the memory modules; None: the model's SAM-2 checkpoint
     tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
+    llm_frame_masks="language",  # an LLM frame's mask: 'language' (its language decode) | 'tracker' (SAM-2's output)
+    tracker_offload=False,  # SAM-2's memory bank on the host (GPU memory: only the frame being tracked)
     protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type) | 'refsav' (+ A, long / short)
     submission=None,  # video: write submission.zip (None: only when the split has no GT)
     seed=0,  # random init of untrained parts (checkpoint 'none', random memory modules)
@@ -155,7 +158,7 @@ def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
             raise ValueError(f"{run.name}: dataset {key}={cfg[key]} but the model expects {value}")
     if run.task == "ref_vos":
         forced = {"num_frames": run.options["num_llm_frames"], "frame_sampling": run.options["llm_frame_sampling"],
-                  "sam_all_frames": True}
+                  "stream_frames": True, "sam_all_frames": False}
         for key, value in forced.items():
             if key in cfg and cfg[key] != value:
                 logger.info(f"{run.name}: reader {key}={cfg[key]!r} replaced by the evaluation's {value!r}")
@@ -195,10 +198,11 @@ class TrackerCache:
             raise ValueError(
                 "propagation='memory' needs SAM-2's memory modules: set test_options.sam2_memory to the Meta "
                 f"SAM-2 .pt (or HF sam2_video folder), or to {RANDOM_MEMORY!r} for tiny random test models")
-        key = (weights, options["tracker_decoder"], options["seed"])
+        key = (weights, options["tracker_decoder"], options["seed"], options["tracker_offload"])
         if key not in self._built:
             self._built[key] = SAM2MemoryTracker(self.model.grounding_encoder, memory_weights=weights,
-                                                 tracker_decoder=options["tracker_decoder"], seed=options["seed"])
+                                                 tracker_decoder=options["tracker_decoder"], seed=options["seed"],
+                                                 offload=options["tracker_offload"])
         return self._built[key]
 
 
@@ -207,7 +211,8 @@ def make_evaluator(run: EvalRun, model, trackers: TrackerCache):
     if run.task == "res":
         return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"])
     tracker = trackers.get(o) if o["propagation"] == "memory" else None
-    predictor = VideoPredictor(model, propagation=o["propagation"], tracker=tracker, max_new_tokens=o["max_new_tokens"])
+    predictor = VideoPredictor(model, propagation=o["propagation"], tracker=tracker, max_new_tokens=o["max_new_tokens"],
+                               llm_frame_masks=o["llm_frame_masks"])
     return RefVOSEvaluator(predictor, protocol=o["protocol"])
 
 
@@ -251,7 +256,7 @@ def _predict_item(evaluator, model, dataset: SalmaDataset, index: int, key: str,
     if evaluator.task == "ref_vos":
         foreground = None
         if evaluator.protocol == "revos" and dataset.mask_dict is not None:
-            foreground = dataset.load_foreground_masks(index)
+            foreground = dataset.foreground_frames(index)  # decoded frame by frame while scoring
         record = evaluator.predict_item(model, sample, foreground=foreground)
     else:
         record = evaluator.predict_item(model, sample)
@@ -265,8 +270,9 @@ def _show(run: EvalRun, dataset: SalmaDataset, records: list[dict], out_dir: str
             gt = {sid: sample["masks"][k, 0].numpy() for k, sid in enumerate(sample["meta"]["sent_ids"])}
             draw_res_record(rec, out_dir, gt)
         else:
-            gt = dataset.load_gt_masks(rec["index"])
-            draw_video_record(rec, out_dir, gt)
+            picks = strip_frames(len(rec["frame_paths"]))  # the drawn frames: their GT only
+            gt = dataset.load_gt_masks(rec["index"], picks)  # (n_exp, P, H, W) or None
+            draw_video_record(rec, out_dir, None if gt is None else {t: gt[:, i] for i, t in enumerate(picks)})
 
 
 def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, checkpoint: str, work_dir: str,

@@ -143,11 +143,11 @@ def draw_res_record(record: dict, out_dir: str, gt_masks: dict | None = None) ->
     return paths
 
 
-def draw_video_record(record: dict, out_dir: str, gt: np.ndarray | None = None,
-                      max_frames: int = MAX_VIDEO_FRAMES) -> list[str]:
+def draw_video_record(record: dict, out_dir: str, gt=None, max_frames: int = MAX_VIDEO_FRAMES) -> list[str]:
     """One PNG per expression: up to ``max_frames`` evenly spaced frames side by side.
 
-    ``gt``: (n_exp, N, H, W) GT of the record's expressions, if known.
+    ``gt``: GT of the record's expressions, if known: ``gt[t]`` -> (n_exp, H, W), read for the
+    drawn frames only (the reader's ``FrameGT``, or a dict of those frames).
     """
     height, width = record["size"]
     n = len(record["frame_paths"])
@@ -160,7 +160,7 @@ def draw_video_record(record: dict, out_dir: str, gt: np.ndarray | None = None,
             pred = decode_rle(exp["masks"][t], height, width) if exp["masks"] else None
             tag = " (LLM)" if t in record["llm_frames"] else ""
             text = f"frame {t}{tag}: {exp['exp'][:60]}\n-> {exp['answer'][:60]}"
-            tiles.append(overlay(frames[t], pred, text, None if gt is None else gt[e, t]))
+            tiles.append(overlay(frames[t], pred, text, None if gt is None else np.asarray(gt[t])[e]))
         strip = hstack(tiles)
         path = os.path.join(out_dir, f"{_safe(record['key'])}_exp{_safe(exp['exp_id'])}.png")
         os.makedirs(out_dir, exist_ok=True)

@@ -24,17 +24,19 @@ from typing import Any
 import numpy as np
 from transformers import CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedConfig, Sam2Config, Sam2VideoConfig
 
-from ..datasets.ref_vos import sample_frame_indices
+from ..datasets.ref_vos import FRAME_SAMPLINGS, sample_frame_indices
 from ..fingerprint import HASH, file_digest
 from .cma import CrossModalAttention2D
 from .grounding import MASK_SOURCES, SAM2GroundingRunner
-from .video import PROPAGATION_MODES, TRACKER_DECODERS
+from .video import LLM_FRAME_MASKS, PROPAGATION_MODES, TRACKER_DECODERS
 
 # SalmaDataset arguments that decide what the model sees (tiling, tokens, template, SAM-2 input).
 READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
               "sam_image_size", "system", "max_length")
-# The evaluation's test_options that decide how a video is predicted.
-VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder")
+# The evaluation's test_options that decide how a video is predicted (llm_frame_masks is optional:
+# exports written before it existed predict with its default, 'language').
+VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder", "llm_frame_masks")
+REQUIRED_VIDEO_KEYS = VIDEO_KEYS[:4]
 _VERSION_KEYS = ("transformers_version",)  # written by the exporting version only
 
 
@@ -123,7 +125,7 @@ def _check_inputs(inputs: Any) -> list[str]:
 
 
 def _check_video(video: Any, tracker: Any) -> list[str]:
-    problems = _unknown(video, VIDEO_KEYS, "video", required=VIDEO_KEYS)
+    problems = _unknown(video, VIDEO_KEYS, "video", required=REQUIRED_VIDEO_KEYS)
     if problems:
         return problems
     if not _positive_int(video["num_llm_frames"]):
@@ -131,8 +133,7 @@ def _check_video(video: Any, tracker: Any) -> list[str]:
     try:
         sample_frame_indices(1, 1, video["llm_frame_sampling"], np.random.default_rng(0))
     except ValueError:
-        problems.append(f"video.llm_frame_sampling {video['llm_frame_sampling']!r} is not 'uniform', 'random' or "
-                        f"'first'")
+        problems.append(f"video.llm_frame_sampling {video['llm_frame_sampling']!r} is not one of {FRAME_SAMPLINGS}")
     propagation = video["propagation"]
     if propagation not in PROPAGATION_MODES:
         problems.append(f"video.propagation {propagation!r} is not one of {PROPAGATION_MODES}")
@@ -141,6 +142,8 @@ def _check_video(video: Any, tracker: Any) -> list[str]:
             "the SAM-2 memory tracker config (tracker is null)" if tracker is None else "no tracker config"))
     if video["tracker_decoder"] not in TRACKER_DECODERS:
         problems.append(f"video.tracker_decoder {video['tracker_decoder']!r} is not one of {TRACKER_DECODERS}")
+    if video.get("llm_frame_masks", "language") not in LLM_FRAME_MASKS:
+        problems.append(f"video.llm_frame_masks {video['llm_frame_masks']!r} is not one of {LLM_FRAME_MASKS}")
     return problems
 
 

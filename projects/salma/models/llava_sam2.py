@@ -337,13 +337,16 @@ class VideoLLaVASAMModel(BaseModel):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self, data: dict, max_new_tokens: int = 32) -> list[dict]:
+    def predict(self, data: dict, max_new_tokens: int = 32, *, keep_queries: bool = False) -> list[dict]:
         """Generate an answer per sample and decode one mask per generated ``[SEG]``.
 
         Returns per sample: ``text`` (the decoded answer), ``masks`` bool (n_seg, T, H, W) at
         the original size (n_seg may be 0), ``mask_logits`` low-res float (n_seg, T, h, w),
-        and ``meta``. Rows that share their frames (consecutive rows of one image or video) share
-        one SAM-2 encoding and prior pass (:class:`FrameCache`).
+        and ``meta``; a sample whose ``g_pixel_values`` is None gets no masks. Rows that share
+        their frames (consecutive rows of one image or video) share one SAM-2 encoding and prior
+        pass (:class:`FrameCache`). ``keep_queries``: also ``queries``, the answer's
+        :class:`SegQueries` (None without ``[SEG]``), for :meth:`decode_frames` on more frames
+        (a long video's frames, chunk by chunk).
         """
         cache = FrameCache()
         results = []
@@ -361,9 +364,13 @@ class VideoLLaVASAMModel(BaseModel):
             frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
             meta = data["meta"][b] if data.get("meta") is not None else {}
             result = {"text": text, "meta": meta}
-            if frames is not None:
-                result.update(self._masks_for_answer(prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache,
-                                                     regions))
+            if frames is not None or keep_queries:
+                queries = self._answer_queries(prompt, expr_ids, new_tokens, pixel_values, regions)
+                if keep_queries:
+                    result["queries"] = queries
+                if frames is not None:
+                    size = tuple(meta.get("orig_size", frames.shape[-2:]))
+                    result.update(self.decode_frames(queries, frames, size, cache))
             results.append(result)
         return results
 
@@ -385,23 +392,35 @@ class VideoLLaVASAMModel(BaseModel):
         stop = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
         return tokens[: int(stop.nonzero()[0])] if stop.any() else tokens
 
-    def _masks_for_answer(self, prompt, expr_ids, new_tokens, pixel_values, frames, meta, cache: FrameCache,
-                          regions: list[torch.Tensor] | None = None) -> dict:
-        """Teacher-force prompt + answer once, read [SEG] states, decode all frames."""
+    def _answer_queries(self, prompt, expr_ids, new_tokens, pixel_values,
+                        regions: list[torch.Tensor] | None = None) -> SegQueries | None:
+        """Teacher-force prompt + answer once and project every generated [SEG] (None without one)."""
         full = torch.cat([prompt[0], new_tokens])[None]  # (1, L)
         hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values, prompt_masks=regions)
         n_prompt = prompt.shape[1]
         seg_positions = (new_tokens == self.mllm.seg_token_id).nonzero().flatten() + n_prompt
-        n_seg, n_frames = seg_positions.numel(), frames.shape[0]
-        size = tuple(meta.get("orig_size", frames.shape[-2:]))
-        if n_seg == 0:
+        if seg_positions.numel() == 0:
+            return None
+        expr = self._answer_expr_positions(full[0], n_prompt, seg_positions, expr_ids)
+        return self._seg_queries(hidden, [seg_positions], [expr])
+
+    @torch.no_grad()
+    def decode_frames(self, queries: SegQueries | None, frames: torch.Tensor, size: tuple[int, int],
+                      cache: FrameCache | None = None) -> dict:
+        """Masks of every query on every frame (language decode: CMA + prior, as in training).
+
+        queries: n objects (None: no [SEG]); frames (T, 3, G, G); size (H, W) of the masks.
+        Returns ``masks`` bool (n, T, H, W) and ``mask_logits`` float (n, T, h, w), on the CPU.
+        """
+        n_frames = frames.shape[0]
+        if queries is None:
             empty = torch.zeros(0, n_frames, *size, dtype=torch.bool)
             return {"masks": empty, "mask_logits": torch.zeros(0, n_frames, *self.grounding_encoder.low_res_size())}
-        expr = self._answer_expr_positions(full[0], n_prompt, seg_positions, expr_ids)
-        queries = self._seg_queries(hidden, [seg_positions], [expr])
-        features, frame_prior = self._frame_inputs(frames, hidden.device, cache)
-        frame_index = torch.arange(n_frames, device=hidden.device).repeat(n_seg)
-        object_index = torch.arange(n_seg, device=hidden.device).repeat_interleave(n_frames)
+        device = queries.seg.device
+        n_seg = queries.seg.shape[0]
+        features, frame_prior = self._frame_inputs(frames, device, cache or FrameCache())
+        frame_index = torch.arange(n_frames, device=device).repeat(n_seg)
+        object_index = torch.arange(n_seg, device=device).repeat_interleave(n_frames)
         logits = self._decode_pairs(features, frame_index, object_index, queries, frame_prior=frame_prior)
         masks = self.grounding_encoder.resize_to(logits, size) > 0
         return {

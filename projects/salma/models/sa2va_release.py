@@ -26,7 +26,7 @@ from .convert.sa2va import check_release_tokens, load_text_hidden_fcs, read_sa2v
 # sees the first 5 frames, SAM-2's memory (the release's own memory modules) tracks the rest.
 SA2VA_SAM2: dict = {}
 SA2VA_TEST_OPTIONS = dict(num_llm_frames=5, llm_frame_sampling="first", propagation="memory",
-                          tracker_decoder="shared")
+                          tracker_decoder="shared", llm_frame_masks="language")
 
 
 def release_submodule_cfgs(folder: str | Path, mllm: dict, grounding_encoder: dict) -> tuple[dict, dict]:

@@ -36,7 +36,8 @@ from transformers.initialization import no_init_weights
 
 from ..datasets.chat import jinja_chat_template
 from ..datasets.collate import expand_eval_sample, salma_collate
-from ..datasets.inference import ImageInput, InferenceReader, RegionInput, read_video
+from ..datasets.frames import VideoFrames, open_video
+from ..datasets.inference import ImageInput, InferenceReader, RegionInput
 from ..datasets.io import read_json
 from ..datasets.tokenizer import build_tokenizer
 from .convert.common import DTYPES, check_state_dict
@@ -44,7 +45,7 @@ from .convert.sa2va import is_sa2va_folder
 from .convert.sam2 import _video_config_from_json
 from .export_checks import check_salma_config, check_weights_file, weights_record
 from .llava_sam2 import VideoLLaVASAMModel
-from .video import SAM2MemoryTracker, VideoPredictor
+from .video import SAM2MemoryTracker, VideoPredictor, VideoStream
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -263,19 +264,22 @@ class SALMAModel(nn.Module):
         self,
         *,
         image: ImageInput | None = None,
-        video: Sequence[ImageInput] | str | os.PathLike | None = None,
+        video: Sequence[ImageInput] | VideoFrames | str | os.PathLike | None = None,
         text: str | Sequence[str],
         regions: Sequence[RegionInput] | None = None,
         max_new_tokens: int | None = None,
         template: bool = True,
         progress: bool = False,
         history: Sequence[tuple[str, str]] = (),
-    ) -> dict | list[dict]:
+        stream: bool = False,
+    ) -> dict | list[dict] | VideoPrediction:
         """Answer ``text`` about ``image`` or ``video`` and segment every generated ``[SEG]``.
 
         Args:
             image: PIL image, path or uint8 array (H, W, 3).
-            video: frames (PIL images, paths or arrays), a folder of frames, or a video file.
+            video: frames (PIL images, paths or arrays), a folder of frames, or a video file (read
+                a frame at a time when needed: only the LLM's frames up front, the rest while
+                SAM-2 tracks).
             text: a referring expression (asked with the evaluation's question template), or
                 several (one answer each, the frames encoded once). With ``regions``: a question
                 about them, naming them ``region1``, ``region2``, ... (sent verbatim).
@@ -284,26 +288,48 @@ class SALMAModel(nn.Module):
                 vision tokens under them (Sa2VA's ``<vp>``), in order: region1, region2, ...
             max_new_tokens: generation budget (default: the export's).
             template: False sends ``text`` verbatim as the question.
-            progress: show a progress bar while SAM-2 propagates through a video.
+            progress: show a progress bar over a video's frames.
+            stream: video only: return a :class:`VideoPrediction` at once (answers generated),
+                whose iteration yields ``(frame_index, masks)`` frame by frame as SAM-2 tracks:
+                ``masks`` bool (n_seg, H, W) for one text, a list of them for several. Frames
+                come in tracking order (from the first LLM frame to the end, then backwards to
+                frame 0), each once; ``len()`` is the number of frames (a progress bar's total).
+                Memory stays that of a few frames whatever the video's length; without
+                ``stream`` every mask is gathered in memory (short videos).
             history: earlier (question, answer) turns of a chat about the same image / video, asked
                 before ``text`` (one text, verbatim: ``template=False`` or regions).
         Returns:
             per text: ``text`` (the answer), ``question`` (the question asked, without the image
             tokens), ``masks`` bool at the original resolution, one per ``[SEG]``: image
             (n_seg, H, W); video (n_seg, T, H, W) on every frame, and ``llm_frames`` (the frames
-            the LLM saw). A dict for one text, a list for several.
+            the LLM saw). A dict for one text, a list for several. With ``stream``: a
+            :class:`VideoPrediction` whose ``answers`` are these without ``masks`` (with
+            ``n_seg``).
+
+        Example (a long video, masks written as they come)::
+
+            pred = model.predict(video="clip.mp4", text="the dog", stream=True)
+            print(pred.answers["text"])
+            for t, masks in tqdm(pred, total=len(pred)):
+                save(pred.frame_names[t], masks)  # masks: (n_seg, H, W)
         """
         if (image is None) == (video is None):
             raise ValueError("give exactly one of image= or video=")
         if regions and image is None:
             raise ValueError("regions are given with an image (visual prompts index an image's last tile)")
+        if stream and video is None:
+            raise ValueError("stream=True is for videos (an image's masks come at once)")
         texts = [text] if isinstance(text, str) else list(text)
         budget = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if image is not None:
             outputs = self._predict_image(image, texts, budget, template, regions, history)
-        else:
-            frames = read_video(video)[0] if isinstance(video, (str, os.PathLike)) else video
-            outputs = self._predict_video(frames, texts, budget, template, progress, history)
+            return outputs[0] if isinstance(text, str) else outputs
+        frames = open_video(video) if isinstance(video, (str, os.PathLike)) else video
+        prediction = self._predict_video(frames, texts, budget, template, progress, history,
+                                         single=isinstance(text, str))
+        if stream:
+            return prediction
+        outputs = prediction.collect()  # masks (n_seg, T, H, W) per text
         return outputs[0] if isinstance(text, str) else outputs
 
     def _batch(self, rows: list[dict]) -> dict:
@@ -319,17 +345,51 @@ class SALMAModel(nn.Module):
         return [{"text": o["text"], "question": q, "masks": o["masks"][:, 0]}  # (n_seg, H, W)
                 for o, q in zip(outputs, item["meta"]["questions"])]
 
-    def _predict_video(self, frames, texts, max_new_tokens, template, progress, history=()) -> list[dict]:
+    def _predict_video(self, frames, texts, max_new_tokens, template, progress, history, single) -> VideoPrediction:
         """As the Ref-VOS evaluation: the LLM's K frames decoded with the language, the config's
-        propagation ('memory': SAM-2 tracks them to every frame; 'decode_all') for the rest."""
+        propagation ('memory': SAM-2 tracks them to every frame; 'decode_all') for the rest,
+        frame by frame."""
         item = self.reader.video_item(frames, texts, template=template, history=history)
-        every = item["g_pixel_values"].to(self.dtype)  # (N, 3, G, G) on the host: the tracker moves frames
         llm_frames = list(item["meta"]["frame_indices"])  # (K,)
-        llm_pixels = every[llm_frames].to(self.device)  # (K, 3, G, G): one copy for all rows
+        llm_pixels = item["g_pixel_values"].to(self.device, self.dtype)  # (K, 3, G, G): one copy for all rows
         rows = [{**row, "g_pixel_values": llm_pixels} for row in expand_eval_sample(item)]
         predictor = VideoPredictor(self.model, propagation=self.config.video["propagation"], tracker=self.tracker,
-                                   max_new_tokens=max_new_tokens, track_all_seg=True, progress=progress)
-        outputs = predictor(self._batch(rows), every, llm_frames, tuple(item["meta"]["orig_size"]))
-        return [{"text": o["text"], "question": q, "masks": o["masks"], "llm_frames": llm_frames}
-                for o, q in zip(outputs, item["meta"]["questions"])]
+                                   max_new_tokens=max_new_tokens, track_all_seg=True, progress=progress,
+                                   llm_frame_masks=self.config.video.get("llm_frame_masks", "language"))
+        stream = predictor.stream(self._batch(rows), item["sam_frames"], llm_frames, tuple(item["meta"]["orig_size"]))
+        answers = [{"text": a["text"], "question": q, "n_seg": a["n_seg"], "llm_frames": llm_frames}
+                   for a, q in zip(stream.answers, item["meta"]["questions"])]
+        return VideoPrediction(stream, answers, item["meta"]["frame_names"], single=single)
 
+
+class VideoPrediction:
+    """A video's answers, and its masks frame by frame (``SALMAModel.predict(video=..., stream=True)``).
+
+    Attributes:
+        answers: per text ``text``, ``question``, ``n_seg`` and ``llm_frames`` (a dict for one
+            text, a list for several, as ``predict`` returns).
+        frame_names: one per frame (the folder's file stems, or 00000, 00001, ...).
+        size: (H, W) of the masks.
+    Iterating yields ``(frame_index, masks)`` once per frame, in tracking order: ``masks`` bool
+    (n_seg, H, W) on the CPU for one text, a list of them for several. ``len()``: the frames.
+    """
+
+    def __init__(self, stream: VideoStream, answers: list[dict], frame_names: Sequence[str], *, single: bool) -> None:
+        self.stream = stream
+        self.frame_names = list(frame_names)
+        self.size = stream.size
+        self.single = single
+        self.answers = answers[0] if single else answers
+
+    def collect(self) -> list[dict]:
+        """Every text's answer with ``masks`` bool (n_seg, T, H, W) on every frame (short videos)."""
+        answers = [self.answers] if self.single else self.answers
+        return [{**{k: a[k] for k in ("text", "question", "llm_frames")}, "masks": m}
+                for a, m in zip(answers, self.stream.collect())]
+
+    def __len__(self) -> int:
+        return self.stream.n_frames
+
+    def __iter__(self):
+        for t, masks in self.stream:
+            yield t, (masks[0] if self.single else masks)
