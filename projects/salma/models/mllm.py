@@ -24,47 +24,9 @@ from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_STAR
 from ..datasets.tokenizer import build_tokenizer
 from ..registry import MODELS
 from .convert.common import DTYPES
+from .positions import check_position_init, init_internvit_positions
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VISION_POSITION_INITS = ("sincos", "zeros")
-
-
-def sincos_position_table(grid: int, dim: int) -> torch.Tensor:
-    """(grid * grid, dim) fixed 2D sine-cosine position embeddings (MAE's), raster order: the first
-    half of the channels encodes the row, the second half the column, each as sin / cos pairs at
-    frequencies 1 / 10000^(k / (dim / 4))."""
-    if dim % 4:
-        raise ValueError(f"a 2D sine-cosine table needs a width divisible by 4, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
-    coords = torch.arange(grid, dtype=torch.float64)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (grid, grid) each
-
-    def encode(pos: torch.Tensor) -> torch.Tensor:
-        angles = pos.reshape(-1, 1) * omega  # (grid*grid, dim/4)
-        return torch.cat([angles.sin(), angles.cos()], dim=1)  # (grid*grid, dim/2)
-
-    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (grid*grid, dim)
-
-
-def init_vision_positions(vision_tower: nn.Module) -> None:
-    """Give a randomly initialised InternViT fixed 2D sine-cosine position embeddings.
-
-    transformers initialises them to zeros: a frozen random tower then never learns any, and its
-    patch tokens carry no position (a linear probe reads a token's column from the tiny model's
-    image tokens with R^2 ~ 0.1), so nothing downstream can resolve "on the left". A pretrained
-    InternViT's learned embeddings do carry position; this table stands in for them. The class
-    token's entry stays zero.
-    """
-    table = vision_tower.embeddings.position_embeddings  # (1, 1 + N, D)
-    if table is None:
-        return
-    grid = math.isqrt(table.shape[1] - 1)
-    if grid * grid != table.shape[1] - 1:
-        raise ValueError(f"vision position table of {table.shape[1] - 1} patches is not a square grid")
-    with torch.no_grad():
-        table[0, 1:] = sincos_position_table(grid, table.shape[2]).to(table.dtype)
-
-
 @MODELS.register_module()
 class InternVLMLLM(nn.Module):
     """InternVL2.5 (transformers-native) + LoRA + SALMA tokens.
@@ -86,7 +48,7 @@ class InternVLMLLM(nn.Module):
         gradient_checkpointing: recompute LLM activations in backward.
         vision_position_init: position embeddings of a randomly initialised vision tower (``config``
             only; a checkpoint brings its learned ones): ``'sincos'`` (a fixed 2D sine-cosine table,
-            see :func:`init_vision_positions`) or ``'zeros'`` (transformers' init: no position).
+            see :func:`positions.init_internvit_positions`) or ``'zeros'`` (transformers' init: no position).
     """
 
     def __init__(
@@ -106,8 +68,7 @@ class InternVLMLLM(nn.Module):
         super().__init__()
         if (model_path is None) == (config is None):
             raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
-        if vision_position_init not in VISION_POSITION_INITS:
-            raise ValueError(f"vision_position_init must be one of {VISION_POSITION_INITS}, got {vision_position_init!r}")
+        check_position_init(vision_position_init, "vision_position_init")
         if not freeze_llm and llm_lora is not None:
             raise ValueError(
                 "mllm.freeze_llm=False (full fine-tuning) with mllm.llm_lora set: LoRA freezes every LLM weight but "
@@ -122,7 +83,7 @@ class InternVLMLLM(nn.Module):
         else:
             self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(dtype)
             if vision_position_init == "sincos":
-                init_vision_positions(self.model.model.vision_tower)
+                init_internvit_positions(self.model.model.vision_tower)
         self._sync_tokens()
 
         self.model.requires_grad_(True)
