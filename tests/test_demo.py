@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from projects.salma.datasets.synthetic import make_synthetic
 from projects.salma.engine.demo import (DATA_RECORD, EMPTY, UNION, format_report, prepare_demo_data, res_scores_by_kind,
                                         run_demo, sentence_groups)
 from projects.salma.evaluation.metrics import RESAccumulator
@@ -59,20 +58,22 @@ def test_demo_data_is_rewritten_when_its_arguments_change_and_reused_when_not(tm
 
 @pytest.mark.slow
 def test_short_demo_beats_the_union_baseline(tmp_path):
-    data = str(tmp_path / "synthetic")
-    # The demo's data (tools/demo_cpu.py), fewer held-out items.
-    make_synthetic(data, seed=0, relational_fraction=0.1, height=128, width=128, num_val_images=20, num_val_videos=2, num_llava=0,
-                   num_gcg=0)
-    report = run_demo(CONFIG, str(tmp_path / "work"), data, max_iters=SHORT_ITERS)
+    # The demo's data (tools/demo_cpu.py's generator settings), fewer training and held-out items.
+    data = prepare_demo_data(str(tmp_path / "synthetic"), 0, num_images=300, num_val_images=20, num_val_videos=2)
+    export = str(tmp_path / "work" / "export")
+    report = run_demo(CONFIG, str(tmp_path / "work"), data, max_iters=SHORT_ITERS, export_dir=export)
     print(format_report(report))
 
     res = report["scores"]["refcoco_synth/val"]
     assert res["model"]["n_sentences"] > 100
     assert res[EMPTY]["cIoU"] == 0.0
     assert res["model"]["cIoU"] > res[UNION]["cIoU"] + 5.0, res
+    relational = res["model"]["by_kind"]["relational"]
+    assert relational["n_sentences"] > 0 and relational["n_sentences"] < res["model"]["n_sentences"]
     video = report["scores"]["mevis_synth/valid_u"]
     assert video["model"]["n_videos"] == 2 and video["model"]["J&F"] > video[EMPTY]["J&F"]
     # What tools/test.py would write: results, summaries and overlays of the evaluated splits.
     eval_dir = tmp_path / "work" / "eval"
     assert json.load(open(eval_dir / "summary.json"))
     assert os.listdir(eval_dir / "refcoco_synth" / "val" / "vis")
+    assert json.load(open(os.path.join(export, "config.json")))  # the trained model, exported
