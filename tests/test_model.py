@@ -449,3 +449,82 @@ def test_prior_pass_shares_the_decoders_high_res_convs_with_identical_results(tr
     old_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert old_grads.keys() == grads.keys() and "grounding_encoder.sam2.mask_decoder.conv_s0.weight" in grads
     assert all(torch.equal(old_grads[n], grads[n]) for n in grads)
+
+
+def test_sincos_position_table_matches_hand_computed_values():
+    from projects.salma.models.positions import sincos_position_table
+
+    s, c = math.sin(1.0), math.cos(1.0)
+    # grid 2, width 4: one frequency (1); per cell [sin row, cos row, sin col, cos col], raster order
+    expected = torch.tensor([[0, 1, 0, 1], [0, 1, s, c], [s, c, 0, 1], [s, c, s, c]], dtype=torch.float32)
+    torch.testing.assert_close(sincos_position_table(2, 4), expected)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_position_table(2, 6)
+
+
+def _column_probe_r2(model, n_fit: int = 40, n_test: int = 20) -> float:
+    """R^2 of a least-squares probe reading each LLM image token's column from its features, on noise images."""
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randn(n_fit + n_test, 3, 128, 128, generator=generator)
+    with torch.no_grad():
+        tokens = model.mllm.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output
+    n_img, n_tok, _ = tokens.shape  # (N, 16, D)
+    grid = math.isqrt(n_tok)
+    column = (torch.arange(n_tok) % grid).float().repeat(n_img, 1)  # (N, 16)
+    x = torch.cat([tokens, torch.ones(n_img, n_tok, 1)], dim=2).double()
+    fit = torch.linalg.lstsq(x[:n_fit].flatten(0, 1), column[:n_fit].flatten().double()[:, None]).solution
+    y, y_hat = column[n_fit:].flatten().double(), (x[n_fit:].flatten(0, 1) @ fit).flatten()
+    return float(1 - ((y - y_hat) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+@pytest.mark.parametrize("init", ["sincos", "zeros"])
+def test_random_vision_tower_tokens_carry_their_position_only_with_a_position_table(init):
+    """'The circle on the left' needs image tokens that know where they are. transformers initialises a
+    random InternViT's position embeddings to zeros: its tokens are then a bag of patches."""
+    model = build(**{"mllm.vision_position_init": init})
+    table = model.mllm.model.model.vision_tower.embeddings.position_embeddings
+    r2 = _column_probe_r2(model)
+    if init == "sincos":
+        assert table[0, 1:].abs().sum() > 0 and r2 > 0.6, r2  # 0.83
+    else:
+        assert table.abs().sum() == 0 and r2 < 0.3, r2  # -0.11
+
+
+def test_unknown_vision_position_init_is_refused():
+    with pytest.raises(ValueError, match="vision_position_init"):
+        build(**{"mllm.vision_position_init": "learned"})
+
+
+def _hiera_column_probe_r2(model, n_fit: int = 40, n_test: int = 20) -> float:
+    """R^2 of a least-squares probe reading each cell's column from SAM-2's lowest-level features
+    (the decoder's image embedding, 8x8 on the tiny model), on noise images."""
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randn(n_fit + n_test, 3, 128, 128, generator=generator)
+    with torch.no_grad():
+        features = model.grounding_encoder.encode_frames(pixels).image_embeddings  # (N, C, h, w)
+    n_img, _, h, w = features.shape
+    cells = features.flatten(2).transpose(1, 2)  # (N, h*w, C)
+    column = (torch.arange(h * w) % w).float().repeat(n_img, 1)  # (N, h*w)
+    x = torch.cat([cells, torch.ones(n_img, h * w, 1)], dim=2).double()
+    fit = torch.linalg.lstsq(x[:n_fit].flatten(0, 1), column[:n_fit].flatten().double()[:, None]).solution
+    y, y_hat = column[n_fit:].flatten().double(), (x[n_fit:].flatten(0, 1) @ fit).flatten()
+    return float(1 - ((y - y_hat) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+@pytest.mark.parametrize("init", ["sincos", "zeros"])
+def test_random_sam2_features_carry_their_position_only_with_a_position_table(init):
+    """SAM-2's decoder needs features that know where they are to pick 'the circle on the left' of two
+    identical circles. transformers initialises a random Hiera's position embedding to zeros."""
+    model = build(**{"grounding_encoder.sam2.position_init": init})
+    table = model.grounding_encoder.sam2.vision_encoder.backbone.pos_embed
+    r2 = _hiera_column_probe_r2(model)
+    print(f"Hiera column probe R^2 ({init}): {r2:.3f}")
+    if init == "sincos":
+        assert table.abs().sum() > 0 and r2 > 0.6, r2
+    else:
+        assert table.abs().sum() == 0 and r2 < 0.3, r2
+
+
+def test_unknown_sam2_position_init_is_refused():
+    with pytest.raises(ValueError, match="sam2.position_init"):
+        build(**{"grounding_encoder.sam2.position_init": "learned"})

@@ -1,41 +1,50 @@
-"""CPU demo: write synthetic data, train the tiny SALMA on it, report held-out scores beside baselines.
+"""CPU demo: write synthetic data, train the tiny SALMA on it, report held-out scores beside baselines,
+export the trained model.
 
-    python3 tools/demo_cpu.py [--iters N] [--work-dir work_dirs/demo] [--data data/synthetic]
+    python3 tools/demo_cpu.py [--seeds 0 1 2] [--iters N] [--work-dir work_dirs/demo] [--data data/synthetic_demo]
 
-The synthetic data is written with square 128 px frames (the tiny model's SAM-2 input) and fewer
-relational expressions ("the circle on the left") than the generator's default: the tiny model
-learns colour / shape references in minutes, spatial ones barely. Prints RES cIoU / gIoU on synthetic RefCOCO val and J / F / J&F on synthetic MeViS valid_u for
-the trained model, an empty mask and the union of all objects; writes ``demo_report.json``, the
-evaluation results and overlay PNGs (``eval/*/vis``) under the work dir.
+For each seed: the demo's synthetic data (``projects.salma.engine.demo.DEMO_DATA``; written under
+``<data>/seed<N>`` unless already there with the same arguments), training with that seed, RES cIoU /
+gIoU on synthetic RefCOCO val (and on its relational sentences: "the circle on the left", "the larger
+blue shape") and J / F / J&F on synthetic MeViS valid_u, for the trained model, an empty mask and the
+union of all objects. Under ``<work-dir>/seed<N>``: the checkpoint, the evaluation results and overlay
+PNGs (``eval/*/vis``), ``demo_report.json``, and the exported model (``export``, a folder
+``SALMAModel.from_pretrained`` and ``tools/infer.py`` load). Several seeds end with mean ± standard
+deviation over the seeds (``<work-dir>/demo_seeds.json``).
 """
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-from projects.salma.engine.demo import format_report, run_demo
-
-DEMO_RELATIONAL_FRACTION = 0.1  # of the objects with a relational reference (generator default: 0.25)
-DEMO_IMAGE_SIZE = 128  # square frames fill the tiny model's 128 px SAM-2 input (generator default: 96x128)
+from projects.salma.engine.demo import format_report, format_seed_table, prepare_demo_data, run_demo, summarize_seeds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny/salma_tiny_synthetic.py")
-    parser.add_argument("--data", default="data/synthetic")
+    parser.add_argument("--data", default="data/synthetic_demo", help="synthetic data root (one folder per seed)")
     parser.add_argument("--work-dir", default="work_dirs/demo")
     parser.add_argument("--iters", type=int, help="training iterations (default: the config's max_iters)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (data and training)")
+    parser.add_argument("--no-export", action="store_true", help="do not export the trained models")
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.data, "refcoco_synth")):
-        subprocess.run([sys.executable, "tools/data/make_synthetic.py", "--out", args.data, "--seed", str(args.seed),
-                        "--relational-fraction", str(DEMO_RELATIONAL_FRACTION), "--height", str(DEMO_IMAGE_SIZE),
-                        "--width", str(DEMO_IMAGE_SIZE)], check=True)
-    report = run_demo(args.config, args.work_dir, args.data, args.iters, seed=args.seed)
-    print("\n" + format_report(report))
-    with open(os.path.join(args.work_dir, "demo_report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    reports = []
+    for seed in args.seeds:
+        data = prepare_demo_data(os.path.join(args.data, f"seed{seed}"), seed)
+        work_dir = os.path.join(args.work_dir, f"seed{seed}")
+        export_dir = None if args.no_export else os.path.join(work_dir, "export")
+        report = run_demo(args.config, work_dir, data, args.iters, seed=seed, export_dir=export_dir)
+        with open(os.path.join(work_dir, "demo_report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print("\n" + format_report(report), flush=True)
+        reports.append(report)
+    print("\n" + format_seed_table(reports))
+    if len(reports) > 1:
+        with open(os.path.join(args.work_dir, "demo_seeds.json"), "w", encoding="utf-8") as f:
+            json.dump({"seeds": args.seeds, "summary": summarize_seeds(reports)}, f, indent=2)
+    for report in reports:
+        if "export" in report:
+            print(f"seed {report['seed']}: exported model in {report['export']}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ train_dataloader = dict(
     collate_fn=dict(type="salma.salma_collate"),
 )
 
-max_iters = 1500  # about 3 minutes on 2 CPU cores; longer runs overfit the 300 training images
+max_iters = 1500  # about 4.5 minutes on 2 CPU cores (tools/demo_cpu.py: 3000 training images)
 warmup_ratio = 0.05  # linear LR warm-up, then cosine (tools/demo_cpu.py --iters keeps these ratios)
 optim_wrapper = dict(
     type="OptimWrapper",

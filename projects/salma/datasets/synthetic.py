@@ -221,16 +221,28 @@ def relational_expressions(shapes: list[Shape], width: int, *, spatial: bool = T
     return out
 
 
+def expression_kind(expression: str) -> str:
+    """Which relation an expression of this generator's grammar needs: ``'spatial'`` ("the circle
+    on the left"), ``'size'`` ("the larger blue shape") or ``'attribute'`` (colour and shape only)."""
+    words = expression.split()
+    if len(words) == 5 and words[2:4] == ["on", "the"]:  # the <shape> on the left|right
+        return "spatial"
+    if len(words) == 4 and words[1] in ("larger", "smaller") and words[3] == "shape":
+        return "size"
+    return "attribute"
+
+
 def resolve_expression(expression: str, shapes: list[Shape], width: int) -> list[int]:
     """Indices of the objects an expression of this generator's grammar refers to."""
     words = expression.split()
-    if len(words) == 5 and words[2:4] == ["on", "the"]:  # the <shape> on the left|right
+    relation = expression_kind(expression)
+    if relation == "spatial":
         group = [(s.cx, i) for i, s in enumerate(shapes) if s.kind == words[1]]
         group.sort(reverse=words[4] == "right")
         if len(group) >= 2 and abs(group[1][0] - group[0][0]) > _LEFT_RIGHT_MARGIN * width:
             return [group[0][1]]
         return [i for _, i in group] if len(group) == 1 else []
-    if len(words) == 4 and words[1] in ("larger", "smaller") and words[3] == "shape":
+    if relation == "size":
         group = sorted((s.r, i) for i, s in enumerate(shapes) if s.color == words[2])
         if len(group) == 2 and group[1][0] > _SIZE_RATIO * group[0][0]:
             return [group[1][1] if words[1] == "larger" else group[0][1]]

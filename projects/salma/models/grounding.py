@@ -24,6 +24,7 @@ from transformers import Sam2Config, Sam2Model
 
 from ..registry import MODELS
 from .cma import CrossModalAttention2D
+from .positions import check_position_init, init_hiera_positions
 
 MASK_SOURCES = ("pred", "gt", "none")
 
@@ -91,8 +92,13 @@ def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str
 def build_sam2_model(spec: dict) -> Sam2Model:
     """Build SAM-2 from ``checkpoint`` (Meta .pt, HF folder or Sa2VA release folder), ``size``
     (random weights), or ``config``. With a checkpoint in Meta's layout, ``config`` describes an
-    architecture that is not a published size (tiny test models)."""
+    architecture that is not a published size (tiny test models). ``position_init``: Hiera's
+    position embedding on random weights, ``'sincos'`` (default, a fixed table:
+    :func:`positions.init_hiera_positions`) or ``'zeros'`` (transformers' init: no position); a
+    checkpoint brings its learned one."""
     spec = dict(spec)
+    position_init = spec.pop("position_init", "sincos")
+    check_position_init(position_init, "sam2.position_init")
     if spec.get("checkpoint"):
         from .convert.sam2 import load_sam2
 
@@ -101,10 +107,14 @@ def build_sam2_model(spec: dict) -> Sam2Model:
     if spec.get("size"):
         from .convert.sam2 import sam2_config_for
 
-        return Sam2Model(sam2_config_for(spec["size"], **{k: v for k, v in spec.items() if k in ("version",)}))
-    if spec.get("config"):
-        return Sam2Model(Sam2Config(**spec["config"]))
-    raise ValueError(f"sam2 spec needs 'checkpoint', 'size' or 'config'; got keys {sorted(spec)}")
+        model = Sam2Model(sam2_config_for(spec["size"], **{k: v for k, v in spec.items() if k in ("version",)}))
+    elif spec.get("config"):
+        model = Sam2Model(Sam2Config(**spec["config"]))
+    else:
+        raise ValueError(f"sam2 spec needs 'checkpoint', 'size' or 'config'; got keys {sorted(spec)}")
+    if position_init == "sincos":
+        init_hiera_positions(model.vision_encoder.backbone)
+    return model
 
 
 @MODELS.register_module()

@@ -24,10 +24,9 @@ from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_STAR
 from ..datasets.tokenizer import build_tokenizer
 from ..registry import MODELS
 from .convert.common import DTYPES
+from .positions import check_position_init, init_internvit_positions
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @MODELS.register_module()
 class InternVLMLLM(nn.Module):
     """InternVL2.5 (transformers-native) + LoRA + SALMA tokens.
@@ -47,6 +46,9 @@ class InternVLMLLM(nn.Module):
         torch_dtype: dtype to load weights in and compute in ('float32', 'bfloat16'); trainable
             weights are kept in float32 either way.
         gradient_checkpointing: recompute LLM activations in backward.
+        vision_position_init: position embeddings of a randomly initialised vision tower (``config``
+            only; a checkpoint brings its learned ones): ``'sincos'`` (a fixed 2D sine-cosine table,
+            see :func:`positions.init_internvit_positions`) or ``'zeros'`` (transformers' init: no position).
     """
 
     def __init__(
@@ -61,10 +63,12 @@ class InternVLMLLM(nn.Module):
         trainable_embeddings: bool = True,
         torch_dtype: str = "float32",
         gradient_checkpointing: bool = False,
+        vision_position_init: str = "sincos",
     ) -> None:
         super().__init__()
         if (model_path is None) == (config is None):
             raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
+        check_position_init(vision_position_init, "vision_position_init")
         if not freeze_llm and llm_lora is not None:
             raise ValueError(
                 "mllm.freeze_llm=False (full fine-tuning) with mllm.llm_lora set: LoRA freezes every LLM weight but "
@@ -78,6 +82,8 @@ class InternVLMLLM(nn.Module):
             self.model = load_internvl(model_path, dtype=dtype)
         else:
             self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(dtype)
+            if vision_position_init == "sincos":
+                init_internvit_positions(self.model.model.vision_tower)
         self._sync_tokens()
 
         self.model.requires_grad_(True)
