@@ -83,7 +83,8 @@ def build(model: str):
 
 
 def mib(field: str) -> float:
-    line = next(entry for entry in open("/proc/self/status") if entry.startswith(field + ":"))
+    with open("/proc/self/status", encoding="utf-8") as status:
+        line = next(entry for entry in status if entry.startswith(field + ":"))
     return int(line.split()[1]) / 1024
 
 
