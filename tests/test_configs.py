@@ -210,16 +210,6 @@ TINY_FLIPS = {
 }
 
 
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def test_tiny_ablation_rows_flip_one_thing_each_and_end_at_the_tiny_synthetic_config():
     cfgs = {name: Config.fromfile(f"configs/tiny/ablations/{name}.py") for name in TINY_ROWS}
     base = Config.fromfile("configs/tiny/salma_tiny_synthetic.py")
@@ -228,6 +218,6 @@ def test_tiny_ablation_rows_flip_one_thing_each_and_end_at_the_tiny_synthetic_co
     assert not baseline.enable_cma and baseline.mask_source == "none"
     assert (cfgs["0_baseline"].model.loss_tmc_weight, cfgs["0_baseline"].model.loss_boundary_weight) == (0, 0)
     for previous, name in zip(TINY_ROWS, TINY_ROWS[1:]):
-        a, b = _flat(cfgs[previous].to_dict()), _flat(cfgs[name].to_dict())
+        a, b = flat(cfgs[previous].to_dict()), flat(cfgs[name].to_dict())
         changed = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
         assert changed == {f"model.{k}": v for k, v in TINY_FLIPS[name].items()}, name

@@ -17,20 +17,10 @@ from projects.salma.datasets.synthetic import write_video_file
 from projects.salma.datasets.transforms import stack_normalized
 from projects.salma.datasets.video_files import VideoEndedEarly
 
+from test_data_video_files import decode_all  # an OpenCV read loop, independent of the readers
+
 cv2 = pytest.importorskip("cv2")  # installed with mmengine
 N_FRAMES = 40
-
-
-def decode_all(path):
-    """Every frame of a video, decoded independently of the package (OpenCV read loop)."""
-    capture, out = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        out.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    capture.release()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,7 @@ def clip(tmp_path_factory):
         a[:, t : t + 6] = (200, 60 + 4 * t, 20)
         images.append(Image.fromarray(a))
     write_video_file(path, images, fps=12)
-    return path, decode_all(path)
+    return path, [np.asarray(image) for image in decode_all(path)]
 
 
 def test_video_file_read_forwards_then_backwards_gives_the_decoded_frames(clip):
