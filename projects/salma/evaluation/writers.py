@@ -222,6 +222,17 @@ def _label(name: str, entry: dict) -> str:
     return f"{name} (first {n} of {total} items)" if n is not None and total is not None and n < total else name
 
 
+
+def _subset_table(entries: dict, subsets: tuple[str, ...], extra: tuple[str, ...]) -> list[str]:
+    """Markdown rows of per-subset video metrics: J&F, J, F, the ``extra`` keys, expressions."""
+    keys = ("J&F", "J", "F", *extra)
+    lines = ["| dataset | subset | " + " | ".join(keys) + " | expressions |", "|---" * (len(keys) + 3) + "|"]
+    for name, e in entries.items():
+        for subset in subsets:
+            m = e["metrics"][subset]
+            lines.append(f"| {name} | {subset} | " + " | ".join(_fmt(m[k]) for k in keys) + f" | {m['n']} |")
+    return lines + [""]
+
 def summary_markdown(summary: dict[str, dict]) -> str:
     """Markdown tables of a ``{run name: entry}`` summary (entry: ``task``, ``protocol``, ``metrics``)."""
     summary = {_label(name, entry): entry for name, entry in summary.items()}
@@ -251,23 +262,10 @@ def summary_markdown(summary: dict[str, dict]) -> str:
             lines.append(f"| {name} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | {m['n']} | {m['n_no_seg']} |")
         lines.append("")
     if revos:
-        lines += ["## ReVOS (%)", "", "| dataset | subset | J&F | J | F | A | R | expressions |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, e in revos.items():
-            for subset in ("referring", "reasoning", "overall"):
-                m = e["metrics"][subset]
-                lines.append(f"| {name} | {subset} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | "
-                             f"{_fmt(m['A'])} | {_fmt(m['R'])} | {m['n']} |")
-        lines.append("")
+        lines += ["## ReVOS (%)", ""] + _subset_table(revos, ("referring", "reasoning", "overall"), ("A", "R"))
     if refsav:
-        lines += ["## Ref-SAV (%)", "", "Long (type 0) and short (type 1) expressions; overall = their mean.", "",
-                  "| dataset | subset | J&F | J | F | A | expressions |", "|---|---|---|---|---|---|---|"]
-        for name, e in refsav.items():
-            for subset in ("long", "short", "overall"):
-                m = e["metrics"][subset]
-                lines.append(f"| {name} | {subset} | {_fmt(m['J&F'])} | {_fmt(m['J'])} | {_fmt(m['F'])} | "
-                             f"{_fmt(m['A'])} | {m['n']} |")
-        lines.append("")
+        lines += ["## Ref-SAV (%)", "", "Long (type 0) and short (type 1) expressions; overall = their mean.", ""]
+        lines += _subset_table(refsav, ("long", "short", "overall"), ("A",))
     attention = {k: v for k, v in res.items() if "n_attention" in v["metrics"]}
     if attention:
         lines += ["## Where CMA's output lands (%, --attention-stats)", "",
