@@ -30,6 +30,26 @@ def test_shipped_configs_have_consistent_prior_settings(path):
                          mask_source=grounding.get("mask_source", "pred"))
 
 
+MODEL_CONFIGS = [p for p in SHIPPED if "_base_/datasets" not in p and "scope.py" not in p and "default_runtime" not in p]
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS)
+def test_every_shipped_config_names_its_decode_rule(path):
+    """The originals' rule (best predicted IoU of tokens 1-3) is written in every shipped model,
+    not left to a class default; only the decode-rule ablations flip it, and nothing else."""
+    rule = Config.fromfile(path).model.grounding_encoder.get("mask_token")
+    assert rule == ("first" if os.path.basename(path) == "mask_token_first.py" else "best_iou")
+
+
+@pytest.mark.parametrize("ablation,base", [("configs/ablations/mask_token_first.py", "configs/SALMA-1B.py"),
+                                           ("configs/tiny/ablations/mask_token_first.py",
+                                            "configs/tiny/salma_tiny_synthetic.py")])
+def test_decode_rule_ablation_flips_only_the_rule(ablation, base):
+    a, b = flat(Config.fromfile(base).to_dict()), flat(Config.fromfile(ablation).to_dict())
+    changed = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed == {"model.grounding_encoder.mask_token": ("best_iou", "first")}
+
+
 def test_salma_1b_matches_the_seed():
     cfg = Config.fromfile("configs/SALMA-1B.py")
     mllm, sam = cfg.model.mllm, cfg.model.grounding_encoder

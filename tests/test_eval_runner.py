@@ -82,6 +82,20 @@ def test_readers_get_eval_mode_the_model_sizes_and_the_llm_frames():
             complete_dataset_cfg(broken, model_cfg, _fake_model())
 
 
+def test_sam_pixel_stats_option_reaches_every_reader():
+    """test_options.sam_pixel_stats (a published Sa2VA scored as its HF code runs it) is every
+    reader's; unset, the readers keep their own (ImageNet statistics)."""
+    from projects.salma.evaluation.runner import complete_dataset_cfg
+
+    model_cfg = dict(mllm=dict(tokenizer=dict(type="build_tiny_tokenizer")))
+    for name in ("mevis/valid_u", "refcocog"):
+        plain = {r.name: r for r in resolve_runs(cfg())}[name]
+        assert "sam_pixel_stats" not in complete_dataset_cfg(plain, model_cfg, _fake_model())
+        options = dict(num_llm_frames=8, sam_pixel_stats="sa2va_release")
+        release = {r.name: r for r in resolve_runs(Config(dict(test_datasets=ENTRIES, test_options=options)))}[name]
+        assert complete_dataset_cfg(release, model_cfg, _fake_model())["sam_pixel_stats"] == "sa2va_release"
+
+
 def test_checkpoint_without_cma_weights_is_refused_unless_allowed(tmp_path, monkeypatch):
     """A checkpoint lacking trained tensors (here CMA: gamma stays 0, i.e. a Sa2VA) must not be
     evaluated silently; tools/test.py --allow-missing-weights is the deliberate way."""

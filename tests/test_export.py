@@ -126,11 +126,12 @@ def test_folder_has_weights_config_tokenizer_and_chat_template(exported):
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["format"] == "salma" and config["max_expr_tokens"] == 16
     assert config["inputs"] == {**{k: v for k, v in READER.items() if k != "tokenizer"}, "use_thumbnail": True,
-                                "system": ""}
+                                "system": "", "sam_pixel_stats": "imagenet"}
     assert config["video"] == dict(num_llm_frames=LLM_FRAMES, llm_frame_sampling="first", propagation="memory",
                                    tracker_decoder="shared", llm_frame_masks="language")
     assert config["max_new_tokens"] == 8 and config["tracker"]["model_type"] == "sam2_video"
     assert config["grounding"]["mask_source"] == "pred" and config["grounding"]["cma"]["mask_bias_mode"] == "gate"
+    assert config["grounding"]["mask_token"] == "best_iou"  # the rule the model trained with, recorded
     assert config["internvl"]["text_config"]["vocab_size"] == 512
 
 
@@ -523,6 +524,24 @@ def test_shape_mismatch_and_foreign_config_are_errors(exported, tmp_path):
     json.dump({**config, "format": "hf"}, open(os.path.join(folder, "config.json"), "w"))
     with pytest.raises(ValueError, match="not a SALMA export"):
         SALMAModel.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("legacy,rule", [({}, "first"), ({"sa2va_eval_swap": False}, "first"),
+                                         ({"sa2va_eval_swap": True}, "best_iou")],
+                         ids=["salma_export", "swap_off", "sa2va_release_export"])
+def test_exports_from_before_the_decode_rule_keep_the_rule_they_decoded_with(exported, tmp_path, legacy, rule):
+    """config.json written before ``mask_token`` existed: a SALMA export decoded (and trained) mask
+    token 0; a Sa2VA release export asked for Sa2VA's decode, which is the best-IoU rule. Their
+    inputs had no ``sam_pixel_stats`` either (ImageNet statistics)."""
+    folder = tmp_path / "legacy"
+    shutil.copytree(exported[1], folder)
+    config = json.load(open(folder / "config.json"))
+    config["grounding"] = {**{k: v for k, v in config["grounding"].items() if k != "mask_token"}, **legacy}
+    config["inputs"].pop("sam_pixel_stats")
+    json.dump(config, open(folder / "config.json", "w"))
+    model = SALMAModel.from_pretrained(str(folder), device="cpu")
+    assert model.model.grounding_encoder.mask_token == rule and model.config.grounding["mask_token"] == rule
+    assert "sa2va_eval_swap" not in model.config.grounding and model.reader.sam_pixel_stats == "imagenet"
 
 
 def test_device_and_dtype_defaults(exported, monkeypatch):

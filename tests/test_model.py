@@ -64,11 +64,45 @@ def test_training_step_gradients_flow_exactly_where_they_should(model):
     assert [n for n in frozen if params[n].grad is not None] == []
     cma_without_signal = [n for n, p in model.grounding_encoder.cma.named_parameters() if p.grad.abs().sum() == 0]
     assert cma_without_signal == []
-    # a trainable decoder weight that no loss reaches would only shrink under weight decay (the
-    # hypernetworks of mask tokens 1-3, read by the prior pass and by tracking, are frozen for that)
+    # a trainable decoder weight that no loss reaches would only shrink under weight decay; the
+    # hypernetworks of tokens 1-3 are reached by the objects whose best-IoU mask is theirs (which
+    # token wins changes from step to step: test_frozen_decoder_heads_are_exactly_...)
+    hypernetworks = "grounding_encoder.sam2.mask_decoder.output_hypernetworks_mlps."
     decoder_without_signal = [n for n in trainable if n.startswith("grounding_encoder.sam2.mask_decoder.")
-                              and params[n].grad.abs().sum() == 0]
+                              and not n.startswith(hypernetworks) and params[n].grad.abs().sum() == 0]
     assert decoder_without_signal == []
+    assert any(params[n].grad.abs().sum() > 0 for n in trainable if n.startswith(hypernetworks))
+
+
+@pytest.mark.parametrize("mask_token,winners", [("best_iou", [1, 2, 3]), ("first", [None])])
+def test_frozen_decoder_heads_are_exactly_those_the_rule_gives_no_gradient(mask_token, winners):
+    """With the whole decoder trainable, training steps reach exactly the heads the rule trains:
+    'best_iou' the hypernetwork of whichever of tokens 1-3 wins by predicted IoU (each made the
+    winner in turn through the IoU head's bias), 'first' token 0's; never the IoU or object-score
+    heads (the IoU only ranks). What no step reaches is what the runner freezes."""
+    from projects.salma.models.grounding import UNTRAINED_DECODER_HEADS
+
+    reached = set()
+    for winner in winners:
+        model = build(**{"grounding_encoder.mask_token": mask_token})
+        decoder = model.grounding_encoder.sam2.mask_decoder
+        frozen_by_rule = {n for n, p in decoder.named_parameters() if not p.requires_grad}
+        assert frozen_by_rule == {n for n, _ in decoder.named_parameters()
+                                  if n.startswith(UNTRAINED_DECODER_HEADS[mask_token])}
+        if winner is not None:
+            with torch.no_grad():
+                bias = decoder.iou_prediction_head.proj_out.bias
+                bias.fill_(-50.0)
+                bias[winner] = 50.0
+        decoder.requires_grad_(True)
+        model.train()
+        torch.manual_seed(0)
+        sum(model(make_batch(model, [(2, 1), (1, 1)], **SIZES), mode="loss").values()).backward()
+        step = {n for n, p in decoder.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        tokens = {int(n.split(".")[1]) for n in step if n.startswith("output_hypernetworks_mlps.")}
+        assert tokens == ({0} if winner is None else {winner})
+        reached |= step
+    assert {n for n, _ in decoder.named_parameters()} - reached == frozen_by_rule
 
 
 def test_one_optimizer_step_lowers_nothing_silently_and_moves_parameters(model):
@@ -433,8 +467,7 @@ def test_prior_pass_shares_the_decoders_high_res_convs_with_identical_results(tr
     def old_decode(features, frame_index, seg, tokens=None, padding=None, prior=None):
         embeddings = runner.cma(features.image_embeddings[frame_index], tokens, prior, padding)
         high_res = [level[frame_index] for level in old_high_res(features)]
-        masks, _ = runner._run_decoder(embeddings, high_res, seg[:, None], multimask_output=False)
-        return masks[:, :1]
+        return runner.decode_masks(embeddings, high_res, seg[:, None])
 
     model.zero_grad()
     runner.structure_prior, runner.decode = old_structure_prior, old_decode

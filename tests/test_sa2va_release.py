@@ -28,6 +28,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from PIL import Image
 from torch import nn
 
 pytest.importorskip("sam2", reason="Meta's sam2 is a test-only extra: see requirements-test.txt")
@@ -201,46 +202,105 @@ def test_text_hidden_fcs_loaded_as_is(release, baseline):
     torch.testing.assert_close(baseline.text_hidden_fcs(x), by_hand, rtol=0, atol=0)
 
 
-def meta_language_decode(meta, frames: torch.Tensor, seg: torch.Tensor, *, swap: bool = True) -> torch.Tensor:
-    """Sa2VA's language decode with Meta's modules: a padding point (label -1) plus the [SEG]
-    embedding as sparse prompts, one mask, features with no_mem_embed. -> (1, 1, h, w) logits.
+class _SparseWithLanguage(nn.Module):
+    """Meta's prompt encoder with Sa2VA's one extension of ``_forward_sam_heads``: the language
+    embedding appended to the sparse prompt tokens (``language_embd``)."""
 
-    ``swap``: Meta's eval-mode decoder replaces an unstable token-0 mask by the most stable of
-    tokens 1-3 (what Sa2VA's inference does); False decodes token 0, as Sa2VA trains."""
+    def __init__(self, encoder: nn.Module, language: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder, self.language = encoder, language  # language: (B, 1, C)
+        self.mask_input_size = encoder.mask_input_size
+
+    def forward(self, points, boxes, masks):
+        sparse, dense = self.encoder(points=points, boxes=boxes, masks=masks)
+        return torch.cat([sparse, self.language], dim=1), dense
+
+    def get_dense_pe(self):
+        return self.encoder.get_dense_pe()
+
+
+def meta_language_decode(meta, frames: torch.Tensor, seg: torch.Tensor, *, mask_token: str = "best_iou") -> torch.Tensor:
+    """Sa2VA's language decode computed by Meta's ``SAM2Base._forward_sam_heads``: no point (a
+    padding point, label -1) plus the [SEG] embedding as sparse prompts, features with no_mem_embed.
+    -> (1, 1, h, w) logits.
+
+    ``'best_iou'``: ``multimask_output=_use_multimask(is_init_cond_frame=True, point_inputs=None)``
+    as both originals call it (True for the shipped SAM-2 config: Meta keeps the highest predicted
+    IoU of tokens 1-3); ``'first'``: ``multimask_output=False`` with Meta's eval-mode stability swap
+    off, i.e. mask token 0."""
+    feats, _ = _meta_image_features(meta, frames)
+    decoder = meta.sam_mask_decoder
+    assert not decoder.training and decoder.dynamic_multimask_via_stability  # sam2.1's setting, eval mode
+    multimask = meta._use_multimask(is_init_cond_frame=True, point_inputs=None)
+    assert multimask  # multimask_output_in_sam=True, multimask_min/max_pt_num=0/1, as Sa2VA's sam2_hiera_l.yaml
+    encoder = meta.sam_prompt_encoder
+    meta.sam_prompt_encoder = _SparseWithLanguage(encoder, seg[:, None])
+    decoder.dynamic_multimask_via_stability = False  # only reached with multimask_output=False
+    try:
+        out = meta._forward_sam_heads(backbone_features=feats[-1], point_inputs=None, mask_inputs=None,
+                                      high_res_features=feats[:-1], multimask_output=mask_token == "best_iou")
+    finally:
+        meta.sam_prompt_encoder = encoder
+        decoder.dynamic_multimask_via_stability = True
+    return out[3]  # low_res_masks: the kept mask
+
+
+def meta_token0_stability(meta, frames: torch.Tensor, seg: torch.Tensor) -> float:
+    """Meta's stability score of mask token 0 for the same decode (what its eval-mode swap reads)."""
     feats, _ = _meta_image_features(meta, frames)
     sparse, dense = meta.sam_prompt_encoder(points=(torch.zeros(1, 1, 2), -torch.ones(1, 1, dtype=torch.int32)),
                                             boxes=None, masks=None)
-    sparse = torch.cat([sparse, seg[:, None]], dim=1)
     decoder = meta.sam_mask_decoder
-    assert not decoder.training and decoder.dynamic_multimask_via_stability  # sam2.1's setting, eval mode
-    decoder.dynamic_multimask_via_stability = swap
+    decoder.dynamic_multimask_via_stability = False
     try:
-        masks, *_ = decoder(
-            image_embeddings=feats[-1], image_pe=meta.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-            repeat_image=False, high_res_features=feats[:-1])
+        masks, *_ = decoder(image_embeddings=feats[-1], image_pe=meta.sam_prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=torch.cat([sparse, seg[:, None]], dim=1),
+                            dense_prompt_embeddings=dense, multimask_output=False, repeat_image=False,
+                            high_res_features=feats[:-1])
     finally:
         decoder.dynamic_multimask_via_stability = True
-    return masks
+    return float(decoder._get_stability_scores(masks[:, 0]))
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("swap", [False, True], ids=["token0", "sa2va_eval_swap"])
-def test_sam2_part_decodes_as_metas_sam2(release, baseline, swap):
-    """The decode as trained (token 0, SALMA's default in eval mode too), and with
-    ``sa2va_eval_swap`` Sa2VA's own eval-mode decode (Meta's stability swap), both on Meta's SAM-2."""
+@pytest.mark.parametrize("mask_token", ["best_iou", "first"])
+def test_sam2_part_decodes_as_metas_sam2(release, baseline, mask_token):
+    """The language decode of each rule on Meta's SAM-2 (``_forward_sam_heads``), with an input on
+    which the rules disagree."""
     gen = torch.Generator().manual_seed(4)
     frames, seg = torch.randn(1, 3, SAM_SIZE, SAM_SIZE, generator=gen), torch.randn(1, 256, generator=gen)
-    runner = baseline.grounding_encoder
-    runner.sa2va_eval_swap = swap
-    try:
-        ours = runner.decode(runner.encode_frames(frames), torch.zeros(1, dtype=torch.long), seg)
-    finally:
-        runner.sa2va_eval_swap = False
-    expected = meta_language_decode(release.meta, frames, seg, swap=swap)
+    runner = copy.deepcopy(baseline.grounding_encoder)
+    runner.mask_token = mask_token
+    ours = runner.decode(runner.encode_frames(frames), torch.zeros(1, dtype=torch.long), seg)
+    expected = meta_language_decode(release.meta, frames, seg, mask_token=mask_token)
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
-    if swap:  # the test can tell the two apart: this input's token-0 mask is unstable
-        assert not torch.allclose(expected, meta_language_decode(release.meta, frames, seg, swap=False), atol=1e-2)
+    other = meta_language_decode(release.meta, frames, seg, mask_token="first" if mask_token == "best_iou" else "best_iou")
+    assert (expected - other).abs().max() > 1.0  # the test can tell the two rules apart
+
+
+@torch.no_grad()
+def test_best_iou_is_kept_where_token0_is_stable(release, baseline):
+    """The case the stability swap got wrong: token 0's mask is stable (>= 0.98, Meta's threshold),
+    so an eval-mode ``multimask_output=False`` decode keeps token 0; Sa2VA keeps the best-IoU mask of
+    tokens 1-3, and so must we, in train() and eval() alike.
+
+    Random weights give token 0 a stability of at most ~0.97 on noise, so token 0's hypernetwork
+    output is scaled by 20 (sharper logits) in both models alike: still the same weights."""
+    meta, runner = copy.deepcopy(release.meta), copy.deepcopy(baseline.grounding_encoder)
+    for linear in (meta.sam_mask_decoder.output_hypernetworks_mlps[0].layers[-1],
+                   runner.sam2.mask_decoder.output_hypernetworks_mlps[0].proj_out):
+        linear.weight.mul_(20.0), linear.bias.mul_(20.0)
+    gen = torch.Generator().manual_seed(4)
+    frames, seg = torch.randn(1, 3, SAM_SIZE, SAM_SIZE, generator=gen), torch.randn(1, 256, generator=gen)
+    assert meta_token0_stability(meta, frames, seg) >= 0.98
+    expected = meta_language_decode(meta, frames, seg)
+    token0 = meta_language_decode(meta, frames, seg, mask_token="first")
+    assert (expected - token0).abs().max() > 1.0
+    assert runner.mask_token == "best_iou"  # the default
+    for training in (False, True):
+        runner.train(training)
+        ours = runner.decode(runner.encode_frames(frames), torch.zeros(1, dtype=torch.long), seg)
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()
@@ -270,7 +330,8 @@ def test_evaluation_and_export_take_the_trackers_memory_modules_from_the_release
 
 # ------------------------------------------------------------------ predict: the baseline, end to end
 def test_from_pretrained_is_the_sa2va_baseline_with_every_tensor_from_the_folder(release, baseline, exported):
-    assert exported.config.grounding == {"enable_cma": False, "mask_source": "none", "sa2va_eval_swap": True}
+    assert exported.config.grounding == {"enable_cma": False, "mask_source": "none", "mask_token": "best_iou"}
+    assert exported.config.inputs["sam_pixel_stats"] == "sa2va_release"
     assert exported.model.grounding_encoder.cma is None and exported.config.source["sa2va_release"] == str(release.folder)
     # loaded without random init: every tensor must equal the normally built model's, or it was never loaded
     ours, reference = exported.model.state_dict(), baseline.state_dict()
@@ -286,6 +347,13 @@ def test_predict_equals_sa2va_computed_from_the_source_weights(release, exported
 
     item = exported.reader.image_item(image, ["the red circle"])
     data = exported._batch(expand_eval_sample(item))
+    # SAM-2's input as Sa2VA's HF predict_forward makes it: DirectResize (PIL's default resample),
+    # then preprocess_image with the statistics as bfloat16 tensors, in float32
+    resized = torch.from_numpy(np.array(Image.fromarray(image).resize((SAM_SIZE, SAM_SIZE)))).permute(2, 0, 1)
+    sa2va_pixels = resized.to(torch.float32) / 255.0
+    sa2va_pixels -= torch.tensor((0.485, 0.456, 0.406), dtype=torch.bfloat16)[:, None, None]
+    sa2va_pixels /= torch.tensor((0.229, 0.224, 0.225), dtype=torch.bfloat16)[:, None, None]
+    assert torch.equal(data["g_pixel_values"][0][0], sa2va_pixels)
     logits = exported.model.predict(data, 8)[0]["mask_logits"]  # (1, 1, 32, 32)
     # the same prompt + answer through the source InternVL, the [SEG] state by hand, Meta's decoder
     answer = release.tok(ANSWER, add_special_tokens=False, return_tensors="pt").input_ids[0]

@@ -320,3 +320,39 @@ def test_deepspeed_zero2_trains_a_bf16_llm(synth_root, tmp_path, one_process_gro
     lora_b = {n: p for n, p in hook.module.named_parameters() if "lora_B" in n}
     assert lora_b and [n for n, p in lora_b.items() if not p.detach().abs().sum() > 0] == []  # zero at init
     assert not torch.equal(hook.seg_row(), seg_rows[0])
+
+
+@pytest.mark.parametrize("choice,cuda,expected", [
+    ("auto", True, "DeepSpeedStrategy"),  # tools/dist_train.sh on GPUs: ZeRO-2, as the original's launch
+    ("auto", False, None),  # CPU processes (gloo): mmengine's runner
+    ("none", True, None),  # the opt-out: AMP + DDP
+    (None, True, None),  # tools/train.py without the flag
+    ("zero2", False, "DeepSpeedStrategy"),
+])
+def test_dist_train_defaults_to_zero2_on_gpus_only(choice, cuda, expected, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = apply_cli(Config.fromfile(CONFIG), deepspeed=choice, launcher="pytorch")
+    assert (cfg.get("strategy") or {}).get("type") == expected
+    if expected:
+        assert cfg.runner_type == "FlexibleRunner" and cfg.strategy["zero_optimization"]["stage"] == 2
+        assert cfg.optim_wrapper["type"] == "DeepSpeedOptimWrapper"
+
+
+def test_dist_train_sh_passes_auto_unless_deepspeed_is_given(tmp_path):
+    """The launcher script adds ``--deepspeed auto`` only when the user gave no --deepspeed."""
+    import subprocess
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\necho "$@"\n')
+    (fake / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+
+    def args(*extra):
+        out = subprocess.run(["bash", "tools/dist_train.sh", CONFIG, "2", *extra], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        return out[out.index("tools/train.py"):]
+
+    assert args() == ["tools/train.py", CONFIG, "--launcher", "pytorch", "--deepspeed", "auto"]
+    assert args("--deepspeed", "none") == ["tools/train.py", CONFIG, "--launcher", "pytorch", "--deepspeed", "none"]
+    assert args("--deepspeed=zero2")[-1] == "--deepspeed=zero2" and "auto" not in args("--deepspeed=zero2")

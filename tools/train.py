@@ -1,5 +1,5 @@
 """Train SALMA: ``python tools/train.py CONFIG [--work-dir DIR] [--cfg-options k=v ...]
-[--resume [CKPT]] [--deepspeed JSON|zero2] [--launcher none|pytorch|slurm]``."""
+[--resume [CKPT]] [--deepspeed JSON|zero2|auto|none] [--launcher none|pytorch|slurm]``."""
 import argparse
 
 from mmengine.config import Config, DictAction
@@ -14,7 +14,8 @@ def parse_args(argv=None):
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: k=v")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="resume from CKPT, or from the latest checkpoint in the work dir")
-    parser.add_argument("--deepspeed", help="DeepSpeed JSON, or 'zero2' for configs/deepspeed_zero2.json")
+    parser.add_argument("--deepspeed", help="DeepSpeed JSON, 'zero2' for configs/deepspeed_zero2.json, 'auto' "
+                        "(ZeRO-2 on GPUs, none on CPU; tools/dist_train.sh's default) or 'none' (AMP + DDP)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)  # torch.distributed.launch
     return parser.parse_args(argv)

@@ -71,6 +71,9 @@ model = dict(
         mask_source="pred",
         freeze_image_encoder=True,
         freeze_decoder=False,
+        # the decoder's mask kept by the language decode: of tokens 1-3 the best predicted IoU, as
+        # pengrui-art/SALMA and bytedance/Sa2VA decode ('first': token 0, an ablation)
+        mask_token="best_iou",
     ),
     loss_llm_weight=1.0,
     loss_mask_weight=2.0,

@@ -70,12 +70,13 @@ def _dataset_cfgs(cfg: Config) -> dict[str, list[tuple[str, dict]]]:
     return found
 
 
-def reader_settings(cfg: Config, model) -> dict:
+def reader_settings(cfg: Config, model, *, sam_pixel_stats: str | None = None) -> dict:
     """The readers' image and template settings: those of the evaluation readers if the config has
     any, else of the training readers, else the reader defaults. Readers of the chosen group that
     disagree are an error; the sizes tied to the model default to it and must agree with it.
     Evaluation settings that differ from what the training readers used are logged as a warning
-    (the export follows the evaluation, as ``tools/test.py`` does)."""
+    (the export follows the evaluation, as ``tools/test.py`` does). ``sam_pixel_stats`` (the
+    evaluation's ``test_options`` key), when given, is every reader's, as in ``tools/test.py``."""
     defaults = inspect.signature(SalmaDataset.__init__).parameters
     vision = model.mllm.model.config.vision_config
     size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
@@ -95,6 +96,8 @@ def reader_settings(cfg: Config, model) -> dict:
             if key in tied and value != settings[key]:
                 raise ValueError(f"{where}: {key}={value} but the model expects {settings[key]}")
             settings[key] = value
+    if sam_pixel_stats is not None:
+        settings["sam_pixel_stats"] = sam_pixel_stats
     if groups["eval"]:
         differ = trained_otherwise(settings, groups["train"])
         if differ:
@@ -151,9 +154,10 @@ def as_salma_model(cfg: Config, model, *, source: dict | None = None) -> SALMAMo
     config = SALMAConfig(
         internvl=model.mllm.model.config.to_dict(),
         sam2=model.grounding_encoder.sam2.config.to_dict(),
-        grounding={k: grounding[k] for k in ("enable_cma", "cma", "mask_source", "sa2va_eval_swap") if k in grounding},
+        grounding={**{k: grounding[k] for k in ("enable_cma", "cma", "mask_source") if k in grounding},
+                   "mask_token": model.grounding_encoder.mask_token},
         max_expr_tokens=model.max_expr_tokens,
-        inputs=reader_settings(cfg, model),
+        inputs=reader_settings(cfg, model, sam_pixel_stats=options["sam_pixel_stats"]),
         video={k: options[k] for k in VIDEO_KEYS},
         tracker=None if tracker is None else tracker.video.config.to_dict(),
         max_new_tokens=int(options["max_new_tokens"]),

@@ -227,7 +227,7 @@ def components(model, cap: Captured) -> list[Component]:
         embeddings = cma_out if cma_out is not None else features.image_embeddings[frame_index]
         fresh = FrameFeatures(features.image_embeddings, features.high_res)
         high_res = [level[frame_index] for level in runner._high_res_for_decoder(fresh)]
-        return runner._run_decoder(embeddings, high_res, seg[:, None], multimask_output=False)
+        return runner.decode_masks(embeddings, high_res, seg[:, None])
 
     out.append(Component("language decode", language_decode, n_params(decoder, runner.sam2.prompt_encoder)))
     if "tmc" in calls or "boundary" in calls:

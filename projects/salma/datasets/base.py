@@ -26,7 +26,7 @@ from .encode import EncodedConversation, encode_conversation
 from .errors import DataError, SkipLog, check_on_error
 from .templates import REASONING_SUFFIX, fill_template
 from .tokenizer import build_tokenizer
-from .transforms import internvl_pixel_values, stack_normalized
+from .transforms import check_sam_pixel_stats, internvl_pixel_values, stack_normalized
 
 _TOKENIZERS: dict[str, PreTrainedTokenizerBase] = {}
 
@@ -55,6 +55,8 @@ class SalmaDataset(Dataset):
         image_size: InternVL tile size; image_seq_length: ``<IMG_CONTEXT>`` tokens per tile.
         min_dynamic_patch, max_dynamic_patch, use_thumbnail: InternVL dynamic tiling.
         sam_image_size: SAM-2 input size.
+        sam_pixel_stats: SAM-2 input normalisation, ``'imagenet'`` (training and SALMA's models) or
+            ``'sa2va_release'`` (Sa2VA's released inference: bf16 statistics; ``transforms``).
         on_error: ``'raise'`` or ``'skip'`` (drop and count bad items; in eval mode only while the
             index is built, an evaluation item is never replaced by another).
         max_skip_attempts: bound on consecutive skips in ``__getitem__``.
@@ -75,6 +77,7 @@ class SalmaDataset(Dataset):
         max_dynamic_patch: int = 12,
         use_thumbnail: bool = True,
         sam_image_size: int = 1024,
+        sam_pixel_stats: str = "imagenet",
         on_error: str = "raise",
         max_skip_attempts: int = 16,
         seed: int = 0,
@@ -92,6 +95,7 @@ class SalmaDataset(Dataset):
         self.max_dynamic_patch = max_dynamic_patch
         self.use_thumbnail = use_thumbnail
         self.sam_image_size = sam_image_size
+        self.sam_pixel_stats = check_sam_pixel_stats(sam_pixel_stats)
         self.on_error = check_on_error(on_error)
         self.max_skip_attempts = max_skip_attempts
         self.seed = seed
@@ -186,7 +190,7 @@ class SalmaDataset(Dataset):
 
     def sam_inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """SAM-2 input (T, 3, G, G): direct resize, see :func:`transforms.sam_pixel_values`."""
-        return stack_normalized(list(images), self.sam_image_size)
+        return stack_normalized(list(images), self.sam_image_size, stats=self.sam_pixel_stats)
 
     def seg_turns(self, expressions: Sequence[str], *, prefix: str, templates: Sequence[str],
                   answers: Sequence[str], rng: np.random.Generator | None) -> list[Turn]:

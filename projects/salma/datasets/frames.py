@@ -272,9 +272,10 @@ class SamFrames:
     ``SalmaDataset.sam_inputs`` over all frames (the same transform, one frame at a time).
     """
 
-    def __init__(self, frames: VideoFrames, size: int) -> None:
+    def __init__(self, frames: VideoFrames, size: int, *, stats: str = "imagenet") -> None:
         self.frames = frames
         self.size = size
+        self.stats = stats
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -282,4 +283,4 @@ class SamFrames:
     def __getitem__(self, t: int) -> torch.Tensor:
         if not 0 <= t < len(self.frames):
             raise IndexError(f"frame {t} of a {len(self.frames)}-frame video")
-        return to_normalized_tensor(self.frames.image(t), self.size)  # (3, S, S)
+        return to_normalized_tensor(self.frames.image(t), self.size, stats=self.stats)  # (3, S, S)

@@ -140,7 +140,7 @@ class InferenceReader(SalmaDataset):
                 "n_frames": len(video), "frame_names": list(video.names)}
         item = self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
                           self.sam_inputs(images), meta, history)
-        item["sam_frames"] = SamFrames(video, self.sam_image_size)
+        item["sam_frames"] = SamFrames(video, self.sam_image_size, stats=self.sam_pixel_stats)
         return item
 
     def _turns(self, texts: Sequence[str], prefix: str, question: str, template: bool) -> list[Turn]:

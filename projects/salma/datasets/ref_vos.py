@@ -274,7 +274,7 @@ class RefVOSDataset(SalmaDataset):
         sample = self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=g_pixel_values, masks=masks,
                                   meta=meta)
         if video is not None:
-            sample["sam_frames"] = SamFrames(video, self.sam_image_size)
+            sample["sam_frames"] = SamFrames(video, self.sam_image_size, stats=self.sam_pixel_stats)
             sample["gt_frames"] = None if self.mask_dict is None else FrameGT(self, vid, exps, height, width)
         return sample
 

@@ -5,7 +5,10 @@
   more than one tile); video frames are one tile each (the 1x1 grid, i.e. a direct resize).
 * SAM-2: a direct resize to ``size`` x ``size`` without keeping the aspect ratio (Sa2VA's
   DirectResize), as the SAM-2 encoder was fine-tuned on.
-Both normalise with the ImageNet statistics. PIL/numpy/torch only (no torchvision).
+Both normalise with the ImageNet statistics. SAM-2's input has a second convention,
+``sam_pixel_stats='sa2va_release'``: what Sa2VA's released HF code computes (``preprocess_image``
+holds the statistics as bfloat16 tensors, 0.484375 for 0.485, ...), used where a published Sa2VA
+folder is scored or loaded as its authors run it. PIL/numpy/torch only (no torchvision).
 """
 from __future__ import annotations
 
@@ -23,6 +26,17 @@ from .errors import DataError
 # (x / 255 - mean) / std as one multiply-subtract: x * _SCALE - _OFFSET.
 _SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, dtype=torch.float32))).view(3, 1, 1)
 _OFFSET = (torch.tensor(IMAGENET_MEAN, dtype=torch.float32) / torch.tensor(IMAGENET_STD, dtype=torch.float32)).view(3, 1, 1)
+# Sa2VA's released inference (hf/models/sam2.py ``preprocess_image``): image / 255, then -= mean and
+# /= std with both held as bfloat16 tensors, the arithmetic in the image's float32.
+_SA2VA_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.bfloat16).float().view(3, 1, 1)
+_SA2VA_STD = torch.tensor(IMAGENET_STD, dtype=torch.bfloat16).float().view(3, 1, 1)
+SAM_PIXEL_STATS = ("imagenet", "sa2va_release")
+
+
+def check_sam_pixel_stats(stats: str) -> str:
+    if stats not in SAM_PIXEL_STATS:
+        raise ValueError(f"sam_pixel_stats must be one of {SAM_PIXEL_STATS}, got {stats!r}")
+    return stats
 
 
 def load_image(path: str) -> Image.Image:
@@ -111,23 +125,29 @@ def dynamic_preprocess(image: Image.Image, *, min_num: int = 1, max_num: int = 1
     return tiles
 
 
-def to_normalized_tensor(image: Image.Image, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def to_normalized_tensor(image: Image.Image, size: int, out: torch.Tensor | None = None, *,
+                         stats: str = "imagenet") -> torch.Tensor:
     """PIL RGB -> float32 (3, size, size), direct bicubic resize, ImageNet normalisation.
 
     ``out``: a (3, size, size) float32 tensor to write into (saves a copy when stacking frames).
+    ``stats``: ``'imagenet'`` (float32 statistics) or ``'sa2va_release'`` (Sa2VA's HF inference:
+    the statistics rounded to bfloat16, its order of operations).
     """
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, S, S) uint8 view
     out = torch.empty(3, size, size) if out is None else out
-    return out.copy_(pixels).mul_(_SCALE).sub_(_OFFSET)
+    out.copy_(pixels)
+    if check_sam_pixel_stats(stats) == "sa2va_release":
+        return out.div_(255.0).sub_(_SA2VA_MEAN).div_(_SA2VA_STD)
+    return out.mul_(_SCALE).sub_(_OFFSET)
 
 
-def stack_normalized(images: list[Image.Image], size: int) -> torch.Tensor:
+def stack_normalized(images: list[Image.Image], size: int, *, stats: str = "imagenet") -> torch.Tensor:
     """Several images -> float32 (N, 3, size, size), each as :func:`to_normalized_tensor`."""
     out = torch.empty(len(images), 3, size, size)
     for i, image in enumerate(images):
-        to_normalized_tensor(image, size, out=out[i])
+        to_normalized_tensor(image, size, out=out[i], stats=stats)
     return out
 
 
@@ -139,9 +159,9 @@ def internvl_pixel_values(image: Image.Image, *, image_size: int = 448, min_num:
     return stack_normalized(tiles, image_size)
 
 
-def sam_pixel_values(image: Image.Image, *, size: int = 1024) -> torch.Tensor:
+def sam_pixel_values(image: Image.Image, *, size: int = 1024, stats: str = "imagenet") -> torch.Tensor:
     """SAM-2 input of one image or frame: (3, size, size), aspect ratio not kept."""
-    return to_normalized_tensor(image, size)
+    return to_normalized_tensor(image, size, stats=stats)
 
 
 def resize_masks(masks: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

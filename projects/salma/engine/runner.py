@@ -51,6 +51,16 @@ def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
     )
 
 
+def resolve_deepspeed(deepspeed: str | None, *, cuda: bool) -> str | None:
+    """The DeepSpeed choice of ``--deepspeed``: ``'auto'`` (what ``tools/dist_train.sh`` passes
+    unless told otherwise) is ZeRO-2 on GPUs, the original's launch (Sa2VA's ``tools/dist.sh``
+    trains under ``--deepspeed deepspeed_zero2``), and nothing on CPU (gloo processes); ``'none'``
+    is the opt-out (mmengine's AMP wrapper + DDP); ``'zero2'`` or a JSON path as given."""
+    if deepspeed == "auto":
+        return "zero2" if cuda else None
+    return None if deepspeed in (None, "none") else deepspeed
+
+
 def apply_cli(
     cfg: Config,
     *,
@@ -74,6 +84,7 @@ def apply_cli(
     if resume:
         cfg.resume = True
         cfg.load_from = None if resume is True else resume  # None: the latest in work_dir
+    deepspeed = resolve_deepspeed(deepspeed, cuda=torch.cuda.is_available())
     if deepspeed:
         cfg.strategy = deepspeed_strategy(cfg, deepspeed)
         optim = cfg.optim_wrapper

@@ -71,6 +71,8 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
     llm_frame_masks="language",  # an LLM frame's mask: 'language' (its language decode) | 'tracker' (SAM-2's output)
     tracker_offload=False,  # SAM-2's memory bank on the host (GPU memory: only the frame being tracked)
+    sam_pixel_stats=None,  # SAM-2 input normalisation of every reader: None (the readers' own, 'imagenet')
+    #                        | 'imagenet' | 'sa2va_release' (a published Sa2VA folder as its HF code runs it)
     protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type) | 'refsav' (+ A, long / short)
     submission=None,  # video: write submission.zip (None: only when the split has no GT)
     seed=0,  # random init of untrained parts (checkpoint 'none', random memory modules)
@@ -156,6 +158,8 @@ def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
     for key, value in expected.items():
         if cfg.setdefault(key, value) != value:
             raise ValueError(f"{run.name}: dataset {key}={cfg[key]} but the model expects {value}")
+    if run.options["sam_pixel_stats"] is not None:
+        cfg["sam_pixel_stats"] = run.options["sam_pixel_stats"]
     if run.task == "ref_vos":
         forced = {"num_frames": run.options["num_llm_frames"], "frame_sampling": run.options["llm_frame_sampling"],
                   "stream_frames": True, "sam_all_frames": False}

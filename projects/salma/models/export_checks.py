@@ -25,14 +25,17 @@ import numpy as np
 from transformers import CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedConfig, Sam2Config, Sam2VideoConfig
 
 from ..datasets.ref_vos import FRAME_SAMPLINGS, sample_frame_indices
+from ..datasets.transforms import SAM_PIXEL_STATS
 from ..fingerprint import HASH, file_digest
 from .cma import CrossModalAttention2D
-from .grounding import MASK_SOURCES, SAM2GroundingRunner
+from .grounding import MASK_SOURCES, MASK_TOKENS, SAM2GroundingRunner
 from .video import LLM_FRAME_MASKS, PROPAGATION_MODES, TRACKER_DECODERS
 
 # SalmaDataset arguments that decide what the model sees (tiling, tokens, template, SAM-2 input).
+# sam_pixel_stats is optional: exports written before it existed normalise with 'imagenet'.
 READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
-              "sam_image_size", "system", "max_length")
+              "sam_image_size", "system", "max_length", "sam_pixel_stats")
+REQUIRED_READER_KEYS = READER_KEYS[:-1]
 # The evaluation's test_options that decide how a video is predicted (llm_frame_masks is optional:
 # exports written before it existed predict with its default, 'language').
 VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder", "llm_frame_masks")
@@ -104,6 +107,8 @@ def _check_grounding(grounding: Any) -> list[str]:
         return problems
     if grounding.get("cma") is not None:
         problems += _unknown(grounding["cma"], _params(CrossModalAttention2D, "dim"), "grounding.cma")
+    if grounding.get("mask_token", "best_iou") not in MASK_TOKENS:
+        problems.append(f"grounding.mask_token {grounding['mask_token']!r} is not one of {MASK_TOKENS}")
     source = grounding.get("mask_source", "pred")
     if source not in MASK_SOURCES or (source == "gt" and grounding.get("enable_cma", True)):
         problems.append(f"grounding.mask_source {source!r} cannot run at inference (use 'pred' or 'none')")
@@ -111,9 +116,11 @@ def _check_grounding(grounding: Any) -> list[str]:
 
 
 def _check_inputs(inputs: Any) -> list[str]:
-    problems = _unknown(inputs, READER_KEYS, "inputs", required=READER_KEYS)
+    problems = _unknown(inputs, READER_KEYS, "inputs", required=REQUIRED_READER_KEYS)
     if problems:
         return problems
+    if inputs.get("sam_pixel_stats", "imagenet") not in SAM_PIXEL_STATS:
+        problems.append(f"inputs.sam_pixel_stats {inputs['sam_pixel_stats']!r} is not one of {SAM_PIXEL_STATS}")
     for key in ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "sam_image_size",
                 "max_length"):
         if not _positive_int(inputs[key]):

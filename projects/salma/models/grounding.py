@@ -9,8 +9,14 @@ One training/inference step, for F frames and M (object, frame) pairs:
    oracle prior instead; ``'none'`` disables it.
 3. ``decode``: for every pair, CMA lets the frame's lowest-resolution feature attend to that
    object's language tokens (gated by the prior), then the SAM-2 decoder decodes with the
-   ``[SEG]`` embedding appended to the sparse prompt tokens: mask token 0 in train() and eval()
-   alike (``single_mask_token``).
+   ``[SEG]`` embedding appended to the sparse prompt tokens and keeps one mask by the rule
+   ``mask_token``, in train() and eval() alike:
+
+   - ``'best_iou'`` (default, both originals' rule): the masks of tokens 1-3, the one with the
+     highest predicted IoU kept, the gradient through that mask. pengrui-art/SALMA and
+     bytedance/Sa2VA call ``_forward_sam_heads(multimask_output=_use_multimask(
+     is_init_cond_frame=True, point_inputs=None))``, True with the SAM-2 config they ship.
+   - ``'first'`` (ablation): mask token 0 alone (``single_mask_token``).
 """
 from __future__ import annotations
 
@@ -27,14 +33,18 @@ from .cma import CrossModalAttention2D
 from .positions import check_position_init, init_hiera_positions
 
 MASK_SOURCES = ("pred", "gt", "none")
+MASK_TOKENS = ("best_iou", "first")
 
 # As in Sa2VA, only SAM-2's mask decoder trains (image encoder, prompt encoder and no-memory
 # embedding stay as pretrained). Decoder heads that never enter a loss of the language decode stay
-# frozen too: the IoU and object-score heads, and the hypernetworks of mask tokens 1-3 (the decode
-# uses token 0). No rank then carries parameters without gradient, and weight decay does not shrink
-# what the prior pass (best of tokens 1-3 by predicted IoU) and SAM-2's tracking read.
-UNTRAINED_DECODER_HEADS = ("iou_prediction_head", "pred_obj_score_head", "output_hypernetworks_mlps.1",
-                           "output_hypernetworks_mlps.2", "output_hypernetworks_mlps.3")
+# frozen too: the IoU and object-score heads (the IoU only ranks the masks: argmax has no
+# gradient) and the hypernetworks of the mask tokens the rule never returns. No rank then carries
+# parameters without gradient, and weight decay does not shrink what the decode does not train.
+UNTRAINED_DECODER_HEADS = {
+    "best_iou": ("iou_prediction_head", "pred_obj_score_head", "output_hypernetworks_mlps.0"),
+    "first": ("iou_prediction_head", "pred_obj_score_head", "output_hypernetworks_mlps.1",
+              "output_hypernetworks_mlps.2", "output_hypernetworks_mlps.3"),
+}
 
 
 @contextlib.contextmanager
@@ -67,6 +77,19 @@ class FrameFeatures:
     image_embeddings: torch.Tensor
     high_res: list[torch.Tensor]
     decoder_high_res: list[torch.Tensor] | None = None
+
+
+def best_by_iou(masks: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """masks (B, 3, h, w), iou (B, 3) -> (B, 1, h, w): each row's mask with the highest predicted
+    IoU (the first on a tie, as ``torch.argmax`` and Meta's ``_forward_sam_heads``)."""
+    best = iou.argmax(dim=1)  # (B,)
+    return masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
+
+
+def check_mask_token(mask_token: str) -> str:
+    if mask_token not in MASK_TOKENS:
+        raise ValueError(f"grounding_encoder.mask_token must be one of {MASK_TOKENS}, got {mask_token!r}")
+    return mask_token
 
 
 def check_prior_settings(*, enable_cma: bool, cma: dict | None, mask_source: str) -> None:
@@ -130,10 +153,10 @@ class SAM2GroundingRunner(nn.Module):
             (``check_prior_settings`` refuses the other combinations).
         freeze_image_encoder: keep Hiera + FPN frozen (features computed without gradient).
         freeze_decoder: keep the mask decoder frozen too (the prompt encoder always is).
-        sa2va_eval_swap: reproduce Sa2VA's own inference (Meta's eval-mode decoder): in eval mode an
-            unstable token-0 language mask is replaced by the most stable of tokens 1-3. Off by
-            default, so the language decode predicts with the token it trains (the same computation
-            in train() and eval()); on to score a published Sa2VA exactly as its code does.
+        mask_token: which mask the language decode keeps, the same in train() and eval():
+            ``'best_iou'`` (the originals' rule: of tokens 1-3 the highest predicted IoU) or
+            ``'first'`` (token 0, an ablation). The decoder heads that train follow the rule
+            (:data:`UNTRAINED_DECODER_HEADS`).
     """
 
     def __init__(
@@ -145,7 +168,7 @@ class SAM2GroundingRunner(nn.Module):
         mask_source: str = "pred",
         freeze_image_encoder: bool = True,
         freeze_decoder: bool = False,
-        sa2va_eval_swap: bool = False,
+        mask_token: str = "best_iou",
     ) -> None:
         super().__init__()
         check_prior_settings(enable_cma=enable_cma, cma=cma, mask_source=mask_source)
@@ -153,7 +176,7 @@ class SAM2GroundingRunner(nn.Module):
         self.hidden_dim = self.sam2.config.mask_decoder_config.hidden_size
         self.image_size = self.sam2.config.prompt_encoder_config.image_size
         self.mask_source = mask_source
-        self.sa2va_eval_swap = sa2va_eval_swap
+        self.mask_token = check_mask_token(mask_token)
         self.cma = CrossModalAttention2D(self.hidden_dim, **(cma or {})) if enable_cma else None
         self.freeze_image_encoder = freeze_image_encoder
         self.sam2.requires_grad_(False)
@@ -161,7 +184,7 @@ class SAM2GroundingRunner(nn.Module):
             self.sam2.vision_encoder.requires_grad_(True)
         if not freeze_decoder:
             self.sam2.mask_decoder.requires_grad_(True)
-            for name in UNTRAINED_DECODER_HEADS:
+            for name in UNTRAINED_DECODER_HEADS[mask_token]:
                 self.sam2.mask_decoder.get_submodule(name).requires_grad_(False)
 
     # ------------------------------------------------------------------ features
@@ -192,7 +215,8 @@ class SAM2GroundingRunner(nn.Module):
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt-less decode (one padding point, label -1) plus optional extra sparse tokens; one
-        mask (token 0) or the three multimask tokens, alike in train() and eval().
+        mask (token 0, never swapped: :func:`single_mask_token`) or the three multimask tokens 1-3,
+        alike in train() and eval().
 
         image_embeddings: (B, C, h, w); extra_sparse: (B, K, C). Returns logits
         (B, n_masks, 4h, 4w) and IoU predictions (B, n_masks).
@@ -206,9 +230,7 @@ class SAM2GroundingRunner(nn.Module):
         if extra_sparse is not None:
             sparse = torch.cat([sparse, extra_sparse.unsqueeze(1).to(sparse.dtype)], dim=2)
         positional = self.sam2.get_image_wide_positional_embeddings().expand(batch, -1, -1, -1)
-        decoder = self.sam2.mask_decoder
-        same_token = contextlib.nullcontext() if self.sa2va_eval_swap else single_mask_token(decoder)
-        with same_token:  # the same token in train() and eval() (unless reproducing Sa2VA's swap)
+        with single_mask_token(self.sam2.mask_decoder) as decoder:  # the same token in train() and eval()
             masks, iou, _, _ = decoder(
                 image_embeddings=image_embeddings,
                 image_positional_embeddings=positional.to(image_embeddings.dtype),
@@ -226,8 +248,7 @@ class SAM2GroundingRunner(nn.Module):
         high_res = [level.detach() for level in self._high_res_for_decoder(features)]
         with torch.no_grad():
             masks, iou = self._run_decoder(features.image_embeddings, high_res, None, multimask_output=True)
-            best = iou.argmax(dim=1)  # (F,)
-            return masks[torch.arange(masks.shape[0], device=masks.device), best].unsqueeze(1)
+            return best_by_iou(masks, iou)
 
     def decode(
         self,
@@ -256,8 +277,17 @@ class SAM2GroundingRunner(nn.Module):
             image_embeddings = self.cma(image_embeddings, tokens, prior, text_padding_mask)
         # conv_s0 / conv_s1 once per frame, then gathered per pair (objects share their frames)
         high_res = [level[frame_index] for level in self._high_res_for_decoder(features)]
-        masks, _ = self._run_decoder(image_embeddings, high_res, seg_embeddings[:, None], multimask_output=False)
-        return masks[:, :1]
+        return self.decode_masks(image_embeddings, high_res, seg_embeddings[:, None])
+
+    def decode_masks(self, image_embeddings: torch.Tensor, high_res: list[torch.Tensor],
+                     prompts: torch.Tensor) -> torch.Tensor:
+        """The decoder with ``prompts`` (B, K, C) appended to the sparse tokens, one mask per row
+        by the ``mask_token`` rule -> (B, 1, 4h, 4w) logits."""
+        if self.mask_token == "first":
+            masks, _ = self._run_decoder(image_embeddings, high_res, prompts, multimask_output=False)
+            return masks[:, :1]
+        masks, iou = self._run_decoder(image_embeddings, high_res, prompts, multimask_output=True)
+        return best_by_iou(masks, iou)
 
     def prior_for_pairs(
         self, features: FrameFeatures, frame_index: torch.Tensor, gt_masks: torch.Tensor | None = None

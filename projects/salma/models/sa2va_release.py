@@ -23,10 +23,11 @@ from .convert.sa2va import check_release_tokens, load_text_hidden_fcs, read_sa2v
 # What Sa2VA's code fixes without writing it to config.json. SAM-2: {} = the published architecture
 # read off the weights (hiera-large, sam2.0 memory settings for Sa2VA-1B / 4B); a dict describes
 # another one, as ``grounding_encoder.sam2`` does (tests: tiny models). Video inference: the LLM
-# sees the first 5 frames, SAM-2's memory (the release's own memory modules) tracks the rest.
+# sees the first 5 frames, SAM-2's memory (the release's own memory modules) tracks the rest; SAM-2's
+# input is normalised as its HF ``preprocess_image`` does (bfloat16 statistics).
 SA2VA_SAM2: dict = {}
 SA2VA_TEST_OPTIONS = dict(num_llm_frames=5, llm_frame_sampling="first", propagation="memory",
-                          tracker_decoder="shared", llm_frame_masks="language")
+                          tracker_decoder="shared", llm_frame_masks="language", sam_pixel_stats="sa2va_release")
 
 
 def release_submodule_cfgs(folder: str | Path, mllm: dict, grounding_encoder: dict) -> tuple[dict, dict]:
@@ -49,8 +50,8 @@ def init_from_release(model, folder: str | Path) -> None:
 
 def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.float32) -> Config:
     """The mmengine config of the Sa2VA baseline read from ``folder``: its own tokenizer, no LoRA,
-    no CMA, no prior (``configs/Sa2VA-1B.py``'s model), and Sa2VA's own inference: its eval-mode
-    mask-token swap (``sa2va_eval_swap``) and its video protocol."""
+    no CMA, no prior (``configs/Sa2VA-1B.py``'s model), and Sa2VA's own inference: the best-IoU mask
+    of tokens 1-3 (``mask_token='best_iou'``), its SAM-2 input normalisation and its video protocol."""
     name = next(k for k, v in DTYPES.items() if v == dtype)
     model = dict(
         type="VideoLLaVASAMModel",
@@ -58,7 +59,7 @@ def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.floa
         mllm=dict(type="InternVLMLLM", tokenizer=dict(type="load_pretrained_tokenizer", path=str(folder)),
                   llm_lora=None, torch_dtype=name),
         grounding_encoder=dict(type="SAM2GroundingRunner", sam2=dict(SA2VA_SAM2), enable_cma=False,
-                               mask_source="none", sa2va_eval_swap=True),
+                               mask_source="none", mask_token="best_iou"),
     )
     return Config(dict(model=model, test_options=dict(SA2VA_TEST_OPTIONS)))
 

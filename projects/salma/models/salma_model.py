@@ -62,10 +62,12 @@ class SALMAConfig:
     Attributes:
         internvl: ``InternVLConfig`` dict (vocabulary already grown for SALMA's tokens).
         sam2: ``Sam2Config`` dict.
-        grounding: ``SAM2GroundingRunner`` arguments besides ``sam2``: enable_cma, cma, mask_source.
+        grounding: ``SAM2GroundingRunner`` arguments besides ``sam2``: enable_cma, cma, mask_source,
+            mask_token (:func:`upgrade_grounding` reads exports written before it).
         max_expr_tokens: expression tokens per object given to CMA.
         inputs: reader settings (``SalmaDataset`` arguments): image_size, image_seq_length,
-            min/max_dynamic_patch, use_thumbnail, sam_image_size, system, max_length.
+            min/max_dynamic_patch, use_thumbnail, sam_image_size, system, max_length, sam_pixel_stats
+            (optional: 'imagenet' when absent).
         video: num_llm_frames, llm_frame_sampling, propagation, tracker_decoder (the evaluation's
             ``test_options`` of the same names).
         tracker: ``Sam2VideoConfig`` dict of the memory tracker; None without memory propagation.
@@ -98,6 +100,8 @@ class SALMAConfig:
                          if f.name not in body and f.default is MISSING and f.default_factory is MISSING)
         if unknown or missing:
             raise ValueError(f"{source}: unknown keys {unknown}, missing keys {missing}")
+        if isinstance(body.get("grounding"), dict):
+            body["grounding"] = upgrade_grounding(body["grounding"])
         check_salma_config(body, source=source)
         return cls(**body)
 
@@ -110,6 +114,21 @@ class SALMAConfig:
     @classmethod
     def load(cls, folder: str) -> SALMAConfig:
         return cls.from_dict(read_config(folder), source=os.path.join(folder, CONFIG_NAME))
+
+
+def upgrade_grounding(grounding: dict) -> dict:
+    """The ``grounding`` section of an export written before ``mask_token`` existed, in today's keys.
+
+    Those exports decoded with mask token 0 (``'first'``), the token they trained, unless they were a
+    Sa2VA release (``sa2va_eval_swap=True``): that flag was meant as Sa2VA's decode, which is the
+    best-IoU mask of tokens 1-3 (``'best_iou'``).
+    """
+    if "mask_token" in grounding:
+        return grounding
+    grounding = dict(grounding)
+    swap = grounding.pop("sa2va_eval_swap", False)
+    grounding["mask_token"] = "best_iou" if swap is True else "first"
+    return grounding
 
 
 def read_config(folder: str) -> dict:
