@@ -561,3 +561,53 @@ def test_random_sam2_features_carry_their_position_only_with_a_position_table(in
 def test_unknown_sam2_position_init_is_refused():
     with pytest.raises(ValueError, match="sam2.position_init"):
         build(**{"grounding_encoder.sam2.position_init": "learned"})
+
+
+# ------------------------------------------------------------------ fast evaluation
+@forced_answer("Sure, [SEG].")
+@torch.no_grad()
+def test_generation_states_equal_the_teacher_forced_states(model):
+    """The [SEG] and expression states read from the generation (prefill, each step, one step more
+    for the last token) equal a teacher-forced forward over prompt + answer, in float32."""
+    model = model.eval()
+    data = make_batch(model, [(1, 1)], with_answer=False, **SIZES)
+    prompt = data["input_ids"][0][data["attention_mask"][0].bool()][None]
+    tiles = model._tiles_of(data, 0)
+    new_tokens, hidden = model.mllm.generate(prompt, torch.ones_like(prompt), tiles, 8, return_hidden=True)
+    answer = model.tokenizer.decode(new_tokens[0], skip_special_tokens=False)
+    assert answer.startswith("Sure, [SEG]") and new_tokens[0, -1] == model.tokenizer.eos_token_id
+    full = torch.cat([prompt[0], new_tokens[0]])[None]
+    teacher_forced, _ = model.mllm(full, torch.ones_like(full), tiles)
+    assert hidden.shape == teacher_forced.shape == (1, full.shape[1], model.mllm.hidden_size)
+    torch.testing.assert_close(hidden, teacher_forced, atol=1e-5, rtol=0)
+    seg = int((full[0] == model.mllm.seg_token_id).nonzero())  # the state of [SEG] as input, not the one predicting it
+    assert (hidden[0, seg] - teacher_forced[0, seg]).abs().max() <= 1e-5
+    assert (hidden[0, seg] - teacher_forced[0, seg - 1]).abs().max() > 1e-2
+
+
+@forced_answer("Sure, [SEG].")
+def test_an_items_prompts_share_one_vision_pass_and_one_sam2_encoding(model):
+    """Six sentences of one image: InternViT and SAM-2's image encoder run once for the item (they
+    ran 12 and 6 times), the masks those of six independent predictions."""
+    from projects.salma.evaluation.res import RESEvaluator
+
+    model = model.eval()
+    data = make_batch(model, [(1, 1)], with_answer=False, **SIZES)
+    row = {k: data[k] for k in ("input_ids", "attention_mask", "expr_ids", "pixel_values", "g_pixel_values", "meta")}
+    six = {**row, "input_ids": row["input_ids"].repeat(6, 1), "attention_mask": row["attention_mask"].repeat(6, 1),
+           "expr_ids": row["expr_ids"].repeat(6, 1), "pixel_values": row["pixel_values"].repeat(6, 1, 1, 1),
+           "g_pixel_values": [row["g_pixel_values"][0].clone() for _ in range(6)], "meta": row["meta"] * 6}
+    vision, h_vision = _count_calls(model.mllm.model.model.vision_tower)
+    sam2, h_sam2 = _count_calls(model.grounding_encoder.sam2.vision_encoder)
+    try:
+        shared = model.predict(six, 8)
+        counts_shared = (len(vision), len(sam2))
+        vision.clear(), sam2.clear()
+        alone = [model.predict({**row, "g_pixel_values": [g]}, 8)[0] for g in six["g_pixel_values"]]
+        counts_alone = (len(vision), len(sam2))
+    finally:
+        h_vision.remove(), h_sam2.remove()
+    assert counts_shared == (1, 1) and counts_alone == (6, 6)
+    for s, a in zip(shared, alone):
+        assert s["masks"].any() and torch.equal(s["masks"], a["masks"]) and s["text"] == a["text"]
+    assert RESEvaluator().share_item  # the evaluation's default

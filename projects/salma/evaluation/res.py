@@ -3,7 +3,7 @@ the strict cIoU / gIoU, and the mmengine metric for validation during training.
 
 Every sentence is its own generation prompt (the reader's ``meta['prompts']``, expanded by
 ``salma_eval_collate``); the model answers, and the mask of the answer's first ``[SEG]`` is the
-prediction. A sentence without ``[SEG]`` counts as an empty prediction (its GT area enters the
+prediction. The image is encoded once for all its sentences (vision tower, SAM-2, prior). A sentence without ``[SEG]`` counts as an empty prediction (its GT area enters the
 union: the strict numbers); the Sa2VA-style lenient numbers (such sentences skipped) are reported
 next to them, labelled ``*_lenient``. Numbers are percentages.
 
@@ -23,6 +23,7 @@ from mmengine.evaluator import BaseMetric
 from ..datasets.collate import expand_eval_sample, salma_collate
 from ..datasets.masks import encode_mask
 from ..models.cma import capture_attention
+from ..models.llava_sam2 import ItemCache
 from ..registry import METRICS
 from .metrics import RESAccumulator
 
@@ -88,6 +89,9 @@ class RESEvaluator:
     Args:
         max_new_tokens: generation budget per answer.
         lenient: also report the Sa2VA-style numbers that skip sentences without ``[SEG]``.
+        share_item: the image's sentences share one vision-tower pass, one SAM-2 encoding and one
+            prior pass (``ItemCache``); False predicts each sentence from scratch, as Sa2VA's
+            evaluator does (``test_options.share_item_inputs``; the same numbers, slower).
         attention: per-sentence statistics of CMA's attention
             (:class:`~projects.salma.analysis.attention.AttentionStats`): each prediction runs with CMA
             captured, its ``sentence(records, meta)`` is saved as the sentence's ``attention`` and
@@ -96,9 +100,11 @@ class RESEvaluator:
 
     task = "res"
 
-    def __init__(self, *, max_new_tokens: int = 32, lenient: bool = True, attention=None) -> None:
+    def __init__(self, *, max_new_tokens: int = 32, lenient: bool = True, share_item: bool = True,
+                 attention=None) -> None:
         self.max_new_tokens = max_new_tokens
         self.lenient = lenient
+        self.share_item = share_item
         self.attention = attention
 
     @staticmethod
@@ -112,11 +118,13 @@ class RESEvaluator:
         meta = sample["meta"]
         rows = expand_eval_sample(sample)
         sentences = []
+        shared = ItemCache()
         for row in rows:  # one prompt at a time: the image's tiles are not copied per sentence
             batch = model.data_preprocessor(salma_collate([{**row, "meta": without_gt(row["meta"])}]), False)["data"]
             capture = capture_attention(model) if self.attention is not None else contextlib.nullcontext()
             with capture as records:
-                output = model.predict(batch, max_new_tokens=self.max_new_tokens)[0]
+                output = model.predict(batch, max_new_tokens=self.max_new_tokens,
+                                       cache=shared if self.share_item else ItemCache())[0]
             sentences.append(sentence_record(row["meta"], output))
             if self.attention is not None:
                 sentences[-1]["attention"] = self.attention.sentence(records, row["meta"])

@@ -71,6 +71,7 @@ DEFAULT_OPTIONS: dict[str, Any] = dict(
     tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
     llm_frame_masks="language",  # an LLM frame's mask: 'language' (its language decode) | 'tracker' (SAM-2's output)
     tracker_offload=False,  # SAM-2's memory bank on the host (GPU memory: only the frame being tracked)
+    share_item_inputs=True,  # RES: an image's sentences share its vision / SAM-2 features (False: Sa2VA's per-sentence path)
     sam_pixel_stats=None,  # SAM-2 input normalisation of every reader: None (the readers' own, 'imagenet')
     #                        | 'imagenet' | 'sa2va_release' (a published Sa2VA folder as its HF code runs it)
     protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type) | 'refsav' (+ A, long / short)
@@ -213,7 +214,7 @@ class TrackerCache:
 def make_evaluator(run: EvalRun, model, trackers: TrackerCache):
     o = run.options
     if run.task == "res":
-        return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"])
+        return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"], share_item=o["share_item_inputs"])
     tracker = trackers.get(o) if o["propagation"] == "memory" else None
     predictor = VideoPredictor(model, propagation=o["propagation"], tracker=tracker, max_new_tokens=o["max_new_tokens"],
                                llm_frame_masks=o["llm_frame_masks"])

@@ -12,7 +12,7 @@ Batch contract (``projects.salma.datasets.collate``): ``input_ids``, ``attention
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,32 @@ class FrameCache:
 
     def put(self, frames: torch.Tensor, features: FrameFeatures, frame_prior: torch.Tensor | None) -> None:
         self.frames, self.entry = frames, (features, frame_prior)
+
+
+class TileCache:
+    """InternVL's vision features of the last tiles tensor seen (same rules as :class:`FrameCache`):
+    the prompts of one item share their image, so the vision tower runs once for all of them."""
+
+    def __init__(self) -> None:
+        self.tiles: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+
+    def features_of(self, mllm, tiles: torch.Tensor) -> torch.Tensor:
+        """(N_tiles, 3, S, S) -> (N_tiles, T, D), computed unless these are the last tiles seen."""
+        if self.tiles is None or not _same_frames(self.tiles, tiles):
+            self.tiles, self.features = tiles, mllm.image_features(tiles)
+        return self.features
+
+
+@dataclass
+class ItemCache:
+    """What the prompts of one evaluation item (an image's sentences, a video's expressions) share:
+    the vision tower's features of its tiles and SAM-2's features and prior of its frames. Pass one
+    to consecutive :meth:`VideoLLaVASAMModel.predict` calls about the same item; a fresh one per
+    call recomputes everything (one full prediction per prompt, as Sa2VA's evaluators run)."""
+
+    tiles: TileCache = field(default_factory=TileCache)
+    frames: FrameCache = field(default_factory=FrameCache)
 
 
 def _same_frames(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -337,40 +363,45 @@ class VideoLLaVASAMModel(BaseModel):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self, data: dict, max_new_tokens: int = 32, *, keep_queries: bool = False) -> list[dict]:
+    def predict(self, data: dict, max_new_tokens: int = 32, *, keep_queries: bool = False,
+                cache: ItemCache | None = None) -> list[dict]:
         """Generate an answer per sample and decode one mask per generated ``[SEG]``.
 
         Returns per sample: ``text`` (the decoded answer), ``masks`` bool (n_seg, T, H, W) at
         the original size (n_seg may be 0), ``mask_logits`` low-res float (n_seg, T, h, w),
-        and ``meta``; a sample whose ``g_pixel_values`` is None gets no masks. Rows that share
-        their frames (consecutive rows of one image or video) share one SAM-2 encoding and prior
-        pass (:class:`FrameCache`). ``keep_queries``: also ``queries``, the answer's
+        and ``meta``; a sample whose ``g_pixel_values`` is None gets no masks. The ``[SEG]`` and
+        expression states are the generation's own (``InternVLMLLM.generate(return_hidden=True)``).
+        Rows that share their tiles or frames (consecutive rows of one image or video) share one
+        vision-tower pass, one SAM-2 encoding and one prior pass (:class:`ItemCache`; give
+        ``cache`` to share them across calls too). ``keep_queries``: also ``queries``, the answer's
         :class:`SegQueries` (None without ``[SEG]``), for :meth:`decode_frames` on more frames
         (a long video's frames, chunk by chunk).
         """
-        cache = FrameCache()
+        cache = ItemCache() if cache is None else cache
         results = []
         for b in range(data["input_ids"].shape[0]):
             keep = data["attention_mask"][b].bool()
             prompt = data["input_ids"][b][keep][None]  # (1, L_b) without padding
             expr_ids = data["expr_ids"][b][keep]
             pixel_values = self._tiles_of(data, b)
+            features = None if pixel_values is None else cache.tiles.features_of(self.mllm, pixel_values)
             regions = self._regions_of(data, b)
             # prompt_masks only for rows with regions: generate's 4 positional arguments stay the contract.
             extra = {} if regions is None else {"prompt_masks": regions}
-            new_tokens = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens, **extra)[0]
-            new_tokens = self._until_eos(new_tokens)
+            new_tokens, hidden = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens,
+                                                    image_features=features, return_hidden=True, **extra)
+            new_tokens = self._until_eos(new_tokens[0])
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=False)
             frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
             meta = data["meta"][b] if data.get("meta") is not None else {}
             result = {"text": text, "meta": meta}
             if frames is not None or keep_queries:
-                queries = self._answer_queries(prompt, expr_ids, new_tokens, pixel_values, regions)
+                queries = self._answer_queries(prompt, expr_ids, new_tokens, hidden)
                 if keep_queries:
                     result["queries"] = queries
                 if frames is not None:
                     size = tuple(meta.get("orig_size", frames.shape[-2:]))
-                    result.update(self.decode_frames(queries, frames, size, cache))
+                    result.update(self.decode_frames(queries, frames, size, cache.frames))
             results.append(result)
         return results
 
@@ -392,11 +423,12 @@ class VideoLLaVASAMModel(BaseModel):
         stop = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
         return tokens[: int(stop.nonzero()[0])] if stop.any() else tokens
 
-    def _answer_queries(self, prompt, expr_ids, new_tokens, pixel_values,
-                        regions: list[torch.Tensor] | None = None) -> SegQueries | None:
-        """Teacher-force prompt + answer once and project every generated [SEG] (None without one)."""
-        full = torch.cat([prompt[0], new_tokens])[None]  # (1, L)
-        hidden, _ = self.mllm(full, torch.ones_like(full), pixel_values, prompt_masks=regions)
+    def _answer_queries(self, prompt, expr_ids, new_tokens, hidden) -> SegQueries | None:
+        """Project every generated [SEG] (None without one) and its expression tokens.
+
+        prompt (1, L); new_tokens (T,) up to eos; hidden (1, >= L + T, D): the generation's states
+        of the prompt and of each new token as input (teacher forcing would give the same)."""
+        full = torch.cat([prompt[0], new_tokens])[None]  # (1, L + T)
         n_prompt = prompt.shape[1]
         seg_positions = (new_tokens == self.mllm.seg_token_id).nonzero().flatten() + n_prompt
         if seg_positions.numel() == 0:

@@ -156,24 +156,33 @@ class InternVLMLLM(nn.Module):
             counts.append((n_ctx - n_region) // per_tile)
         return counts
 
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The vision tower + projector on every tile: (N_tiles, 3, S, S) -> (N_tiles, T, D). What
+        :meth:`embed_inputs` scatters into the ``<IMG_CONTEXT>`` slots; computed once, it serves
+        every prompt about the same image (``image_features=`` of :meth:`generate`)."""
+        with self._autocast(pixel_values.device):
+            return self.model.model.get_image_features(
+                pixel_values=pixel_values.to(self.model.dtype), return_dict=True).pooler_output
+
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                     prompt_masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+                     prompt_masks: Sequence[torch.Tensor | None] | None = None, *,
+                     image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings (B, L, D) with the image features in the ``<IMG_CONTEXT>`` slots.
 
         The slots of row b are filled in order with its tiles' vision tokens (``pixel_values`` holds
         every row's tiles in row order), then, when ``prompt_masks[b]`` is given, the vision tokens
         of its last tile under each region's cells (region by region, raster order): the ``<vp>``
         tokens (Sa2VA's visual prompts). Without regions this is what transformers' InternVL does
-        (``get_image_features`` scattered into the image-token positions).
+        (``get_image_features`` scattered into the image-token positions). ``image_features``: the
+        tiles' :meth:`image_features`, already computed (then ``pixel_values`` is not read).
         """
         embeds = self.model.get_input_embeddings()(input_ids)  # (B, L, D)
         slots = input_ids == self.model.config.image_token_id  # (B, L)
-        if pixel_values is None:
+        if pixel_values is None and image_features is None:
             if slots.any():
                 raise ValueError(f"{int(slots.sum())} {IMG_CONTEXT_TOKEN} tokens but no pixel_values")
             return embeds
-        features = self.model.model.get_image_features(
-            pixel_values=pixel_values.to(self.model.dtype), return_dict=True).pooler_output  # (N_tiles, T, D)
+        features = self.image_features(pixel_values) if image_features is None else image_features  # (N_tiles, T, D)
         counts = self.tile_counts(input_ids, prompt_masks)
         if sum(counts) != features.shape[0]:
             raise ValueError(f"the rows' {IMG_CONTEXT_TOKEN} tokens make {sum(counts)} tiles, pixel_values has "
@@ -236,15 +245,23 @@ class InternVLMLLM(nn.Module):
         max_new_tokens: int = 32,
         *,
         prompt_masks: Sequence[torch.Tensor | None] | None = None,
-    ) -> torch.Tensor:
+        image_features: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id.
 
-        The prompt is embedded by ``embed_inputs`` (image and region tokens as in ``forward``).
+        The prompt is embedded by ``embed_inputs`` (image and region tokens as in ``forward``;
+        ``image_features`` precomputed, see :meth:`image_features`). ``return_hidden``: also the
+        last hidden states (B, L + T_new, D) of the prompt and of every new token, read from the
+        generation itself (what a teacher-forced ``forward`` over prompt + answer gives, without
+        running it: the prefill's states, each step's, and one step more for the last new token,
+        on the same KV cache). A token's state is the one computed with it as *input*, the
+        position ``[SEG]`` is read at in training (Sa2VA#67 is this off-by-one).
         """
         # An image placeholder in the answer would desynchronise image tokens and features.
         suppress = self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN])
         with self._autocast(input_ids.device):
-            embeds = self.embed_inputs(input_ids, pixel_values, prompt_masks)
+            embeds = self.embed_inputs(input_ids, pixel_values, prompt_masks, image_features=image_features)
             out = self.model.generate(
                 input_ids=input_ids,
                 inputs_embeds=embeds,
@@ -254,5 +271,18 @@ class InternVLMLLM(nn.Module):
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
                 suppress_tokens=suppress,
+                return_dict_in_generate=return_hidden,
+                output_hidden_states=return_hidden,
             )
-        return out[:, input_ids.shape[1] :]
+            if not return_hidden:
+                return out[:, input_ids.shape[1] :]
+            new_tokens = out.sequences[:, input_ids.shape[1] :]
+            # hidden_states[step][-1]: the last layer (after the final norm) of that step's inputs:
+            # step 0 the prompt (B, L, D), step i the new token i-1 (B, 1, D)
+            states = [step[-1] for step in out.hidden_states]
+            last = self.language_model(
+                inputs_embeds=self.model.get_input_embeddings()(new_tokens[:, -1:]),
+                attention_mask=torch.cat([attention_mask, torch.ones_like(new_tokens)], dim=1),
+                past_key_values=out.past_key_values, use_cache=True,
+            ).last_hidden_state  # (B, 1, D): the last new token as input
+        return new_tokens, torch.cat([*states, last], dim=1)
