@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import copy
-import json
 import os.path as osp
 
 import torch
 from mmengine.config import Config
 
+from ..datasets.io import read_json
 from .checkpoint import allow_mmengine_checkpoints
 from .dist import prepare_cpu_processes
 from .safe_checkpoint import make_crash_safe
@@ -36,8 +36,7 @@ def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
     path = ZERO2 if deepspeed == "zero2" else deepspeed  # a given path is the user's: relative to the cwd
     if not osp.isfile(path):
         raise FileNotFoundError(f"--deepspeed: no such JSON file: {path}")
-    with open(path, encoding="utf-8") as f:
-        ds = json.load(f)
+    ds = read_json(path, expect=dict, what="of DeepSpeed settings", max_bytes=1 << 20, max_depth=16)
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         if key in ds:
             raise ValueError(f"{path}: '{key}' comes from the mmengine config; remove it from the JSON")
