@@ -14,6 +14,7 @@ unless the answer has ``[SEG]``.
 """
 import argparse
 
+from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.image_policy import set_max_pixels
 from projects.salma.inference import infer_image, infer_video
 from projects.salma.models.salma_model import SALMAModel
@@ -89,4 +90,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as err:  # a bad input: its message names the file; no traceback
+        raise SystemExit(f"infer.py: {err}") from err
