@@ -110,7 +110,7 @@ def test_image_frames_check_sizes_up_front_and_decode_when_asked(tmp_path, monke
         Image.fromarray(np.full((24, 32, 3), 40 * t, np.uint8)).save(paths[-1])
     decoded = []
     load = frames_module.load_image
-    monkeypatch.setattr(frames_module, "load_image", lambda p: decoded.append(p) or load(p))
+    monkeypatch.setattr(frames_module, "load_image", lambda p, **kw: decoded.append(p) or load(p, **kw))
     video = open_video(tmp_path)
     assert isinstance(video, ImageFrames) and len(video) == 5 and video.size == (32, 24) and decoded == []
     assert video.names == [f"{t:05d}" for t in range(5)]

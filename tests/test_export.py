@@ -365,10 +365,10 @@ def test_infer_tool_writes_predict_masks_for_an_image(loaded, exported, syntheti
                                        "--out", str(tmp_path), "--device", "cpu"])
     expected = loaded.predict(image=image, text="the red circle")
     assert_nontrivial_masks(expected["masks"], "predict masks")
-    png = np.array(Image.open(tmp_path / "mask_0.png"))
+    png = np.array(Image.open(tmp_path / "mask_1.png"))
     assert png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
     assert np.array_equal(png > 0, expected["masks"][0].numpy())
-    assert summary["masks"] == ["mask_0.png"] and summary["answer"] == "Sure, [SEG]."
+    assert summary["masks"] == ["mask_1.png"] and summary["answer"] == "Sure, [SEG]."
     overlay = Image.open(tmp_path / "overlay.png")
     scale = display_scale(*png.shape)  # small images are enlarged for display
     assert overlay.width == png.shape[1] * scale and overlay.height > png.shape[0] * scale  # plus the caption band
@@ -386,9 +386,9 @@ def test_infer_tool_writes_one_png_per_frame_for_a_video(loaded, exported, synth
     expected = loaded.predict(video=video, text="the moving circle")["masks"][0]  # (T, H, W)
     assert_nontrivial_masks(expected, "predict masks on every frame")
     names = sorted(os.path.splitext(n)[0] for n in os.listdir(video))
-    assert sorted(os.listdir(tmp_path / "masks" / "seg0")) == [f"{n}.png" for n in names]
+    assert sorted(os.listdir(tmp_path / "masks" / "mask_1")) == [f"{n}.png" for n in names]
     for t, name in enumerate(names):
-        assert np.array_equal(np.array(Image.open(tmp_path / "masks" / "seg0" / f"{name}.png")) > 0,
+        assert np.array_equal(np.array(Image.open(tmp_path / "masks" / "mask_1" / f"{name}.png")) > 0,
                               expected[t].numpy())
     assert (tmp_path / "overlay.png").is_file() and json.load(open(tmp_path / "result.json"))["n_seg"] == 1
 

@@ -10,6 +10,7 @@ on a trusted network).
 import argparse
 
 from projects.salma.app import SegmentationDemo, launch
+from projects.salma.datasets.image_policy import set_max_pixels
 from projects.salma.models.salma_model import SALMAModel
 
 
@@ -21,6 +22,9 @@ def parse_args(argv=None):
                         help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--max-pixels", type=int,
+                        help="largest image (width x height) decoded, checked from the file header first (default: "
+                             "SALMA_MAX_IMAGE_PIXELS, else 2^26 = 8192x8192)")
     parser.add_argument("--no-verify-weights", action="store_true",
                         help="skip the check of model.safetensors against the hash recorded in config.json")
     return parser.parse_args(argv)
@@ -28,6 +32,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.max_pixels is not None:
+        set_max_pixels(args.max_pixels)
     model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                        verify_weights=not args.no_verify_weights)
     demo = SegmentationDemo(model, name=args.model)

@@ -14,6 +14,8 @@ unless the answer has ``[SEG]``.
 """
 import argparse
 
+from projects.salma.datasets.errors import DataError
+from projects.salma.datasets.image_policy import set_max_pixels
 from projects.salma.inference import infer_image, infer_video
 from projects.salma.models.salma_model import SALMAModel
 
@@ -54,6 +56,9 @@ def parse_args(argv=None):
     parser.add_argument("--verbatim", action="store_true", help="send --text as the question, without the template")
     parser.add_argument("--offload", action="store_true",
                         help="video: keep SAM-2's memory bank on the host (GPU memory: only the frame being tracked)")
+    parser.add_argument("--max-pixels", type=int,
+                        help="largest image (width x height) decoded, checked from the file header first (default: "
+                             "SALMA_MAX_IMAGE_PIXELS, else 2^26 = 8192x8192)")
     parser.add_argument("--no-verify-weights", action="store_true",
                         help="skip the check of model.safetensors against the hash recorded in config.json")
     args = parser.parse_args(argv)
@@ -66,6 +71,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.max_pixels is not None:
+        set_max_pixels(args.max_pixels)
     model = SALMAModel.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                        verify_weights=not args.no_verify_weights)
     if args.offload:
@@ -83,4 +90,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as err:  # a bad input: its message names the file; no traceback
+        raise SystemExit(f"infer.py: {err}") from err

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
-import io
 import os
 import posixpath
 import re
@@ -34,17 +33,22 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .constants import PHRASE_END, PHRASE_START, SEG_TOKEN
 from .datasets.errors import DataError
+from .datasets.image_policy import bomb_error, check_pixels, is_hidden, open_image
+from .datasets.image_policy import max_pixels as image_max_pixels
 from .datasets.inference import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, read_video
 from .datasets.transforms import load_image
 from .evaluation.visualize import PALETTE, display_scale, paint_masks
-from .inference import save_mask
+from .inference import mask_name, save_mask
 
 MODES = ("Referring expression", "Question / chat")
-MAX_ZIP_BYTES = 4 << 30  # uncompressed frames a zip may hold (a zip bomb stops here, named)
+# A zip of frames, checked before any frame is decoded (a zip bomb stops here, named):
+MAX_ZIP_FRAMES = 2000  # frame files
+MAX_FRAME_FILE_BYTES = 256 << 20  # one frame file, uncompressed
+ZIP_PIXELS_PER_IMAGE_BUDGET = 4  # all frames together: 4x the per-image pixel budget (2^28 by default)
 _PHRASE = re.compile(re.escape(PHRASE_START) + r"(.*?)" + re.escape(PHRASE_END), re.S)
 
 
@@ -59,26 +63,54 @@ class Media:
     source: str  # the uploaded file's name, for messages
 
 
-def _decode(data: bytes, where: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{where}: cannot decode image ({err})", reason="corrupt_image") from err
+def _frame_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The zip's frame files: image extension, not a folder, not hidden (:func:`is_hidden`, as the
+    frame-folder reader skips them), not under macOS's ``__MACOSX/``."""
+    return [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(FRAME_EXTENSIONS)
+            and not any(is_hidden(part) for part in m.filename.split("/"))]
 
 
-def read_frames_zip(path: str, *, max_bytes: int = MAX_ZIP_BYTES) -> tuple[list[Image.Image], list[str]]:
+def _check_zip_budget(members: list[zipfile.ZipInfo], archive: zipfile.ZipFile, name: str, *, max_frames: int,
+                      max_file_bytes: int, max_pixels: int) -> None:
+    """Count, declared size and header pixel size of every frame, before any is decoded: a small
+    zip can hold many frames that each decode to hundreds of MB (each, and all together, bounded).
+    zipfile stops reading a member at its declared size, so the declared size bounds what is read."""
+    if len(members) > max_frames:
+        raise DataError(f"{name}: {len(members)} frames, more than {max_frames}", reason="too_large")
+    total = 0
+    for m in members:
+        where = f"{name}:{m.filename}"
+        if m.file_size > max_file_bytes:
+            raise DataError(f"{where}: {m.file_size} bytes uncompressed, more than {max_file_bytes} for one frame",
+                            reason="too_large")
+        try:
+            with archive.open(m) as f, Image.open(f) as image:
+                check_pixels(*image.size, where)
+                total += image.size[0] * image.size[1]
+        except DataError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise bomb_error(err, where) from err
+        except Exception as err:  # noqa: BLE001  PIL raises many kinds for a bad header; all name the member
+            raise DataError(f"{where}: cannot decode image ({err})", reason="corrupt_image") from err
+    if total > max_pixels:
+        raise DataError(f"{name}: {total} pixels in {len(members)} frames, more than the zip budget of {max_pixels}",
+                        reason="too_large")
+
+
+def read_frames_zip(path: str, *, max_frames: int = MAX_ZIP_FRAMES, max_file_bytes: int = MAX_FRAME_FILE_BYTES,
+                    max_pixels: int | None = None) -> tuple[list[Image.Image], list[str]]:
     """Frames of a zipped folder (one folder; names sorted as ``read_video`` sorts a folder's),
-    decoded in memory: nothing is extracted, so member paths never reach the file system."""
+    decoded in memory: nothing is extracted, so member paths never reach the file system.
+    ``max_pixels``: all frames together (default :data:`ZIP_PIXELS_PER_IMAGE_BUDGET` times the
+    per-image pixel budget)."""
     name = os.path.basename(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise DataError(f"{name}: not a readable zip file ({err})", reason="corrupt_image") from err
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(FRAME_EXTENSIONS)
-                   and not posixpath.basename(m.filename).startswith(".") and not m.filename.startswith("__MACOSX/")]
+        members = _frame_members(archive)
         if not members:
             raise DataError(f"{name}: no frames ({', '.join(FRAME_EXTENSIONS)}) in this zip", reason="empty_video")
         folders = sorted({posixpath.dirname(m.filename) for m in members})
@@ -86,16 +118,15 @@ def read_frames_zip(path: str, *, max_bytes: int = MAX_ZIP_BYTES) -> tuple[list[
             shown = ", ".join(repr(f) for f in folders[:3])
             raise DataError(f"{name}: frames in {len(folders)} folders ({shown}, ...); zip the frames of one video",
                             reason="bad_video")
-        total = sum(m.file_size for m in members)
-        if total > max_bytes:
-            raise DataError(f"{name}: {total} bytes of frames uncompressed, more than {max_bytes}", reason="too_large")
         members.sort(key=lambda m: m.filename)
         names = [os.path.splitext(posixpath.basename(m.filename))[0] for m in members]
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             raise DataError(f"{name}: two frames named {twice[0]!r} (their masks would overwrite each other)",
                             reason="duplicate_frame")
-        frames = [_decode(archive.read(m), f"{name}:{m.filename}") for m in members]
+        _check_zip_budget(members, archive, name, max_frames=max_frames, max_file_bytes=max_file_bytes,
+                          max_pixels=max_pixels or ZIP_PIXELS_PER_IMAGE_BUDGET * image_max_pixels())
+        frames = [open_image(archive.read(m), where=f"{name}:{m.filename}", orient=True) for m in members]
     return frames, names
 
 
@@ -109,7 +140,7 @@ def read_upload(path: str) -> Media:
             return Media("video", *read_frames_zip(path), source=name)
         if lower.endswith(VIDEO_EXTENSIONS):
             return Media("video", *read_video(path), source=name)
-        return Media("image", [load_image(path)], [os.path.splitext(name)[0]], source=name)
+        return Media("image", [load_image(path, orient=True)], [os.path.splitext(name)[0]], source=name)
     except DataError as err:
         raise DataError(str(err).replace(path, name), reason=err.reason) from err
 
@@ -273,7 +304,7 @@ class SegmentationDemo:
         if media.kind == "image":
             image = media.frames[0]
             overlay = paint_masks(image, masks, scale=display_scale(image.height, image.width))
-            files = [save_mask(m, os.path.join(folder, f"mask_{k + 1}.png")) for k, m in enumerate(masks)]
+            files = [save_mask(m, os.path.join(folder, f"{mask_name(k)}.png")) for k, m in enumerate(masks)]
             return Result(out["question"], out["text"], masks, overlay, files=files,
                           legend=legend_html(out["text"], len(masks)))
         frames = []
@@ -281,7 +312,7 @@ class SegmentationDemo:
             tag = " (LLM)" if t in out["llm_frames"] else ""
             frames.append((paint_masks(frame, masks[:, t], scale=display_scale(frame.height, frame.width)),
                            f"frame {name}{tag}"))
-        files = [self._zip_masks(m, media.names, os.path.join(folder, f"mask_{k + 1}")) for k, m in enumerate(masks)]
+        files = [self._zip_masks(m, media.names, os.path.join(folder, mask_name(k))) for k, m in enumerate(masks)]
         return Result(out["question"], out["text"], masks, None, frames=frames, files=files,
                       legend=legend_html(out["text"], len(masks)))
 

@@ -2,8 +2,8 @@
 
 Output folder::
 
-    image:  mask_<k>.png                  one per [SEG] k (0 / 255, the image's size)
-    video:  masks/seg<k>/<frame>.png      one per [SEG] k and frame (frame names from the folder,
+    image:  mask_<k>.png                  one per [SEG] k = 1, 2, ... (0 / 255, the image's size)
+    video:  masks/mask_<k>/<frame>.png    one per [SEG] k and frame (frame names from the folder,
                                           or 00000, 00001, ... for a video file), written as SAM-2
                                           tracks (frames are read and released one at a time)
     overlay.png                           the masks in red over the image (video: up to 4 frames)
@@ -31,6 +31,12 @@ def save_mask(mask: np.ndarray, path: str) -> str:
     return path
 
 
+def mask_name(k: int) -> str:
+    """The file stem of the 0-based ``k``-th [SEG]'s mask: ``mask_1`` for the first, as the web
+    demo's legend counts them (the demo and ``tools/infer.py`` name files alike)."""
+    return f"mask_{k + 1}"
+
+
 def _caption(result: dict, prefix: str = "") -> str:
     return f"{prefix}{result['question'][:70]}\n-> {result['text'][:70]}"
 
@@ -39,11 +45,11 @@ def infer_image(model: SALMAModel, image_path: str, text: str, out_dir: str, *, 
                 **predict_kwargs) -> dict:
     """Predict on one image file (``regions``: boxes / masks the text asks about, see
     ``SALMAModel.predict``) and write its masks, overlay and result.json."""
-    image = load_image(image_path)
+    image = load_image(image_path, orient=True)
     os.makedirs(out_dir, exist_ok=True)
     result = model.predict(image=image, text=text, regions=regions, **predict_kwargs)
     masks = result["masks"].numpy()  # (n_seg, H, W)
-    files = [save_mask(m, os.path.join(out_dir, f"mask_{k}.png")) for k, m in enumerate(masks)]
+    files = [save_mask(m, os.path.join(out_dir, f"{mask_name(k)}.png")) for k, m in enumerate(masks)]
     overlay(image, masks.any(0) if len(masks) else None, _caption(result)).save(os.path.join(out_dir, "overlay.png"))
     return _write_result(out_dir, result, files, source=image_path, n_seg=len(masks), n_regions=len(regions or ()))
 
@@ -74,7 +80,7 @@ def infer_video(model: SALMAModel, video_path: str, text: str, out_dir: str, **p
 
 
 def _mask_path(out_dir: str, k: int, frame_name: str) -> str:
-    return os.path.join(out_dir, "masks", f"seg{k}", f"{frame_name}.png")
+    return os.path.join(out_dir, "masks", mask_name(k), f"{frame_name}.png")
 
 
 def _write_result(out_dir: str, result: dict, files: list[str], *, source: str, n_seg: int, n_regions: int = 0) -> dict:

@@ -31,6 +31,7 @@ from mmengine.logging import print_log
 from PIL import Image
 
 from .errors import DataError
+from .image_policy import is_hidden, to_rgb
 from .transforms import common_frame_size, image_size, load_image, to_normalized_tensor
 from .video_files import VideoEndedEarly
 
@@ -47,9 +48,9 @@ def _check_array(image: np.ndarray, name: str) -> None:
 def as_rgb_image(image: ImageInput, *, name: str = "image") -> Image.Image:
     """A PIL RGB image from a PIL image, a file path, or a uint8 array (H, W) / (H, W, 3)."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image, name)  # 16-bit, alpha, CMYK: as a file of that mode would be read
     if isinstance(image, (str, os.PathLike)):
-        return load_image(os.fspath(image))
+        return load_image(os.fspath(image), orient=True)  # an inference input: upright as viewers show it
     if isinstance(image, np.ndarray):
         _check_array(image, name)
         return Image.fromarray(image).convert("RGB")
@@ -245,7 +246,7 @@ def open_video(path: str | os.PathLike) -> VideoFrames:
     '00001.png' is a DataError) or a video file; nothing is decoded yet (a file is counted)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        files = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS))
+        files = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS) and not is_hidden(n))
         if not files:
             raise DataError(f"{path}: no frames ({', '.join(FRAME_EXTENSIONS)}) in this folder", reason="empty_video")
         names = [os.path.splitext(n)[0] for n in files]

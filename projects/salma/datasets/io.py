@@ -14,6 +14,7 @@ import codecs
 import json
 import os
 import pickle
+import sys
 from typing import Any
 
 from .errors import DataError
@@ -23,17 +24,25 @@ from .errors import DataError
 PICKLE_TYPES = "dict, list, tuple, str, bytes, int, float, bool and None"
 
 
-def read_json(path: str, *, expect: type | None = None, what: str = "") -> Any:
+MAX_JSON_BYTES = 8 << 30  # annotation files reach GBs (MeViS's mask_dict.json); callers of small files pass less
+
+
+def read_json(path: str, *, expect: type | None = None, what: str = "", max_bytes: int = MAX_JSON_BYTES,
+              max_depth: int | None = None) -> Any:
     """Parse a UTF-8 JSON file; ``expect`` (``dict`` / ``list``) checks the top-level type.
 
-    Raises DataError naming the file: missing, not UTF-8 (byte offset), not JSON (line and column),
-    or of the wrong top-level type (``what`` describes the expected content in that message).
+    Raises DataError naming the file: missing, over ``max_bytes`` (checked before reading), not
+    UTF-8 (byte offset), not JSON (line and column), nested deeper than ``max_depth`` (or than the
+    parser can go), or of the wrong top-level type (``what`` describes the expected content).
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        size = os.path.getsize(path)
     except FileNotFoundError as err:
         raise DataError(f"{path}: file not found", reason="missing_file") from err
+    if size > max_bytes:
+        raise DataError(f"{path}: {size} bytes, more than the {max_bytes} allowed for this file", reason="bad_file")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
     try:
         text = data.decode("utf-8-sig")  # a BOM is not part of the JSON
     except UnicodeDecodeError as err:
@@ -43,10 +52,26 @@ def read_json(path: str, *, expect: type | None = None, what: str = "") -> Any:
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})",
                         reason="bad_file") from err
+    except RecursionError as err:
+        raise DataError(f"{path}: nested deeper than the JSON parser goes (about {sys.getrecursionlimit()} "
+                        "levels)", reason="bad_file") from err
+    if max_depth is not None and json_depth(value) > max_depth:
+        raise DataError(f"{path}: nested deeper than {max_depth} levels", reason="bad_file")
     if expect is not None and not isinstance(value, expect):
         raise DataError(f"{path}: expected a JSON {_JSON_NAMES[expect]}{' ' + what if what else ''}, got "
                         f"{_type_name(value)}", reason="bad_file")
     return value
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar: 0, ``[1]``: 1), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class _PlainUnpickler(pickle.Unpickler):

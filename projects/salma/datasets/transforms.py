@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
+from .image_policy import bomb_error, check_pixels, open_image
 
 # (x / 255 - mean) / std as one multiply-subtract: x * _SCALE - _OFFSET.
 _SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, dtype=torch.float32))).view(3, 1, 1)
@@ -39,16 +40,10 @@ def check_sam_pixel_stats(stats: str) -> str:
     return stats
 
 
-def load_image(path: str) -> Image.Image:
-    """Open an image fully (so a truncated file fails here) as RGB; DataError names the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: image file not found", reason="missing_image") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
+def load_image(path: str, *, orient: bool = False) -> Image.Image:
+    """Open an image fully (so a truncated file fails here) as 8-bit RGB, under the pixel budget
+    (:mod:`.image_policy`; ``orient``: upright by EXIF, for inference inputs); DataError names the file."""
+    return open_image(path, orient=orient)
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -56,9 +51,14 @@ def image_size(path: str) -> tuple[int, int]:
     DataErrors as :func:`load_image` for a missing or unreadable file."""
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, path)
             return image.size
+    except DataError:
+        raise
     except FileNotFoundError as err:
         raise DataError(f"{path}: image file not found", reason="missing_image") from err
+    except Image.DecompressionBombError as err:
+        raise bomb_error(err, path) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
 

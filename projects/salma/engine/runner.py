@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 import copy
-import json
 import os.path as osp
 
 import torch
 from mmengine.config import Config
 
+from ..datasets.io import read_json
 from .checkpoint import allow_mmengine_checkpoints
 from .dist import prepare_cpu_processes
+from .safe_checkpoint import make_crash_safe
 
 # ZeRO-2 as shipped in configs/deepspeed_zero2.json; accumulation, clipping and micro-batch size
 # are taken from the config so one source of truth drives both runners. Found from this file's
@@ -35,8 +36,7 @@ def deepspeed_strategy(cfg: Config, deepspeed: str) -> dict:
     path = ZERO2 if deepspeed == "zero2" else deepspeed  # a given path is the user's: relative to the cwd
     if not osp.isfile(path):
         raise FileNotFoundError(f"--deepspeed: no such JSON file: {path}")
-    with open(path, encoding="utf-8") as f:
-        ds = json.load(f)
+    ds = read_json(path, expect=dict, what="of DeepSpeed settings", max_bytes=1 << 20, max_depth=16)
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         if key in ds:
             raise ValueError(f"{path}: '{key}' comes from the mmengine config; remove it from the JSON")
@@ -97,16 +97,20 @@ def apply_cli(
 def build_runner(cfg: Config):
     """Runner, or FlexibleRunner when the config carries a DeepSpeed strategy.
 
+    Checkpoints are crash-safe and checked (:func:`~projects.salma.engine.safe_checkpoint.make_crash_safe`).
     Several processes without CUDA (``tools/dist_train.sh CFG N`` on a CPU machine): gloo, see
     :func:`~projects.salma.engine.dist.prepare_cpu_processes`; with CUDA the config is used as is.
     """
     allow_mmengine_checkpoints()
+    cfg = copy.deepcopy(cfg)
+    note = make_crash_safe(cfg)  # atomic checkpoints, non-finite losses stop the run, --resume checks what it loads
     if cfg.get("launcher", "none") != "none" and not torch.cuda.is_available():
-        cfg = prepare_cpu_processes(copy.deepcopy(cfg))
+        cfg = prepare_cpu_processes(cfg)
     if cfg.get("runner_type") == "FlexibleRunner":
-        from mmengine.runner import FlexibleRunner
-
-        return FlexibleRunner.from_cfg(cfg)
-    from mmengine.runner import Runner
-
-    return Runner.from_cfg(cfg)
+        from mmengine.runner import FlexibleRunner as runner_type
+    else:
+        from mmengine.runner import Runner as runner_type
+    runner = runner_type.from_cfg(cfg)
+    if note:
+        runner.logger.warning(note)  # in the run's log file
+    return runner

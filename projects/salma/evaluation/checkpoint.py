@@ -22,6 +22,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..engine.checkpoint import allow_mmengine_checkpoints
+from ..engine.safe_checkpoint import check_content, read_checkpoint
 from ..fingerprint import HASH, file_digest
 
 DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
@@ -67,10 +68,11 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(f"{path} is a folder without {DEEPSPEED_MODEL_FILE} (found {sorted(os.listdir(path))[:10]})")
     else:
         file, key = path, "state_dict"
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(file)
     if not isinstance(checkpoint, dict) or key not in checkpoint:
         keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{file}: no {key!r} in this checkpoint (found {keys})")
+    check_content(file, checkpoint, weights_key=key)  # the hash recorded at save; finite weights
     return checkpoint[key]
 
 

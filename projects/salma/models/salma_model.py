@@ -40,11 +40,13 @@ from ..datasets.frames import VideoFrames, open_video
 from ..datasets.inference import ImageInput, InferenceReader, RegionInput
 from ..datasets.io import read_json
 from ..datasets.tokenizer import build_tokenizer
+from ..safe_io import atomic_path, regular_file, write_text_atomic
 from .convert.common import DTYPES, check_state_dict
 from .convert.sa2va import is_sa2va_folder
 from .convert.sam2 import _video_config_from_json
 from .export_checks import check_salma_config, check_weights_file, weights_record
 from .llava_sam2 import VideoLLaVASAMModel
+from .weight_shapes import check_shapes_before_building
 from .video import SAM2MemoryTracker, VideoPredictor, VideoStream
 
 CONFIG_NAME = "config.json"
@@ -53,6 +55,7 @@ FORMAT = "salma"
 FORMAT_VERSION = 1
 TRACKER_PREFIX = "tracker."
 WEIGHTS_KEY = "weights"  # config.json: {"file", "bytes", "blake2b"} of model.safetensors
+CONFIG_MAX_BYTES, CONFIG_MAX_DEPTH = 16 << 20, 32  # an exported config.json is a few kB, nested ~6 deep
 
 
 @dataclass
@@ -108,8 +111,7 @@ class SALMAConfig:
     def save(self, folder: str, *, weights: dict | None = None) -> None:
         """Write config.json; ``weights`` (``export_checks.weights_record``) is stored next to it."""
         data = self.to_dict() if weights is None else {**self.to_dict(), WEIGHTS_KEY: weights}
-        with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
+        write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(data, indent=2, ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: str) -> SALMAConfig:
@@ -136,7 +138,8 @@ def read_config(folder: str) -> dict:
     path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not an exported SALMA folder)")
-    return read_json(path, expect=dict)
+    regular_file(path, what="config file")
+    return read_json(path, expect=dict, max_bytes=CONFIG_MAX_BYTES, max_depth=CONFIG_MAX_DEPTH)
 
 
 def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):
@@ -167,6 +170,11 @@ def build_tracker(config: SALMAConfig, model: VideoLLaVASAMModel) -> SAM2MemoryT
     video = Sam2VideoModel(_video_config_from_json(config.tracker))
     return SAM2MemoryTracker(model.grounding_encoder, memory_weights=video,
                              tracker_decoder=config.video["tracker_decoder"])
+
+
+def _build_state(config: SALMAConfig, tokenizer, cls) -> dict[str, torch.Tensor]:
+    model = build_model(config, tokenizer)
+    return cls(model, config, build_tracker(config, model)).state_to_save()
 
 
 class SALMAModel(nn.Module):
@@ -233,7 +241,8 @@ class SALMAModel(nn.Module):
                 tensor = tensor.to(cast)
             state[key] = tensor.contiguous().cpu()
         weights_path = os.path.join(folder, WEIGHTS_NAME)
-        save_file(state, weights_path, metadata={"format": "pt"})
+        with atomic_path(weights_path) as tmp:  # a kill leaves the previous export, whole
+            save_file(state, tmp, metadata={"format": "pt"})
         self.config.save(folder, weights=weights_record(weights_path))
         self.tokenizer.chat_template = jinja_chat_template(self.config.inputs["system"])
         self.tokenizer.save_pretrained(folder)
@@ -259,7 +268,11 @@ class SALMAModel(nn.Module):
             raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
         if os.path.getsize(weights_path) == 0:
             raise ValueError(f"{weights_path}: empty file (0 bytes); copy or export it again")
+        regular_file(weights_path, what="weight file")
         tokenizer = build_tokenizer(dict(type="load_pretrained_tokenizer", path=folder))
+        with no_init_weights():  # the config's sizes against the file's, before anything is allocated
+            check_shapes_before_building(lambda: _build_state(config, tokenizer, cls), weights_path,
+                                         config_path=config_path)
         with no_init_weights():  # every weight is loaded below: skip the random initialisation
             model = build_model(config, tokenizer)
             salma = cls(model, config, build_tracker(config, model))

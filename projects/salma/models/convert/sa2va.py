@@ -44,6 +44,7 @@ from torch import nn
 from transformers import InternVLForConditionalGeneration, PreTrainedTokenizerBase
 
 from ...constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SPECIAL_TOKENS
+from ...datasets.io import read_json
 from .common import (
     CheckpointMismatchError,
     RenameRule,
@@ -98,6 +99,11 @@ _PARTS: dict[str, tuple[str, list[RenameRule]]] = {
 }
 
 
+def read_user_json(path: Path) -> dict:
+    """A folder's config.json through the project's JSON reader (file named; size and depth bounded)."""
+    return read_json(str(path), expect=dict, max_bytes=16 << 20, max_depth=32)
+
+
 def is_sa2va_config(config_dict: Mapping) -> bool:
     """Whether a config.json is a Sa2VA release (``Sa2VAChatModel``)."""
     architectures = config_dict.get("architectures") or []
@@ -107,7 +113,7 @@ def is_sa2va_config(config_dict: Mapping) -> bool:
 def is_sa2va_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder whose config.json is a Sa2VA release."""
     config_path = Path(path) / "config.json"
-    return config_path.is_file() and is_sa2va_config(json.loads(config_path.read_text(encoding="utf-8")))
+    return config_path.is_file() and is_sa2va_config(read_user_json(config_path))
 
 
 def read_sa2va_config(folder: str | Path) -> dict:
@@ -115,7 +121,7 @@ def read_sa2va_config(folder: str | Path) -> dict:
     config_path = Path(folder) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_user_json(config_path)
     if not is_sa2va_config(config):
         raise ValueError(
             f"{folder}: not a Sa2VA release folder (config.json architectures {config.get('architectures')}, "
