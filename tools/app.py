@@ -10,7 +10,7 @@ on a trusted network).
 import argparse
 
 from projects.salma.app import SegmentationDemo, launch
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 
 
 def parse_args(argv=None):

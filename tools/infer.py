@@ -15,7 +15,7 @@ unless the answer has ``[SEG]``.
 import argparse
 
 from projects.salma.inference import infer_image, infer_video
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 
 
 class _Region(argparse.Action):

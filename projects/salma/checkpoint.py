@@ -21,8 +21,8 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-from ..engine.checkpoint import allow_mmengine_checkpoints
-from ..fingerprint import HASH, file_digest
+from .engine.checkpoint import allow_mmengine_checkpoints
+from .fingerprint import HASH, file_digest
 
 DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
 

@@ -89,7 +89,7 @@ class RESEvaluator:
         max_new_tokens: generation budget per answer.
         lenient: also report the Sa2VA-style numbers that skip sentences without ``[SEG]``.
         attention: per-sentence statistics of CMA's attention
-            (:class:`~projects.salma.analysis.attention.AttentionStats`): each prediction runs with CMA
+            (:class:`~projects.salma.evaluation.attention_stats.AttentionStats`): each prediction runs with CMA
             captured, its ``sentence(records, meta)`` is saved as the sentence's ``attention`` and
             ``summarize`` adds its means to the split's numbers. None: not captured.
     """
