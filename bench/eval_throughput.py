@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from projects.salma.analysis.cost import build_benchmark_model  # noqa: E402
 from projects.salma.analysis.stats import mean_ci  # noqa: E402
-from projects.salma.export import as_salma_model  # noqa: E402
-from projects.salma.models.salma_model import resolve_device_dtype  # noqa: E402
+from projects.salma.salma_model import as_salma_model  # noqa: E402
+from projects.salma.salma_model import resolve_device_dtype  # noqa: E402
 from projects.salma.testing import forced_answer  # noqa: E402
 
 SENTENCES = ["the red circle on the left", "the blue square", "the small green triangle", "the larger shape",

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from projects.salma.export import as_salma_model
+from projects.salma.salma_model import as_salma_model
 from projects.salma.models.mllm import InternVLMLLM
-from projects.salma.models.salma_model import resolve_device_dtype
+from projects.salma.salma_model import resolve_device_dtype
 from projects.salma.registry import MODELS
 from projects.salma.testing import forced_answer
 

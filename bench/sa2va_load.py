@@ -112,7 +112,7 @@ def write_release(folder: Path) -> None:
 # the parent's peak across fork + exec, i.e. the writer's.
 LOAD = """
 import json, time, torch
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 
 def gib(field):
     line = next(l for l in open("/proc/self/status", encoding="utf-8") if l.startswith(field + ":"))

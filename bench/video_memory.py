@@ -66,7 +66,7 @@ def build(model: str):
     """The exported-form model (CPU, fp32 build) with random memory modules."""
     from mmengine.config import Config
 
-    from projects.salma.export import as_salma_model
+    from projects.salma.salma_model import as_salma_model
     from projects.salma.registry import MODELS
 
     sys.path.insert(0, os.path.join(REPO, "bench"))
@@ -90,7 +90,7 @@ def mib(field: str) -> float:
 
 def worker(spec: dict) -> dict:
     """One configuration, in this (fresh) process."""
-    from projects.salma.models.salma_model import resolve_device_dtype
+    from projects.salma.salma_model import resolve_device_dtype
     from projects.salma.testing import forced_answer
 
     torch.set_num_threads(spec["threads"])

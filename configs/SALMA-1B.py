@@ -1,10 +1,10 @@
-# SALMA-1B, faithful to the seed §5.1: InternVL2.5-1B (frozen, LoRA r128/α256/0.05), SAM-2.1
+# SALMA-1B, as docs/design.md ("SALMA-1B") states it: InternVL2.5-1B (frozen, LoRA r128/α256/0.05), SAM-2.1
 # hiera-large (frozen encoder, trainable decoder), CMA + MBA gate, TMC + boundary losses with
 # warm-up, batch 2/GPU × accumulation 4, AdamW 4e-5, 5% linear warm-up then cosine, 1 epoch, bf16.
 #
 #   tools/dist_train.sh configs/SALMA-1B.py 8 [--deepspeed zero2]
 #
-# Data lives under SALMA_DATA_ROOT (default ./data), laid out as REFERENCE.md describes:
+# Data lives under SALMA_DATA_ROOT (default ./data), laid out as docs/formats.md describes:
 #   refcoco/ refcoco+/ refcocog/ (refer layout) + coco/{train2014,val2014,train2017,val2017}/,
 #   mevis/train/, revos/, ref_ytvos/train/ (converted), chat_univi/ (video_chat.json, Activity_Videos/),
 #   sav/ (SA-V sav_train/sav_0xx/*.mp4 + *_manual.json, Sa2VA's sam_v_final_v3.json), glamm/ (GranDf,
@@ -34,7 +34,7 @@ osprey_common = dict(type="OspreyDataset", tokenizer={{_base_.tokenizer}}, mode=
                      image_folder=[data_root + "/coco/train2014", data_root + "/coco/val2014",
                                    data_root + "/coco/train2017", data_root + "/coco/val2017"], **image_args)
 
-# The seed's §5.2 mix (Sa2VA-1B's): (reader entry, repeats). tests/test_configs.py checks it entry by entry.
+# The training mix of docs/design.md (Sa2VA-1B's): (reader entry, repeats). tests/test_configs.py checks it entry by entry.
 mix = [
     # referring segmentation, images
     (dict(refcoco_common, name="refcoco", data_root=data_root + "/refcoco", split_by="unc"), 4),

@@ -1,4 +1,4 @@
-"""The benchmarks' scores written from their definitions (REFERENCE.md, "Metrics"), independently
+"""The benchmarks' scores written from their definitions (docs/metrics.md), independently
 of ``projects.salma.evaluation``: plain numpy, one frame at a time, with OpenCV's ``dilate`` and a
 disk kernel as the DAVIS-2017 evaluation code does. The end-to-end evaluation tests recompute the
 saved numbers with these from the per-item masks; ``tests/test_independent_metrics.py`` holds them

@@ -36,10 +36,9 @@ from projects.salma.app import (MODES, SegmentationDemo, launch, legend_html, pa
                                 read_upload, seg_phrases)
 from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.synthetic import draw_scene, make_shapes, moving_scene, write_video_file
-from projects.salma.evaluation.runner import build_model
+from projects.salma.build import build_model
 from projects.salma.evaluation.visualize import PALETTE, display_scale
-from projects.salma.export import as_salma_model
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel, as_salma_model
 from projects.salma.testing import assert_nontrivial_masks, forced_answer, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from projects.salma.analysis.attention import CocoObjects, output_shares
+from projects.salma.evaluation.attention_stats import CocoObjects, output_shares
 from projects.salma.datasets.masks import decode_segmentation
 from projects.salma.datasets.synthetic import make_synthetic
 from projects.salma.models.cma import CMAAttention
@@ -53,7 +53,7 @@ def setup(tmp_path_factory):
     """Distractor data, the tiny SALMA config and a CMA-less baseline, checkpoints with CMA's gain on."""
     from mmengine.config import Config
 
-    from projects.salma.evaluation.runner import build_model
+    from projects.salma.build import build_model
 
     out = tmp_path_factory.mktemp("attention")
     roots = make_synthetic(str(out / "data"), seed=2, num_images=0, num_val_images=2, num_videos=0, num_val_videos=0,

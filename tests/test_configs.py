@@ -152,13 +152,13 @@ def test_salma_1b_evaluates_every_benchmark_of_the_seed_tables():
         "refcoco_plus/testB", "refcocog/val", "refcocog/test", "ref_davis17", "mevis/valid_u", "mevis/valid",
         "revos", "ref_ytvos", "ref_sav"])
     assert runs["refcocog/test"].dataset["split_by"] == "umd" and runs["refcoco_plus/val"].dataset["split_by"] == "unc"
-    assert runs["revos"].options["protocol"] == "revos" and runs["revos"].dataset["foreground_file"]
+    assert runs["revos"].options.protocol == "revos" and runs["revos"].dataset["foreground_file"]
     ref_sav = runs["ref_sav"]  # long / short expressions reported separately, frames from SA-V's mp4
-    assert ref_sav.options["protocol"] == "refsav" and ref_sav.dataset["type"] == "RefSAVDataset"
+    assert ref_sav.options.protocol == "refsav" and ref_sav.dataset["type"] == "RefSAVDataset"
     assert ref_sav.dataset["video_file"] == "{video_id:.7}/{video_id}.mp4" and ref_sav.dataset["mask_file"]
     # No public GT: masks only, written as a submission zip.
     assert runs["mevis/valid"].dataset["mask_file"] is None and runs["ref_ytvos"].dataset["mask_file"] is None
-    assert runs["mevis/valid_u"].options["num_llm_frames"] == 5 and runs["mevis/valid_u"].options["propagation"] == "memory"
+    assert runs["mevis/valid_u"].options.num_llm_frames == 5 and runs["mevis/valid_u"].options.propagation == "memory"
     assert Config.fromfile("configs/Sa2VA-1B.py").test_datasets == Config.fromfile("configs/SALMA-1B.py").test_datasets
 
 
@@ -171,10 +171,10 @@ def test_video_evaluation_samples_the_llm_frames_uniformly_by_default(path):
     runs = {r.name: r for r in resolve_runs(cfg)}
     for name in ("mevis/valid_u", "ref_davis17", "revos", "ref_sav", "ref_ytvos"):
         options = runs[name].options
-        assert (options["llm_frame_sampling"], options["num_llm_frames"]) == ("uniform", 5), name
-        assert (options["llm_frame_masks"], options["tracker_decoder"]) == ("language", "shared"), name
+        assert (options.llm_frame_sampling, options.num_llm_frames) == ("uniform", 5), name
+        assert (options.llm_frame_masks, options.tracker_decoder) == ("language", "shared"), name
     cfg.merge_from_dict({"test_options.llm_frame_sampling": "first"})
-    assert resolve_runs(cfg, ["mevis"], "valid_u")[0].options["llm_frame_sampling"] == "first"
+    assert resolve_runs(cfg, ["mevis"], "valid_u")[0].options.llm_frame_sampling == "first"
 
 
 def test_tiny_synthetic_test_datasets_build_on_synthetic_data(synthetic_data, monkeypatch):

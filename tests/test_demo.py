@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from projects.salma.engine.demo import (DATA_RECORD, EMPTY, UNION, format_report, prepare_demo_data, res_scores_by_kind,
+from projects.salma.demo import (DATA_RECORD, EMPTY, UNION, format_report, prepare_demo_data, res_scores_by_kind,
                                         run_demo, sentence_groups)
 from projects.salma.evaluation.metrics import RESAccumulator
 from projects.salma.evaluation.writers import ResultStore

@@ -1,6 +1,6 @@
 """End to end through tools/test.py on synthetic RefCOCO-, MeViS- and ReVOS-style data with the tiny
 random model: the saved numbers equal an independent recomputation (tests/independent_metrics.py,
-written from REFERENCE.md's definitions, not the package's scorer) from the per-item RLE results and
+written from docs/metrics.md's definitions, not the package's scorer) from the per-item RLE results and
 the GT files, restarts skip finished items, two processes give the one-process numbers, submissions
 have the benchmark layout, and question expressions are asked as questions. The real generation is
 steered (``forced_answer``) so that both the mask path and the no-mask path run, and the saved
@@ -341,7 +341,7 @@ def test_restart_skips_finished_items_and_gives_the_same_numbers(data, full_run,
 def test_checkpoint_with_trainable_weights_reproduces_the_run(data, full_run, tmp_path):
     from mmengine.config import Config
 
-    from projects.salma.evaluation.runner import build_model
+    from projects.salma.build import build_model
 
     model = build_model(Config.fromfile(data["config"]), "none", torch.device("cpu"))
     state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -383,7 +383,7 @@ def test_res_metric_in_mmengine_val_loop_matches_the_tool(data, full_run, fake_l
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from projects.salma.evaluation.runner import build_model
+    from projects.salma.build import build_model
 
     cfg = Config.fromfile(data["config"])
     runner = Runner(

@@ -12,7 +12,8 @@ from pycocotools import mask as mask_utils
 from independent_metrics import expression_jf, revos_a_r
 from test_eval_e2e import read_records
 
-from projects.salma.evaluation.runner import TrackerCache, build_model, evaluate_run, resolve_runs
+from projects.salma.build import build_model
+from projects.salma.evaluation.runner import TrackerCache, evaluate_run, resolve_runs
 from projects.salma.testing import assert_nontrivial_masks, forced_answer
 
 TINY = "configs/tiny/salma_tiny.py"

@@ -3,7 +3,8 @@ on test_datasets / test_options."""
 import pytest
 from mmengine.config import Config
 
-from projects.salma.evaluation.runner import DEFAULT_OPTIONS, resolve_runs
+from projects.salma.build import EvalOptions
+from projects.salma.evaluation.runner import resolve_runs
 
 ENTRIES = dict(
     refcoco=dict(task="res", dataset=dict(type="RefCOCODataset", data_root="d"),
@@ -23,9 +24,9 @@ def test_all_runs_with_options_layered():
     assert list(runs) == ["refcoco/val", "refcoco/testA", "refcocog", "mevis/valid_u", "mevis/valid"]
     assert runs["refcoco/testA"].dataset == dict(type="RefCOCODataset", data_root="d", split="testA")
     assert runs["mevis/valid"].dataset["mask_file"] is None
-    assert runs["refcocog"].options == {**DEFAULT_OPTIONS, "num_llm_frames": 8, "lenient": False}
-    assert runs["mevis/valid_u"].options["propagation"] == "decode_all"
-    assert runs["refcoco/val"].options["propagation"] == "memory"
+    assert runs["refcocog"].options == EvalOptions(num_llm_frames=8, lenient=False)
+    assert runs["mevis/valid_u"].options.propagation == "decode_all"
+    assert runs["refcoco/val"].options.propagation == "memory"
 
 
 def test_dataset_and_split_selection():

@@ -109,7 +109,7 @@ def test_summary_merges_runs_and_renders_tables(tmp_path):
 
 
 def test_checkpoint_loading_rejects_unknown_keys_and_missing_trainable_unless_allowed(tmp_path):
-    from projects.salma.evaluation.checkpoint import load_trained_weights
+    from projects.salma.checkpoint import load_trained_weights
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[1].requires_grad_(False)

@@ -27,11 +27,11 @@ from projects.salma.datasets.templates import image_token_string, video_token_st
 from projects.salma.evaluation.ref_vos import RefVOSEvaluator
 from projects.salma.evaluation.res import RESEvaluator
 from projects.salma.evaluation.visualize import display_scale
-from projects.salma.evaluation.runner import build_model
-from projects.salma.export import (VIDEO_KEYS, build_tracker, export_model, reader_settings, trained_otherwise,
-                                   video_options)
+from projects.salma.build import EvalOptions, build_model, reader_settings, tracker_for, trained_otherwise
+from projects.salma.export import export_model
+from projects.salma.models.export_checks import VIDEO_KEYS
 from projects.salma.models.convert.common import CheckpointMismatchError
-from projects.salma.models.salma_model import SALMAModel, resolve_device_dtype
+from projects.salma.salma_model import SALMAModel, resolve_device_dtype
 from projects.salma.models.video import SAM2MemoryTracker, VideoPredictor
 from projects.salma.registry import DATASETS
 from projects.salma.testing import assert_nontrivial_masks, forced_answer
@@ -572,7 +572,7 @@ def test_bfloat16_model_predicts(exported, fake_llm):
 
 
 def test_no_hard_coded_cuda():
-    for path in ("projects/salma/models/salma_model.py", "projects/salma/export.py", "projects/salma/inference.py",
+    for path in ("projects/salma/salma_model.py", "projects/salma/export.py", "projects/salma/inference.py",
                  "projects/salma/datasets/inference.py", "tools/infer.py", "tools/export.py"):
         assert ".cuda(" not in open(os.path.join(ROOT, path)).read(), path
 
@@ -618,10 +618,10 @@ def test_export_needs_memory_weights_for_memory_propagation(trained, config_path
     model, _ = trained
     cfg = Config.fromfile(config_path)
     with pytest.raises(ValueError, match="--sam2-memory"):
-        build_tracker(model, cfg.model.to_dict(), video_options(cfg))
+        tracker_for(model, cfg.model.to_dict(), EvalOptions.from_config(cfg))
     cfg.merge_from_dict({"test_options.propagation": "decode_all"})
-    assert build_tracker(model, cfg.model.to_dict(), video_options(cfg)) is None
-    assert set(VIDEO_KEYS) <= set(video_options(cfg))
+    assert tracker_for(model, cfg.model.to_dict(), EvalOptions.from_config(cfg)) is None
+    assert set(VIDEO_KEYS) <= set(EvalOptions.names())
     cfg.merge_from_dict({"model.grounding_encoder.mask_source": "gt"})
     with pytest.raises(ValueError, match="oracle prior"):
         export_model(cfg, trained[1], str(tmp_path / "gt"))

@@ -26,7 +26,7 @@ from projects.salma.datasets.masks import encode_mask
 from projects.salma.datasets.tokenizer import build_tiny_tokenizer, load_pretrained_tokenizer
 from projects.salma.evaluation.visualize import draw_video_record
 from projects.salma.evaluation.writers import ResultStore, write_submission_zip
-from projects.salma.models.salma_model import SALMAConfig, SALMAModel
+from projects.salma.salma_model import SALMAConfig, SALMAModel
 from projects.salma.testing import forced_answer
 # Fixtures and helpers of the suites that build the same things (imported, not copied).
 from test_data_errors import _edit_json, _mevis, _refcoco, mevis_copy, refcoco_copy  # noqa: F401
@@ -146,7 +146,7 @@ def _eval_config(tmp_path, root) -> str:
 @pytest.fixture(scope="module")
 def two_checkpoints():
     """Two different trainable-weight states of the tiny model (the projection into SAM-2 differs)."""
-    from projects.salma.evaluation.runner import build_model
+    from projects.salma.build import build_model
 
     model = build_model(Config.fromfile(os.path.join(ROOT, "configs/tiny/salma_tiny.py")), "none",
                         torch.device("cpu"))

@@ -15,7 +15,7 @@ from mmengine.hooks import Hook
 
 from projects.salma.engine.checkpoint import allow_mmengine_checkpoints
 from projects.salma.engine.safe_checkpoint import CheckpointError, nonfinite_tensors
-from projects.salma.evaluation.checkpoint import read_state_dict
+from projects.salma.checkpoint import read_state_dict
 from test_train_engine import few_threads, load_cfg, synth_root, train  # noqa: F401
 
 

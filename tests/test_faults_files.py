@@ -11,7 +11,7 @@ import pytest
 
 from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.io import read_json
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 from test_export import config_path, export_data_cfgs, exported, trained  # noqa: F401
 
 
@@ -66,7 +66,7 @@ def test_a_weight_or_config_file_linked_from_outside_the_folder_is_refused(name,
 
 
 def test_an_export_is_written_atomically(exported, tmp_path, monkeypatch):  # noqa: F811
-    import projects.salma.models.salma_model as salma_model
+    import projects.salma.salma_model as salma_model
 
     folder = _copy(exported, tmp_path)
     before = {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors")}

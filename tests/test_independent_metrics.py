@@ -1,5 +1,5 @@
 """The independent scorer of the end-to-end evaluation tests (tests/independent_metrics.py) against
-cases computed by hand from REFERENCE.md's definitions."""
+cases computed by hand from docs/metrics.md's definitions."""
 import numpy as np
 import pytest
 

@@ -44,7 +44,7 @@ from projects.salma.models.convert.common import CheckpointMismatchError, load_s
 from projects.salma.models.convert.internvl import internvl_config_from_original  # noqa: E402
 from projects.salma.models.convert.sa2va import SA2VA_TOKENS, sa2va_internvl_config, save_sa2va_layout  # noqa: E402
 from projects.salma.models.convert.sam2 import load_sam2  # noqa: E402
-from projects.salma.models.salma_model import SALMAModel  # noqa: E402
+from projects.salma.salma_model import SALMAModel  # noqa: E402
 from projects.salma.registry import MODELS  # noqa: E402
 from projects.salma.testing import forced_answer, make_batch  # noqa: E402
 
@@ -319,7 +319,7 @@ def test_memory_modules_for_video_tracking_land_too(release):
 
 
 def test_evaluation_and_export_take_the_trackers_memory_modules_from_the_release(release):
-    from projects.salma.evaluation.runner import sam2_weights_of
+    from projects.salma.build import sam2_weights_of
 
     cfg = baseline_cfg(release.folder)
     cfg["grounding_encoder"]["sam2"]["checkpoint"] = "checkpoints/sam2.1_hiera_large.pt"  # replaced by pretrained

@@ -11,7 +11,7 @@ import argparse
 
 from projects.salma.app import SegmentationDemo, launch
 from projects.salma.datasets.image_policy import set_max_pixels
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 
 
 def parse_args(argv=None):

@@ -3,7 +3,7 @@ export the trained model.
 
     python3 tools/demo_cpu.py [--seeds 0 1 2] [--iters N] [--work-dir work_dirs/demo] [--data data/synthetic_demo]
 
-For each seed: the demo's synthetic data (``projects.salma.engine.demo.DEMO_DATA``; written under
+For each seed: the demo's synthetic data (``projects.salma.demo.DEMO_DATA``; written under
 ``<data>/seed<N>`` unless already there with the same arguments), training with that seed, RES cIoU /
 gIoU on synthetic RefCOCO val (and on its relational sentences: "the circle on the left", "the larger
 blue shape") and J / F / J&F on synthetic MeViS valid_u, for the trained model, an empty mask and the
@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 
-from projects.salma.engine.demo import format_report, format_seed_table, prepare_demo_data, run_demo, summarize_seeds
+from projects.salma.demo import format_report, format_seed_table, prepare_demo_data, run_demo, summarize_seeds
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import argparse
 from projects.salma.datasets.errors import DataError
 from projects.salma.datasets.image_policy import set_max_pixels
 from projects.salma.inference import infer_image, infer_video
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 
 
 class _Region(argparse.Action):

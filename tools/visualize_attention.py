@@ -19,7 +19,7 @@ from mmengine.config import DictAction
 
 from projects.salma.analysis.attention import dataset_samples, image_samples, predict_row, render_rows
 from projects.salma.engine.runner import load_config
-from projects.salma.evaluation.runner import DEFAULT_OPTIONS, build_model
+from projects.salma.build import EvalOptions, build_model
 
 
 def parse_args(argv=None):
@@ -53,7 +53,7 @@ def main(argv=None) -> dict[str, list]:
         cfg = load_config(config, args.cfg_options)
         model = build_model(cfg, checkpoint, device, allow_missing_weights=args.allow_missing_weights)
         label = os.path.splitext(os.path.basename(config))[0]
-        tokens = {**DEFAULT_OPTIONS, **(cfg.get("test_options") or {})}["max_new_tokens"]
+        tokens = EvalOptions.from_config(cfg).max_new_tokens
         if args.dataset:
             samples, objects = dataset_samples(cfg, model, args.dataset, split=args.split, max_items=args.max_items,
                                                per_item=args.sentences_per_item)

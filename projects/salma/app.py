@@ -233,7 +233,7 @@ def propagation_progress(report: Callable[[int, int], None]) -> Iterator[None]:
     the inner one past 100 % and the frames at 0. Only ``models.video``'s name is rebound, for the
     duration of one prediction (the page runs one at a time).
     """
-    from .models import video
+    from .models.video import predictor as video  # the module whose tqdm draws the frames bar
 
     plain = video.tqdm
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .datasets.frames import open_video
 from .datasets.transforms import load_image
 from .evaluation.visualize import hstack, overlay, strip_frames
-from .models.salma_model import SALMAModel
+from .salma_model import SALMAModel
 
 
 def save_mask(mask: np.ndarray, path: str) -> str:

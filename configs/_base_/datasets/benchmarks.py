@@ -1,5 +1,5 @@
 # What tools/test.py can evaluate: the benchmarks of the seed's result tables, laid out under
-# SALMA_DATA_ROOT (default ./data) as REFERENCE.md describes. Readers take the model's image
+# SALMA_DATA_ROOT (default ./data) as docs/formats.md describes. Readers take the model's image
 # sizes and tokenizer from the config; only paths and splits are named here.
 #
 #   python tools/test.py configs/SALMA-1B.py --checkpoint CKPT --dataset refcoco mevis
@@ -25,7 +25,7 @@ test_datasets = dict(
         splits=dict(val=dict(split="val"), test=dict(split="test")),
     ),
     # ---------------------------------------------------------------- referring VOS (J, F, J&F)
-    ref_davis17=dict(  # converted to the MeViS layout (REFERENCE.md)
+    ref_davis17=dict(  # converted to the MeViS layout (docs/formats.md)
         task="ref_vos",
         dataset=dict(type="RefVOSDataset", data_root=test_data_root + "/davis17/valid", expression_file="meta_expressions.json",
                      image_folder="JPEGImages", mask_file="mask_dict.json"),

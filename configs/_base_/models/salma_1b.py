@@ -1,4 +1,4 @@
-# SALMA-1B model (seed §5.1): InternVL2.5-1B + LoRA r128/α256, SAM-2.1 hiera-large with a trainable
+# SALMA-1B model (docs/design.md, "SALMA-1B"): InternVL2.5-1B + LoRA r128/α256, SAM-2.1 hiera-large with a trainable
 # decoder, CMA (8 heads, multi-token, top-2 routing, no FiLM) with a 'gate' mask bias from the
 # language-free prior, TMC (0.1, τ 0.15) and boundary (0.05) losses.
 #

@@ -1,5 +1,5 @@
-"""Where CMA looks, and where what it adds lands (``tools/visualize_attention.py``,
-``tools/test.py --attention-stats``).
+"""Where CMA looks, and where what it adds lands (``tools/visualize_attention.py``; the shares
+themselves: :mod:`projects.salma.evaluation.attention_stats`, also behind ``tools/test.py --attention-stats``).
 
 CMA's queries are pixels and its keys are language tokens, so a pixel's attention is a distribution
 over [null key, ``[SEG]``, expression tokens]: the maps show, per pixel, the share going to
@@ -13,130 +13,22 @@ so the grid covers the whole image.
 """
 from __future__ import annotations
 
-import math
 import os
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from ..datasets.collate import salma_collate
-from ..datasets.io import read_json
-from ..datasets.masks import decode_segmentation
+from ..build import reader_settings
+from ..datasets.collate import expand_eval_sample, salma_collate
+from ..datasets.inference import InferenceReader
+from ..datasets.transforms import load_image
+from ..evaluation.attention_stats import SHARE_KEYS, CocoObjects, output_shares
 from ..evaluation.res import first_mask, without_gt
-from ..models.cma import CMAAttention, capture_attention
-
-SHARE_KEYS = ("target", "distractor", "other")
-
-
-# ---------------------------------------------------------------------------------------------------
-# shares of the CMA output
-# ---------------------------------------------------------------------------------------------------
-def coverage(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(H0, W0) {0,1} mask -> (h * w,) fraction of each feature cell it covers (area resize)."""
-    m = torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None]
-    return F.interpolate(m, size=size, mode="area").flatten()
-
-
-def output_shares(record: CMAAttention, row: int, regions: dict[str, np.ndarray | None]) -> dict[str, float]:
-    """Share of CMA's added norm (``record.delta[row]``) on each region, and each region's area share
-    (what an output spread evenly would give). Regions that are None are left out; NaN shares when
-    CMA added nothing (zero gain)."""
-    delta = record.delta[row].float()  # (HW,)
-    total = float(delta.sum())
-    out = {}
-    for name, mask in regions.items():
-        if mask is None:
-            continue
-        cov = coverage(mask, record.size)
-        out[name] = float((cov * delta).sum()) / total if total > 0 else math.nan
-        out[f"{name}_area"] = float(cov.mean())
-    return out
-
-
-@dataclass
-class CocoObjects:
-    """Every annotated object of a COCO ``instances.json`` by image: (ann_id, is_distractor, segmentation)."""
-
-    path: str
-    sizes: dict[int, tuple[int, int]]
-    objects: dict[int, list[tuple[int, bool, object]]] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: str) -> "CocoObjects":
-        instances = read_json(path, expect=dict, what="(COCO instances)")
-        sizes = {im["id"]: (im["height"], im["width"]) for im in instances["images"]}
-        objects: dict[int, list] = defaultdict(list)
-        for ann in instances["annotations"]:
-            objects[ann["image_id"]].append((ann["id"], bool(ann.get("distractor", 0)), ann["segmentation"]))
-        return cls(path, sizes, dict(objects))
-
-    def regions(self, image_id: int, target_ann_id: int, target: np.ndarray) -> dict[str, np.ndarray | None]:
-        """target (the GT), distractor (union of flagged annotations; None if the image has none) and
-        other (every other annotated object), each (H, W) uint8, disjoint from the target."""
-        h, w = self.sizes[image_id]
-        distractor, other = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
-        has_distractor = False
-        for ann_id, flagged, segmentation in self.objects.get(image_id, ()):
-            if ann_id == target_ann_id:
-                continue
-            mask = decode_segmentation(segmentation, h, w, source=f"{self.path}: ann {ann_id}")
-            if flagged:
-                distractor |= mask
-                has_distractor = True
-            else:
-                other |= mask
-        target = target.astype(np.uint8)
-        return {"target": target, "distractor": (distractor & (1 - target)) if has_distractor else None,
-                "other": other & (1 - target) & (1 - distractor)}
-
-
-class AttentionStats:
-    """Per-sentence shares of CMA's output for a RefCOCO-style evaluation, and their means.
-
-    Args:
-        ann_path: the reader's COCO ``instances.json`` (objects and distractor flags).
-    """
-
-    def __init__(self, ann_path: str) -> None:
-        self.objects = CocoObjects.read(ann_path)
-
-    @classmethod
-    def for_dataset(cls, dataset) -> "AttentionStats":
-        ann_path = getattr(dataset, "ann_path", None)
-        if ann_path is None:
-            raise ValueError(f"--attention-stats: {type(dataset).__name__} has no COCO instances file (ann_path); "
-                             "attention statistics need a RefCOCO-style reader")
-        return cls(ann_path)
-
-    def sentence(self, records: list[CMAAttention], meta: dict) -> dict | None:
-        """Shares of the first ``[SEG]``'s decode (the RES prediction), or None without one (no
-        ``[SEG]`` in the answer, or a model without CMA)."""
-        if not records:
-            return None
-        k = meta["prompt_index"]
-        target = np.asarray(meta["gt_masks"][0, 0])
-        return output_shares(records[0], 0, self.objects.regions(meta["image_id"], meta["ann_ids"][k], target))
-
-    @staticmethod
-    def summarize(sentences) -> dict[str, float]:
-        """Means over the sentences that have a CMA record (percent); NaN-free keys only."""
-        values: dict[str, list[float]] = defaultdict(list)
-        n = 0
-        for rec in sentences:
-            shares = rec.get("attention")
-            if shares is None:
-                continue
-            n += 1
-            for key, value in shares.items():
-                if not math.isnan(value):
-                    values[key].append(value)
-        out = {f"attn_{key}": 100.0 * float(np.mean(v)) for key, v in values.items()}
-        out["n_attention"] = n
-        return out
+from ..evaluation.runner import complete_dataset_cfg, resolve_runs
+from ..models.cma import capture_attention
+from ..registry import DATASETS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,11 +157,6 @@ def dataset_samples(cfg, model, name: str, *, split: str | None = None, max_item
                     per_item: int = 1) -> tuple[list[Sample], CocoObjects | None]:
     """The first ``per_item`` sentences of the first ``max_items`` images of a RES ``test_datasets``
     entry, read as ``tools/test.py`` reads them; and the entry's annotated objects (for the shares)."""
-    from ..datasets.collate import expand_eval_sample
-    from ..datasets.transforms import load_image
-    from ..evaluation.runner import complete_dataset_cfg, resolve_runs
-    from ..registry import DATASETS
-
     runs = resolve_runs(cfg, [name], split)
     if len(runs) != 1:
         raise ValueError(f"--dataset {name}: splits {[r.name for r in runs]}; choose one with --split")
@@ -289,11 +176,6 @@ def dataset_samples(cfg, model, name: str, *, split: str | None = None, max_item
 
 def image_samples(cfg, model, images: list[str], texts: list[str]) -> list[Sample]:
     """Every (image file, text) pair, read as the exported model reads them (the config's reader settings)."""
-    from ..datasets.collate import expand_eval_sample
-    from ..datasets.inference import InferenceReader
-    from ..datasets.transforms import load_image
-    from ..export import reader_settings
-
     reader = InferenceReader(tokenizer=model.tokenizer, **reader_settings(cfg, model))
     samples = []
     for i, path in enumerate(images):

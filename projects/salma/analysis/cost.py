@@ -284,7 +284,7 @@ def format_table(rows: list[Row]) -> str:
     """Markdown: one line per component, the two forwards, SALMA's additions and their share."""
     devices = [d for d in ("cpu", "cuda") if any(d in r.latency for r in rows)]
     head = "| component | params (M) | GFLOPs | " + " | ".join(f"{d.upper()} ms" for d in devices) + \
-           " | seed §8.2 | note |"
+           " | design target | note |"
     lines = [head, "|" + "---|" * (5 + len(devices))]
 
     def line(r: Row) -> str:

@@ -1,6 +1,6 @@
 """Evaluation items built from in-memory inputs: one image or video and some text.
 
-The inference API (``models.salma_model.SALMAModel.predict``) must see exactly what the
+The inference API (``salma_model.SALMAModel.predict``) must see exactly what the
 evaluation sees, so an item here is built by the same code as the evaluation readers' items
 (``RefCOCODataset`` / ``RefVOSDataset`` in ``mode='eval'``, ``stream_frames=True``):
 

@@ -1,4 +1,4 @@
-"""A training mix: several readers concatenated, each repeated a number of times (seed §5.2).
+"""A training mix: several readers concatenated, each repeated a number of times (docs/design.md, "Training mix").
 
 Index ``i`` maps to (reader d, local index j, repeat r); readers derived from
 :class:`SalmaDataset` get ``r`` so repeated copies draw different frames / expressions / templates.

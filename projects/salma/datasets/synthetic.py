@@ -39,6 +39,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .masks import encode_mask
+from .visual_prompts import MIN_REGION_CELLS, region_cells
 
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
@@ -495,8 +496,6 @@ def write_video_file(path: str, frames: list[Image.Image], fps: float = 24.0) ->
 
 
 def _region_cells_ok(masks: list[np.ndarray]) -> bool:
-    from .visual_prompts import MIN_REGION_CELLS, region_cells
-
     cells = region_cells(np.stack(masks), grid=OSPREY_MIN_CELLS_GRID)
     return bool((cells.flatten(1).sum(1) >= MIN_REGION_CELLS).all())
 

@@ -3,7 +3,7 @@ result writers (resumable RLE json lines, submission zip, summaries), overlays a
 ``tools/test.py``. Importing this package registers ``RESMetric`` in ``METRICS``."""
 from .ref_vos import RefVOSEvaluator
 from .res import RESEvaluator, RESMetric
-from .runner import DEFAULT_OPTIONS, EvalRun, resolve_runs, run_evaluation
+from .runner import EvalRun, resolve_runs, run_evaluation
 
-__all__ = ["DEFAULT_OPTIONS", "EvalRun", "RESEvaluator", "RESMetric", "RefVOSEvaluator", "resolve_runs",
+__all__ = ["EvalRun", "RESEvaluator", "RESMetric", "RefVOSEvaluator", "resolve_runs",
            "run_evaluation"]

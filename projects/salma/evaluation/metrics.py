@@ -1,6 +1,6 @@
 """Segmentation metrics: DAVIS-2017 J/F, referring-VOS and ReVOS aggregation, RES cIoU/gIoU.
 
-Every definition follows /work/shared/REFERENCE.md ("Metrics") so that numbers are comparable
+Every definition follows docs/metrics.md so that numbers are comparable
 with published ones:
 
 * **J** and **F** are the DAVIS-2017 definitions of the ``davis2017-evaluation`` toolkit

@@ -9,7 +9,7 @@ frame's mask is encoded (RLE) and scored when it arrives, so memory does not gro
 length. An expression without ``[SEG]`` is an empty prediction on every frame (scored, never
 skipped).
 
-Scores per expression follow REFERENCE.md: J and F averaged over all frames (``ExpressionScores``,
+Scores per expression follow docs/metrics.md: J and F averaged over all frames (``ExpressionScores``,
 the per-frame values of ``video_jf``);
 ReVOS adds A and R per expression (``revos_accuracy_and_robustness`` against the video's
 foreground masks) and splits by ``type_id``; Ref-SAV (protocol ``'refsav'``) adds A and reports

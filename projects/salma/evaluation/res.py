@@ -93,7 +93,7 @@ class RESEvaluator:
             prior pass (``ItemCache``); False predicts each sentence from scratch, as Sa2VA's
             evaluator does (``test_options.share_item_inputs``; the same numbers, slower).
         attention: per-sentence statistics of CMA's attention
-            (:class:`~projects.salma.analysis.attention.AttentionStats`): each prediction runs with CMA
+            (:class:`~projects.salma.evaluation.attention_stats.AttentionStats`): each prediction runs with CMA
             captured, its ``sentence(records, meta)`` is saved as the sentence's ``attention`` and
             ``summarize`` adds its means to the split's numbers. None: not captured.
     """

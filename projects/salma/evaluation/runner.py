@@ -15,7 +15,7 @@ Config keys read (all other keys are ignored)::
                                valid=dict(data_root=..., mask_file=None))),   # no GT -> zip
         revos=dict(task='ref_vos', protocol='revos', dataset=dict(..., foreground_file=...)),
     )
-    test_options = dict(...)                   # defaults: DEFAULT_OPTIONS below
+    test_options = dict(...)                   # defaults: build.EvalOptions
 
 A run is one (entry, split); its results live in ``<work_dir>/<name>[/<split>]/``. Readers are
 built in ``mode='eval'`` with the model's image sizes and tokenizer unless the entry sets them
@@ -35,24 +35,25 @@ parsed before the model is built, so a corrupt one is an error naming it before 
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info
 from mmengine.logging import MMLogger, print_log
 from tqdm import tqdm
 
+from ..build import EvalOptions, build_model, build_tracker, memory_weights_of, model_input_sizes, plain
+from ..checkpoint import checkpoint_fingerprint
 from ..datasets.base import SalmaDataset
 from ..datasets.errors import DataError
 from ..engine.dist import join_process_group
 from ..fingerprint import digest
-from ..models.video import RANDOM_MEMORY, SAM2MemoryTracker, VideoPredictor
-from ..registry import DATASETS, MODELS
-from .checkpoint import checkpoint_fingerprint, load_trained_weights
+from ..models.video import SAM2MemoryTracker, VideoPredictor
+from ..registry import DATASETS
+from .attention_stats import AttentionStats
 from .metrics import EXPRESSION_TYPES, type_id_problem
 from .ref_vos import RefVOSEvaluator
 from .res import RESEvaluator
@@ -61,23 +62,6 @@ from .writers import (ResultStore, check_run_meta, check_work_dir, summary_markd
                       write_summary)
 
 TASKS = ("res", "ref_vos")
-DEFAULT_OPTIONS: dict[str, Any] = dict(
-    max_new_tokens=32,  # generation budget per answer
-    lenient=True,  # RES: also report Sa2VA's skip-missing numbers (labelled *_lenient)
-    num_llm_frames=5,  # video: frames the LLM sees (K)
-    llm_frame_sampling="first",  # 'first' (Sa2VA) | 'uniform' (shipped configs) | 'uniform_floor' (Sa2VA-i's frames)
-    propagation="memory",  # 'memory' (SAM-2 memory tracking) | 'decode_all' (no-memory ablation)
-    sam2_memory=None,  # SAM-2 .pt / HF folder with the memory modules; None: the model's SAM-2 checkpoint
-    tracker_decoder="shared",  # 'shared' (fine-tuned decoder tracks) | 'original' (checkpoint's decoder)
-    llm_frame_masks="language",  # an LLM frame's mask: 'language' (its language decode) | 'tracker' (SAM-2's output)
-    tracker_offload=False,  # SAM-2's memory bank on the host (GPU memory: only the frame being tracked)
-    share_item_inputs=True,  # RES: an image's sentences share its vision / SAM-2 features (False: Sa2VA's per-sentence path)
-    sam_pixel_stats=None,  # SAM-2 input normalisation of every reader: None (the readers' own, 'imagenet')
-    #                        | 'imagenet' | 'sa2va_release' (a published Sa2VA folder as its HF code runs it)
-    protocol="refvos",  # video scores: 'refvos' (J, F, J&F) | 'revos' (+ A, R, by type) | 'refsav' (+ A, long / short)
-    submission=None,  # video: write submission.zip (None: only when the split has no GT)
-    seed=0,  # random init of untrained parts (checkpoint 'none', random memory modules)
-)
 _ENTRY_KEYS = {"task", "dataset", "splits"}
 
 
@@ -88,11 +72,7 @@ class EvalRun:
     name: str  # '<entry>' or '<entry>/<split>': the results folder and summary key
     task: str
     dataset: dict  # reader config (completed by ``complete_dataset_cfg``)
-    options: dict
-
-
-def _plain(cfg: Any) -> Any:
-    return cfg.to_dict() if isinstance(cfg, ConfigDict) else copy.deepcopy(cfg)
+    options: EvalOptions
 
 
 def resolve_runs(cfg: Config, names: Sequence[str] | None = None, split: str | None = None) -> list[EvalRun]:
@@ -107,22 +87,18 @@ def resolve_runs(cfg: Config, names: Sequence[str] | None = None, split: str | N
     unknown = sorted(set(names or ()) - set(entries))
     if unknown:
         raise ValueError(f"--dataset {unknown}: not in test_datasets {sorted(entries)}")
-    base_options = dict(DEFAULT_OPTIONS)
-    extra = sorted(set(cfg.get("test_options") or {}) - set(DEFAULT_OPTIONS))
-    if extra:
-        raise ValueError(f"test_options: unknown keys {extra}; known: {sorted(DEFAULT_OPTIONS)}")
-    base_options.update(_plain(cfg.get("test_options") or {}))
+    base_options = EvalOptions.from_config(cfg)
     runs = []
     for name in names or list(entries):
-        entry = _plain(entries[name])
+        entry = plain(entries[name])
         if entry.get("task") not in TASKS:
             raise ValueError(f"test_datasets.{name}: task must be one of {TASKS}, got {entry.get('task')!r}")
         if "dataset" not in entry:
             raise ValueError(f"test_datasets.{name}: no 'dataset' (reader config)")
-        extra = sorted(set(entry) - _ENTRY_KEYS - set(DEFAULT_OPTIONS))
+        extra = sorted(set(entry) - _ENTRY_KEYS - set(EvalOptions.names()))
         if extra:
             raise ValueError(f"test_datasets.{name}: unknown keys {extra}")
-        options = {**base_options, **{k: v for k, v in entry.items() if k in DEFAULT_OPTIONS}}
+        options = base_options.updated({k: v for k, v in entry.items() if k in EvalOptions.names()})
         splits = entry.get("splits")
         if splits:
             if split is not None and split not in splits:
@@ -149,45 +125,19 @@ def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
         raise ValueError(f"{run.name}: evaluation must see every item (on_error='raise'), the config says "
                          f"{cfg['on_error']!r}")
     cfg.setdefault("tokenizer", model_cfg["mllm"]["tokenizer"])
-    vision = model.mllm.model.config.vision_config
-    size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
-    expected = {
-        "image_size": int(size),
-        "image_seq_length": int(model.mllm.model.config.image_seq_length),
-        "sam_image_size": int(model.grounding_encoder.image_size),
-    }
-    for key, value in expected.items():
+    for key, value in model_input_sizes(model).items():
         if cfg.setdefault(key, value) != value:
             raise ValueError(f"{run.name}: dataset {key}={cfg[key]} but the model expects {value}")
-    if run.options["sam_pixel_stats"] is not None:
-        cfg["sam_pixel_stats"] = run.options["sam_pixel_stats"]
+    if run.options.sam_pixel_stats is not None:
+        cfg["sam_pixel_stats"] = run.options.sam_pixel_stats
     if run.task == "ref_vos":
-        forced = {"num_frames": run.options["num_llm_frames"], "frame_sampling": run.options["llm_frame_sampling"],
+        forced = {"num_frames": run.options.num_llm_frames, "frame_sampling": run.options.llm_frame_sampling,
                   "stream_frames": True, "sam_all_frames": False}
         for key, value in forced.items():
             if key in cfg and cfg[key] != value:
                 logger.info(f"{run.name}: reader {key}={cfg[key]!r} replaced by the evaluation's {value!r}")
             cfg[key] = value
     return cfg
-
-
-def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 0, *,
-                allow_missing_weights: bool = False):
-    """The model from ``cfg.model`` (untrained parts seeded identically on every rank) with the
-    checkpoint's weights (``'none'``: random / pretrained-from-config weights, for tests). A
-    checkpoint lacking trainable tensors is an error unless ``allow_missing_weights``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MODELS.build(_plain(cfg.model))
-    if checkpoint != "none":
-        load_trained_weights(model, checkpoint, allow_missing=allow_missing_weights)
-    return model.to(device).eval()
-
-
-def sam2_weights_of(model_cfg: dict) -> str | None:
-    """The SAM-2 weights a model config loads: its release folder (``pretrained``), else
-    ``grounding_encoder.sam2.checkpoint`` (None: random weights)."""
-    return model_cfg.get("pretrained") or model_cfg["grounding_encoder"]["sam2"].get("checkpoint")
 
 
 class TrackerCache:
@@ -197,28 +147,24 @@ class TrackerCache:
         self.model, self.model_cfg = model, model_cfg
         self._built: dict[tuple, SAM2MemoryTracker] = {}
 
-    def get(self, options: dict) -> SAM2MemoryTracker:
-        weights = options["sam2_memory"] or sam2_weights_of(self.model_cfg)
-        if not weights:
-            raise ValueError(
-                "propagation='memory' needs SAM-2's memory modules: set test_options.sam2_memory to the Meta "
-                f"SAM-2 .pt (or HF sam2_video folder), or to {RANDOM_MEMORY!r} for tiny random test models")
-        key = (weights, options["tracker_decoder"], options["seed"], options["tracker_offload"])
+    def get(self, options: EvalOptions) -> SAM2MemoryTracker:
+        weights = memory_weights_of(options, self.model_cfg)
+        key = (weights, options.tracker_decoder, options.seed, options.tracker_offload)
         if key not in self._built:
-            self._built[key] = SAM2MemoryTracker(self.model.grounding_encoder, memory_weights=weights,
-                                                 tracker_decoder=options["tracker_decoder"], seed=options["seed"],
-                                                 offload=options["tracker_offload"])
+            self._built[key] = build_tracker(self.model, options, weights)
         return self._built[key]
 
 
-def make_evaluator(run: EvalRun, model, trackers: TrackerCache):
+def make_evaluator(run: EvalRun, model, trackers: TrackerCache, attention: AttentionStats | None = None):
+    """The run's evaluator; ``attention``: RES only, record where CMA's output lands."""
     o = run.options
     if run.task == "res":
-        return RESEvaluator(max_new_tokens=o["max_new_tokens"], lenient=o["lenient"], share_item=o["share_item_inputs"])
-    tracker = trackers.get(o) if o["propagation"] == "memory" else None
-    predictor = VideoPredictor(model, propagation=o["propagation"], tracker=tracker, max_new_tokens=o["max_new_tokens"],
-                               llm_frame_masks=o["llm_frame_masks"])
-    return RefVOSEvaluator(predictor, protocol=o["protocol"])
+        return RESEvaluator(max_new_tokens=o.max_new_tokens, lenient=o.lenient, share_item=o.share_item_inputs,
+                            attention=attention)
+    tracker = trackers.get(o) if o.propagation == "memory" else None
+    predictor = VideoPredictor(model, propagation=o.propagation, tracker=tracker, max_new_tokens=o.max_new_tokens,
+                               llm_frame_masks=o.llm_frame_masks)
+    return RefVOSEvaluator(predictor, protocol=o.protocol)
 
 
 def init_distributed(launcher: str) -> torch.device:
@@ -235,7 +181,7 @@ def init_distributed(launcher: str) -> torch.device:
 def model_fingerprint(cfg: Config, checkpoint: str) -> str:
     """What the predictions depend on besides the data: the checkpoint's content and the model
     config (weights not in the checkpoint come from it). Computed on rank 0, shared with all."""
-    value = [digest({"checkpoint": checkpoint_fingerprint(checkpoint), "model": _plain(cfg.model)})
+    value = [digest({"checkpoint": checkpoint_fingerprint(checkpoint), "model": plain(cfg.model)})
              if get_dist_info()[0] == 0 else None]
     broadcast_object_list(value)
     return value[0]
@@ -289,23 +235,22 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
     ``projects.salma.analysis.attention``); items saved without them are predicted again."""
     rank, world = get_dist_info()
     logger = MMLogger.get_current_instance()
-    dataset_cfg = complete_dataset_cfg(run, _plain(cfg.model), model)
+    dataset_cfg = complete_dataset_cfg(run, plain(cfg.model), model)
     dataset: SalmaDataset = DATASETS.build(dataset_cfg)
     if run.task == "ref_vos":
-        check_expression_types(dataset, run.options["protocol"])
+        check_expression_types(dataset, run.options.protocol)
     n_items = len(dataset) if max_items is None else min(max_items, len(dataset))
     run_dir = os.path.join(work_dir, run.name)
     if rank == 0:
-        check_run_meta(run_dir, {"task": run.task, "dataset": dataset_cfg, "options": run.options,
+        check_run_meta(run_dir, {"task": run.task, "dataset": dataset_cfg, "options": run.options.to_dict(),
                                  "checkpoint": checkpoint})
     barrier()
-    evaluator = make_evaluator(run, model, trackers)
+    attention = None
     if attention_stats and run.task == "res":
-        from ..analysis.attention import AttentionStats
-
-        evaluator.attention = AttentionStats.for_dataset(dataset)
+        attention = AttentionStats.for_dataset(dataset)
     elif attention_stats:
         logger.warning(f"{run.name}: --attention-stats covers RES runs only; not computed for this {run.task} run")
+    evaluator = make_evaluator(run, model, trackers, attention)
     model_fp = model_fp or model_fingerprint(cfg, checkpoint)
     store = ResultStore(run_dir, rank)
     done = store.load()
@@ -314,7 +259,7 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
     for index in tqdm(range(rank, n_items, world), desc=run.name, disable=rank != 0):
         key = evaluator.item_key(dataset, index)
         fingerprint = {"model": model_fp, "inputs": dataset.item_fingerprint(index)}
-        if getattr(evaluator, "attention", None) is not None:
+        if attention is not None:
             fingerprint["attention_stats"] = True  # records saved without them do not count as done
         saved = done.get(key, [])
         record = next((r for r in saved if r.get("fingerprint") == fingerprint), None)
@@ -340,12 +285,12 @@ def evaluate_run(run: EvalRun, cfg: Config, model, trackers: TrackerCache, *, ch
                        f"from another checkpoint or model config, or other inputs (annotations, image files): "
                        f"recomputed")
 
-    entry = {"task": run.task, "protocol": run.options["protocol"] if run.task == "ref_vos" else None,
+    entry = {"task": run.task, "protocol": run.options.protocol if run.task == "ref_vos" else None,
              "metrics": evaluator.summarize(records), "n_items": n_items, "n_dataset_items": len(dataset),
              **counts, "checkpoint": checkpoint}
     if rank == 0:
         has_gt = run.task == "res" or (bool(records) and "J" in records[0]["expressions"][0])
-        want_zip = run.options["submission"] if run.options["submission"] is not None else not has_gt
+        want_zip = run.options.submission if run.options.submission is not None else not has_gt
         if run.task == "ref_vos" and want_zip:
             zip_path = os.path.join(run_dir, "submission.zip")
             counts = write_submission_zip(zip_path, records)
@@ -384,10 +329,10 @@ def run_evaluation(
     os.makedirs(work_dir, exist_ok=True)
     runs = resolve_runs(cfg, datasets, split)
     check_work_dir(work_dir, [run.name for run in runs])  # before any work
-    seed = int({**DEFAULT_OPTIONS, **_plain(cfg.get("test_options") or {})}["seed"])
-    model = build_model(cfg, checkpoint, device, seed, allow_missing_weights=allow_missing_weights)
+    model = build_model(cfg, checkpoint, device, int(EvalOptions.from_config(cfg).seed),
+                        allow_missing_weights=allow_missing_weights)
     model_fp = model_fingerprint(cfg, checkpoint)
-    trackers = TrackerCache(model, _plain(cfg.model))
+    trackers = TrackerCache(model, plain(cfg.model))
     entries = {}
     for run in runs:
         entries[run.name] = evaluate_run(run, cfg, model, trackers, checkpoint=checkpoint, work_dir=work_dir,

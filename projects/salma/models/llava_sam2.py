@@ -2,7 +2,7 @@
 
 InternVL runs the conversation; the last hidden state at each ``[SEG]`` (and at the tokens of
 that object's expression) is projected by ``text_hidden_fcs`` to SAM-2's prompt width; the SAM-2
-runner decodes one mask per (object, frame) with CMA + structure prior. See DESIGN.md, "Data
+runner decodes one mask per (object, frame) with CMA + structure prior. See docs/design.md, "Data
 flow", for one training step.
 
 Batch contract (``projects.salma.datasets.collate``): ``input_ids``, ``attention_mask``,

@@ -24,6 +24,7 @@ from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_STAR
 from ..datasets.tokenizer import build_tokenizer
 from ..registry import MODELS
 from .convert.common import DTYPES
+from .convert.internvl import load_internvl
 from .positions import check_position_init, init_internvit_positions
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -77,8 +78,6 @@ class InternVLMLLM(nn.Module):
         self.tokenizer = build_tokenizer(tokenizer)
         self.compute_dtype = dtype = DTYPES[torch_dtype]
         if model_path is not None:
-            from .convert.internvl import load_internvl
-
             self.model = load_internvl(model_path, dtype=dtype)
         else:
             self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(dtype)

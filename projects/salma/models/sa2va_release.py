@@ -6,8 +6,9 @@
   scores; with ``configs/SALMA-1B.py`` a SALMA training starts from it, CMA added fresh (its gain
   starts at 0 and LoRA's B at 0, so the start predicts exactly as the release).
 - ``SALMAModel.from_pretrained(FOLDER)`` gives the baseline as an exported model
-  (:func:`load_sa2va_release`): ``predict``, ``tools/infer.py`` and ``save_pretrained`` (a SALMA
-  export of the release) work unchanged.
+  (``projects.salma.salma_model.load_sa2va_release``, built from :func:`sa2va_baseline_config`):
+  ``predict``, ``tools/infer.py`` and ``save_pretrained`` (a SALMA export of the release) work
+  unchanged.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config
-from transformers.initialization import no_init_weights
 
 from .convert.common import DTYPES
 from .convert.sa2va import check_release_tokens, load_text_hidden_fcs, read_sa2va_config
@@ -62,20 +62,3 @@ def sa2va_baseline_config(folder: str | Path, *, dtype: torch.dtype = torch.floa
                                mask_source="none", mask_token="best_iou"),
     )
     return Config(dict(model=model, test_options=dict(SA2VA_TEST_OPTIONS)))
-
-
-def load_sa2va_release(folder: str | Path, *, device: str | torch.device | None = None,
-                       dtype: str | torch.dtype | None = None):
-    """The Sa2VA baseline of a release folder as an exported :class:`~.salma_model.SALMAModel`
-    (defaults as ``SALMAModel.from_pretrained``: CUDA + bfloat16 if available, else CPU + float32)."""
-    from ..evaluation.runner import build_model  # these import the model package: not at module level
-    from ..export import as_salma_model
-    from .salma_model import resolve_device_dtype
-
-    device, dtype = resolve_device_dtype(device, dtype)
-    cfg = sa2va_baseline_config(folder, dtype=dtype)
-    # Every tensor comes from the folder, strictly checked part by part: skip the random init.
-    with no_init_weights():
-        model = build_model(cfg, "none", torch.device("cpu"))
-        salma = as_salma_model(cfg, model, source={"sa2va_release": str(folder)})
-    return salma.to(device=device, dtype=dtype).eval()

@@ -41,6 +41,7 @@ from .common import (
     rename_keys,
     save_sharded_safetensors,
 )
+from .sa2va_layout import is_sa2va_config, read_sa2va_part, sa2va_internvl_config
 
 __all__ = [
     "is_original_internvl",
@@ -434,8 +435,6 @@ def load_internvl(
     config_dict = json.loads(config_path.read_text(encoding="utf-8"))
     if is_original_internvl(config_dict):
         return _load_original(folder, config_dict, dtype, image_token_id, **model_kwargs)
-    from .sa2va import is_sa2va_config, read_sa2va_part, sa2va_internvl_config  # sa2va imports this module
-
     if is_sa2va_config(config_dict):
         return _load_original(folder, sa2va_internvl_config(config_dict, source=str(folder)), dtype, image_token_id,
                               orig_sd=read_sa2va_part(folder, "internvl"), **model_kwargs)

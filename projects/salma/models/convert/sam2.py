@@ -43,6 +43,7 @@ from .common import (
     rename_keys,
     torch_load_state_dict,
 )
+from .sa2va_layout import SA2VA_SAM2_PREFIX, is_sa2va_folder, read_sa2va_part
 
 __all__ = [
     "SAM2_SIZES",
@@ -469,8 +470,6 @@ def load_sam2(
         return load_sam2_from_meta(
             path, size, version, target=target, config=config, image_size=image_size, dtype=dtype
         )
-    from .sa2va import SA2VA_SAM2_PREFIX, is_sa2va_folder, read_sa2va_part  # sa2va imports this module
-
     if is_sa2va_folder(path):
         return load_sam2_from_meta(
             read_sa2va_part(path, "sam2"), size, version, target=target, config=config, image_size=image_size,

@@ -17,16 +17,16 @@ from collections import defaultdict
 import numpy as np
 from mmengine.config import Config
 
-from ..datasets.masks import decode_segmentation
-from ..datasets.synthetic import expression_kind, make_synthetic
-from ..evaluation.metrics import RESAccumulator, aggregate_refvos
-from ..evaluation.ref_vos import score_expression
-from ..evaluation.res import summarize_res
-from ..evaluation.runner import TrackerCache, complete_dataset_cfg, evaluate_run, resolve_runs
-from ..evaluation.writers import ResultStore, write_summary
-from ..export import export_model
-from ..registry import DATASETS
-from .runner import apply_cli, build_runner, load_config
+from .datasets.masks import decode_segmentation
+from .datasets.synthetic import expression_kind, make_synthetic
+from .engine.runner import apply_cli, build_runner, load_config
+from .evaluation.metrics import RESAccumulator, aggregate_refvos
+from .evaluation.ref_vos import score_expression
+from .evaluation.res import summarize_res
+from .evaluation.runner import TrackerCache, complete_dataset_cfg, evaluate_run, resolve_runs
+from .evaluation.writers import ResultStore, write_summary
+from .export import export_model
+from .registry import DATASETS
 
 EMPTY, UNION = "empty mask", "union of all objects"
 # Sentence groups scored apart on RES splits: the generator's relations, and both of them together.

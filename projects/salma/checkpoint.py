@@ -21,9 +21,9 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-from ..engine.checkpoint import allow_mmengine_checkpoints
-from ..engine.safe_checkpoint import check_content, read_checkpoint
-from ..fingerprint import HASH, file_digest
+from .engine.checkpoint import allow_mmengine_checkpoints
+from .engine.safe_checkpoint import check_content, read_checkpoint
+from .fingerprint import HASH, file_digest
 
 DEEPSPEED_MODEL_FILE = "mp_rank_00_model_states.pt"
 

@@ -31,23 +31,25 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Sam2VideoModel
+from mmengine.config import Config
 from transformers.initialization import no_init_weights
 
-from ..datasets.chat import jinja_chat_template
-from ..datasets.collate import expand_eval_sample, salma_collate
-from ..datasets.frames import VideoFrames, open_video
-from ..datasets.inference import ImageInput, InferenceReader, RegionInput
-from ..datasets.io import read_json
-from ..datasets.tokenizer import build_tokenizer
-from ..safe_io import atomic_path, regular_file, write_text_atomic
-from .convert.common import DTYPES, check_state_dict
-from .convert.sa2va import is_sa2va_folder
-from .convert.sam2 import _video_config_from_json
-from .export_checks import check_salma_config, check_weights_file, weights_record
-from .llava_sam2 import VideoLLaVASAMModel
-from .weight_shapes import check_shapes_before_building
-from .video import SAM2MemoryTracker, VideoPredictor, VideoStream
+from .build import (EvalOptions, build_exported_model, build_exported_tracker, build_model, merge_lora, plain,
+                    reader_settings, tracker_for)
+from .datasets.chat import jinja_chat_template
+from .datasets.collate import expand_eval_sample, salma_collate
+from .datasets.frames import VideoFrames, open_video
+from .datasets.inference import ImageInput, InferenceReader, RegionInput
+from .datasets.io import read_json
+from .datasets.tokenizer import build_tokenizer
+from .models.convert.common import DTYPES, check_state_dict
+from .models.convert.sa2va import is_sa2va_folder
+from .models.export_checks import VIDEO_KEYS, check_salma_config, check_weights_file, weights_record
+from .models.llava_sam2 import VideoLLaVASAMModel
+from .models.sa2va_release import sa2va_baseline_config
+from .models.video import SAM2MemoryTracker, VideoPredictor, VideoStream
+from .models.weight_shapes import check_shapes_before_building
+from .safe_io import atomic_path, regular_file, write_text_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -154,27 +156,9 @@ def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.d
     return device, dtype
 
 
-def build_model(config: SALMAConfig, tokenizer) -> VideoLLaVASAMModel:
-    """The predicting model of an export: LoRA-free, frozen, weights left to the caller."""
-    mllm = dict(type="InternVLMLLM", tokenizer=tokenizer, config=config.internvl, llm_lora=None)
-    grounding = dict(type="SAM2GroundingRunner", sam2=dict(config=config.sam2), **config.grounding)
-    model = VideoLLaVASAMModel(mllm=mllm, grounding_encoder=grounding, max_expr_tokens=config.max_expr_tokens)
-    model.mllm.model.tie_weights()  # no_init_weights skips transformers' init, where tying happens
-    return model.requires_grad_(False).eval()
-
-
-def build_tracker(config: SALMAConfig, model: VideoLLaVASAMModel) -> SAM2MemoryTracker | None:
-    """SAM-2's memory tracker around the model's runner (weights left to the caller), if exported."""
-    if config.tracker is None:
-        return None
-    video = Sam2VideoModel(_video_config_from_json(config.tracker))
-    return SAM2MemoryTracker(model.grounding_encoder, memory_weights=video,
-                             tracker_decoder=config.video["tracker_decoder"])
-
-
 def _build_state(config: SALMAConfig, tokenizer, cls) -> dict[str, torch.Tensor]:
-    model = build_model(config, tokenizer)
-    return cls(model, config, build_tracker(config, model)).state_to_save()
+    model = build_exported_model(config, tokenizer)
+    return cls(model, config, build_exported_tracker(config, model)).state_to_save()
 
 
 class SALMAModel(nn.Module):
@@ -254,10 +238,8 @@ class SALMAModel(nn.Module):
         missing / unexpected keys), and ``model.safetensors`` must have the size and hash recorded at
         export (``verify_weights=False`` skips that check). Defaults: CUDA if available, bfloat16
         there, float32 on CPU. A published Sa2VA folder gives the Sa2VA baseline
-        (``sa2va_release.load_sa2va_release``; its weights carry no SALMA hash)."""
+        (:func:`load_sa2va_release`; its weights carry no SALMA hash)."""
         if is_sa2va_folder(folder):
-            from .sa2va_release import load_sa2va_release
-
             return load_sa2va_release(folder, device=device, dtype=dtype)
         device, dtype = resolve_device_dtype(device, dtype)
         raw = read_config(folder)
@@ -274,8 +256,8 @@ class SALMAModel(nn.Module):
             check_shapes_before_building(lambda: _build_state(config, tokenizer, cls), weights_path,
                                          config_path=config_path)
         with no_init_weights():  # every weight is loaded below: skip the random initialisation
-            model = build_model(config, tokenizer)
-            salma = cls(model, config, build_tracker(config, model))
+            model = build_exported_model(config, tokenizer)
+            salma = cls(model, config, build_exported_tracker(config, model))
         try:
             state = load_file(weights_path)
         except (SafetensorError, OSError) as err:
@@ -425,3 +407,40 @@ class VideoPrediction:
     def __iter__(self):
         for t, masks in self.stream:
             yield t, (masks[0] if self.single else masks)
+
+
+def as_salma_model(cfg: Config, model, *, source: dict | None = None) -> SALMAModel:
+    """The exported form of a built (and loaded) ``model``: LoRA merged in place, the evaluation's
+    tracker, the config recording architecture, reader settings and video options."""
+    model_cfg = plain(cfg.model)
+    grounding = model_cfg["grounding_encoder"]
+    options = EvalOptions.from_config(cfg).updated({"tracker_offload": False})  # an export keeps no offload setting
+    merged = merge_lora(model.mllm.language_model)
+    tracker = tracker_for(model, model_cfg, options)
+    config = SALMAConfig(
+        internvl=model.mllm.model.config.to_dict(),
+        sam2=model.grounding_encoder.sam2.config.to_dict(),
+        grounding={**{k: grounding[k] for k in ("enable_cma", "cma", "mask_source") if k in grounding},
+                   "mask_token": model.grounding_encoder.mask_token},
+        max_expr_tokens=model.max_expr_tokens,
+        inputs=reader_settings(cfg, model, sam_pixel_stats=options.sam_pixel_stats),
+        video={k: getattr(options, k) for k in VIDEO_KEYS},
+        tracker=None if tracker is None else tracker.video.config.to_dict(),
+        max_new_tokens=int(options.max_new_tokens),
+        source={**(source or {}), "config": cfg.filename, "lora_merged_layers": len(merged),
+                "sam2_memory": options.sam2_memory if tracker is not None else None},
+    )
+    return SALMAModel(model, config, tracker)
+
+
+def load_sa2va_release(folder: str | os.PathLike, *, device: str | torch.device | None = None,
+                       dtype: str | torch.dtype | None = None) -> SALMAModel:
+    """The Sa2VA baseline of a release folder as an exported :class:`SALMAModel` (defaults as
+    ``SALMAModel.from_pretrained``: CUDA + bfloat16 if available, else CPU + float32)."""
+    device, dtype = resolve_device_dtype(device, dtype)
+    cfg = sa2va_baseline_config(folder, dtype=dtype)
+    # Every tensor comes from the folder, strictly checked part by part: skip the random init.
+    with no_init_weights():
+        model = build_model(cfg, "none", torch.device("cpu"))
+        salma = as_salma_model(cfg, model, source={"sa2va_release": str(folder)})
+    return salma.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,105 @@
+"""Which tensor of a Sa2VA release folder is which part (InternVL, SAM-2, ``text_hidden_fcs``), and
+reading one part: what the InternVL and SAM-2 loaders need to take their part of a release (the
+folder's format: :mod:`.sa2va`, docs/formats.md)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ...datasets.io import read_json
+from .common import CheckpointMismatchError, RenameRule, load_safetensors_folder, rename_keys, safetensors_weight_map
+
+SA2VA_ARCHITECTURE = "Sa2VAChatModel"
+SA2VA_MODEL_TYPE = "sa2va_chat"
+SA2VA_SAM2_PREFIX = "grounding_encoder.sam2_model."
+
+# part -> (which keys belong to it, how they are renamed for the part's reader)
+_SAM2 = re.escape(SA2VA_SAM2_PREFIX)
+_PARTS: dict[str, tuple[str, list[RenameRule]]] = {
+    "internvl": (r"(?:vision_model|mlp1|language_model)\..+", [RenameRule(r".+", r"\g<0>")]),
+    "sam2": (
+        rf"{_SAM2}.+",
+        [
+            # Sa2VA's CXBlock names its layer scale ``g_weight`` (Meta: ``gamma``)
+            RenameRule(rf"{_SAM2}(memory_encoder\.fuser\.layers\.\d+)\.g_weight", r"\1.gamma"),
+            RenameRule(rf"{_SAM2}(.+)", r"\1"),
+        ],
+    ),
+    "text_hidden_fcs": (r"text_hidden_fcs\..+", [RenameRule(r"text_hidden_fcs\.(.+)", r"\1")]),
+}
+
+
+def read_user_json(path: Path) -> dict:
+    """A folder's config.json through the project's JSON reader (file named; size and depth bounded)."""
+    return read_json(str(path), expect=dict, max_bytes=16 << 20, max_depth=32)
+
+
+def is_sa2va_config(config_dict: Mapping) -> bool:
+    """Whether a config.json is a Sa2VA release (``Sa2VAChatModel``)."""
+    architectures = config_dict.get("architectures") or []
+    return SA2VA_ARCHITECTURE in architectures or config_dict.get("model_type") == SA2VA_MODEL_TYPE
+
+
+def is_sa2va_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder whose config.json is a Sa2VA release."""
+    config_path = Path(path) / "config.json"
+    return config_path.is_file() and is_sa2va_config(read_user_json(config_path))
+
+
+def read_sa2va_config(folder: str | Path) -> dict:
+    """The config.json of a Sa2VA release folder (an error if it is not one)."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    config = read_user_json(config_path)
+    if not is_sa2va_config(config):
+        raise ValueError(
+            f"{folder}: not a Sa2VA release folder (config.json architectures {config.get('architectures')}, "
+            f"model_type {config.get('model_type')!r}; expected {SA2VA_ARCHITECTURE!r})"
+        )
+    return config
+
+
+def split_sa2va_keys(names: list[str], *, source: str) -> dict[str, dict[str, str]]:
+    """``{part: {folder key: key in the part's own layout}}`` for every key of a release folder.
+
+    Raises :class:`CheckpointMismatchError` naming every key that belongs to no part (a CMA weight,
+    another model's key, a typo) and any two keys of a part that land on the same name."""
+    by_part: dict[str, list[str]] = {part: [] for part in _PARTS}
+    unexpected = []
+    for name in names:
+        part = next((p for p, (pattern, _) in _PARTS.items() if re.fullmatch(pattern, name)), None)
+        if part is None:
+            unexpected.append(name)
+        else:
+            by_part[part].append(name)
+    if unexpected:
+        raise CheckpointMismatchError(unexpected=unexpected, source=f"{source} (Sa2VA release layout)")
+    return {part: rename_keys(keys, _PARTS[part][1], source=source) for part, keys in by_part.items()}
+
+
+def read_sa2va_part(folder: str | Path, part: str) -> dict[str, torch.Tensor]:
+    """The tensors of one part ('internvl', 'sam2' or 'text_hidden_fcs') under its own layout's
+    names; only that part is read. Every key of the folder is checked first (:func:`split_sa2va_keys`)."""
+    if part not in _PARTS:
+        raise ValueError(f"part must be one of {sorted(_PARTS)}, got {part!r}")
+    read_sa2va_config(folder)
+    mapping = split_sa2va_keys(list(safetensors_weight_map(folder)), source=str(folder))[part]
+    tensors = load_safetensors_folder(folder, keys=mapping)
+    return {mapping[k]: v for k, v in tensors.items()}
+
+
+def sa2va_internvl_config(config_dict: Mapping, *, source: str = "config.json") -> dict:
+    """The InternVL part of a ``Sa2VAChatConfig`` as InternVL's original config dict (what
+    :func:`.internvl.internvl_config_from_original` reads). Sa2VA's own fields (``auto_map``,
+    ``template``, ``pad2square``, ...) describe its remote code or its preprocessing, not weights."""
+    for key in ("use_backbone_lora", "use_llm_lora"):
+        if config_dict.get(key):
+            raise ValueError(
+                f"{source}: {key}={config_dict[key]}: the weights would carry peft's LoRA names; a release "
+                "folder has them merged (Sa2VA's exporter merges LoRA before saving)"
+            )
+    return {**config_dict, "architectures": ["InternVLChatModel"], "model_type": "internvl_chat"}
