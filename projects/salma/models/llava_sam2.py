@@ -24,7 +24,7 @@ from ..registry import MODELS
 from .grounding import FrameFeatures, SAM2GroundingRunner
 from .losses import boundary_loss, masked_avg_pool, point_sampled_mask_losses, tmc_loss
 from .mllm import InternVLMLLM
-from .sa2va_release import init_from_release, release_submodule_cfgs
+from .pretrained import init_from_pretrained, pretrained_submodule_cfgs
 
 
 @dataclass
@@ -142,7 +142,9 @@ class VideoLLaVASAMModel(BaseModel):
             InternVL, SAM-2 and ``text_hidden_fcs`` are read from it, replacing
             ``mllm.model_path`` / ``mllm.config`` and ``grounding_encoder.sam2.checkpoint``; the
             tokenizer must give its token ids. CMA, if enabled, and LoRA start fresh (zero gain,
-            zero B), so the start predicts as the release (see ``sa2va_release``).
+            zero B), so the start predicts as the release (see ``sa2va_release``). A SALMA export
+            (``tools/export.py``'s folder) works the same way: its architecture and weights, LoRA
+            fresh on the merged LLM (see ``pretrained``).
         data_preprocessor: mmengine data preprocessor config (moves the batch to the device).
     """
 
@@ -166,7 +168,7 @@ class VideoLLaVASAMModel(BaseModel):
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
         if pretrained is not None:
-            mllm, grounding_encoder = release_submodule_cfgs(pretrained, mllm, grounding_encoder)
+            mllm, grounding_encoder = pretrained_submodule_cfgs(pretrained, mllm, grounding_encoder)
         self.mllm: InternVLMLLM = MODELS.build(mllm)
         self.grounding_encoder: SAM2GroundingRunner = MODELS.build(grounding_encoder)
         in_dim, out_dim = self.mllm.hidden_size, self.grounding_encoder.hidden_dim
@@ -174,7 +176,7 @@ class VideoLLaVASAMModel(BaseModel):
             nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim), nn.Dropout(0.0)
         )
         if pretrained is not None:
-            init_from_release(self, pretrained)
+            init_from_pretrained(self, pretrained)
         self.loss_llm_weight = loss_llm_weight
         self.loss_mask_weight = loss_mask_weight
         self.loss_dice_weight = loss_dice_weight
