@@ -13,9 +13,9 @@ from mmengine.config import Config
 from PIL import Image
 
 from projects.salma.datasets.synthetic_raw import write_own_raw
-from projects.salma.evaluation.runner import build_model
+from projects.salma.build import build_model
 from projects.salma.models.pretrained import export_key
-from projects.salma.models.salma_model import SALMAModel
+from projects.salma.salma_model import SALMAModel
 from projects.salma.testing import forced_answer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +120,7 @@ def test_readme_walkthrough_convert_train_evaluate_export_infer(start_export, tm
                                      "--device", "cpu"])
     times["infer"] = time.perf_counter() - start - sum(times.values())
     assert result["n_seg"] == 1
-    mask = np.asarray(Image.open(tmp_path / "out" / "mask_0.png"))
+    mask = np.asarray(Image.open(tmp_path / "out" / "mask_1.png"))
     assert mask.shape == (96, 128)
     with capsys.disabled():
         print(f"\nwalkthrough: {json.dumps({k: round(v, 1) for k, v in times.items()})} s; "

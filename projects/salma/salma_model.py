@@ -44,20 +44,18 @@ from .datasets.io import read_json
 from .datasets.tokenizer import build_tokenizer
 from .models.convert.common import DTYPES, check_state_dict
 from .models.convert.sa2va import is_sa2va_folder
-from .models.export_checks import VIDEO_KEYS, check_salma_config, check_weights_file, weights_record
+from .models.export_checks import VIDEO_KEYS, check_salma_config
+from .models.export_format import (CONFIG_NAME, WEIGHTS_KEY, WEIGHTS_NAME, check_weights_file, read_config,  # noqa: F401
+                                   weights_record)
 from .models.llava_sam2 import VideoLLaVASAMModel
 from .models.sa2va_release import sa2va_baseline_config
 from .models.video import SAM2MemoryTracker, VideoPredictor, VideoStream
 from .models.weight_shapes import check_shapes_before_building
 from .safe_io import atomic_path, regular_file, write_text_atomic
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "salma"
 FORMAT_VERSION = 1
 TRACKER_PREFIX = "tracker."
-WEIGHTS_KEY = "weights"  # config.json: {"file", "bytes", "blake2b"} of model.safetensors
-CONFIG_MAX_BYTES, CONFIG_MAX_DEPTH = 16 << 20, 32  # an exported config.json is a few kB, nested ~6 deep
 
 
 @dataclass
@@ -135,13 +133,6 @@ def upgrade_grounding(grounding: dict) -> dict:
     return grounding
 
 
-def read_config(folder: str) -> dict:
-    """The raw config.json of an exported folder (UTF-8 JSON object; errors name the file)."""
-    path = os.path.join(folder, CONFIG_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder}: no {CONFIG_NAME} (not an exported SALMA folder)")
-    regular_file(path, what="config file")
-    return read_json(path, expect=dict, max_bytes=CONFIG_MAX_BYTES, max_depth=CONFIG_MAX_DEPTH)
 
 
 def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):

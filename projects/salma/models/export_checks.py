@@ -9,7 +9,7 @@ section is checked here: unknown keys (transformers configs recursively, through
 ``sub_configs``), missing reader / video keys, allowed values, and the derived sizes. All
 problems are reported at once, each with its dotted key.
 
-The weights: ``save_pretrained`` records the size and BLAKE2b hash of ``model.safetensors`` in
+The weights (:mod:`.export_format`): ``save_pretrained`` records the size and BLAKE2b hash of ``model.safetensors`` in
 ``config.json`` (:func:`weights_record`); ``from_pretrained`` compares them (:func:`check_weights_file`),
 so flipped bytes or a partial copy are an error instead of different masks. Hashing reads the
 file once more (hundreds of MB/s; see the report of issue 11); ``verify_weights=False`` skips it.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from transformers import CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedC
 
 from ..datasets.ref_vos import FRAME_SAMPLINGS, sample_frame_indices
 from ..datasets.transforms import SAM_PIXEL_STATS
-from ..fingerprint import HASH, file_digest
 from .cma import CrossModalAttention2D
 from .grounding import MASK_SOURCES, MASK_TOKENS, SAM2GroundingRunner
 from .video import LLM_FRAME_MASKS, PROPAGATION_MODES, TRACKER_DECODERS
@@ -214,25 +212,3 @@ def _strip(config: Any) -> Any:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-# ------------------------------------------------------------------ model.safetensors
-def weights_record(path: str) -> dict:
-    """What ``config.json`` records about the weight file: name, size and content hash."""
-    return {"file": os.path.basename(path), "bytes": os.path.getsize(path), HASH: file_digest(path)}
-
-
-def check_weights_file(path: str, record: dict | None, *, config_path: str) -> None:
-    """Raise ValueError naming ``path`` unless it has the size and hash ``config_path`` recorded."""
-    if not isinstance(record, dict) or not isinstance(record.get(HASH), str):
-        raise ValueError(f"{config_path}: no '{HASH}' hash of {os.path.basename(path)} (exported before hashes were "
-                         f"recorded?); re-export, or load with verify_weights=False to skip the check")
-    size = os.path.getsize(path)
-    if size != record.get("bytes"):
-        raise ValueError(f"{path}: {size} bytes, but {config_path} records {record.get('bytes')}: the file is "
-                         f"truncated or was replaced after export")
-    found = file_digest(path)
-    if found != record[HASH]:
-        raise ValueError(f"{path}: content hash {HASH} {found[:16]}... does not match {record[HASH][:16]}... recorded "
-                         f"in {config_path}: the file changed after export (damaged or partial copy); copy or "
-                         f"export it again (verify_weights=False loads it anyway)")

@@ -22,6 +22,7 @@ from mmengine.logging import MMLogger
 from safetensors.torch import load_file
 
 from .convert.sa2va import is_sa2va_folder
+from .export_format import CONFIG_NAME, WEIGHTS_KEY, WEIGHTS_NAME, check_weights_file, read_config
 from .sa2va_release import init_from_release, release_submodule_cfgs
 
 FRESH_PREFIXES = ("grounding_encoder.cma.",)  # may be absent from an export: added at zero gain
@@ -54,11 +55,9 @@ def init_from_pretrained(model, folder: str) -> None:
 
 def export_submodule_cfgs(folder: str, mllm: dict, grounding_encoder: dict) -> tuple[dict, dict]:
     """InternVL and SAM-2 built from the export's architecture (random weights, loaded after)."""
-    from .salma_model import SALMAConfig
-
-    config = SALMAConfig.load(folder)
-    mllm = {**mllm, "model_path": None, "config": config.internvl}
-    return mllm, {**grounding_encoder, "sam2": {"config": config.sam2}}
+    config = read_config(folder)
+    mllm = {**mllm, "model_path": None, "config": config["internvl"]}
+    return mllm, {**grounding_encoder, "sam2": {"config": config["sam2"]}}
 
 
 def export_key(key: str) -> str:
@@ -69,9 +68,6 @@ def export_key(key: str) -> str:
 def init_from_export(model, folder: str) -> None:
     """Every tensor of the model from the export, but LoRA's (fresh) and, if the export has none,
     CMA's; the tokenizer must give the export's ids."""
-    from .export_checks import check_weights_file
-    from .salma_model import CONFIG_NAME, WEIGHTS_KEY, WEIGHTS_NAME, read_config
-
     check_export_tokenizer(folder, model.tokenizer)
     weights = os.path.join(folder, WEIGHTS_NAME)
     check_weights_file(weights, read_config(folder).get(WEIGHTS_KEY), config_path=os.path.join(folder, CONFIG_NAME))
