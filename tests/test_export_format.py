@@ -23,8 +23,11 @@ KEYS_DIGEST, N_TENSORS = "6b0656095f921972e79d422dcc37a8d1", 473
 CONFIG_KEYS = ["format", "format_version", "grounding", "inputs", "internvl", "max_expr_tokens", "max_new_tokens",
                "sam2", "source", "tracker", "video", "weights"]
 VIDEO_KEYS = ["llm_frame_masks", "llm_frame_sampling", "num_llm_frames", "propagation", "tracker_decoder"]
+# 3006523's keys plus the two that issue 22 added, both optional when read (an export without them
+# loads with 'first' / 'imagenet': test_export.py::test_exports_from_before_the_decode_rule_...)
 INPUT_KEYS = ["image_seq_length", "image_size", "max_dynamic_patch", "max_length", "min_dynamic_patch",
-              "sam_image_size", "system", "use_thumbnail"]
+              "sam_image_size", "sam_pixel_stats", "system", "use_thumbnail"]
+GROUNDING_KEYS = ["cma", "enable_cma", "mask_source", "mask_token"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,7 @@ def test_tensor_names_shapes_and_config_keys_are_those_of_the_previous_code(save
         config = json.load(f)
     assert (config["format"], config["format_version"]) == ("salma", 1)
     assert (sorted(config), sorted(config["video"]), sorted(config["inputs"])) == (CONFIG_KEYS, VIDEO_KEYS, INPUT_KEYS)
+    assert sorted(config["grounding"]) == GROUNDING_KEYS
 
 
 def test_the_loaded_export_predicts_as_the_saved_model(saved):

@@ -25,7 +25,7 @@ import zipfile
 from collections import deque
 
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
@@ -196,12 +196,16 @@ class SafeCheckpointHook(CheckpointHook):
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        with atomic_path(self.last_ckpt) as tmp:
-            runner.save_checkpoint(self.out_dir, os.path.basename(tmp), self.file_client_args,
-                                   save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
-                                   meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
-            if not is_main_process() and not os.path.exists(tmp):
-                return  # rank 0 writes the file; the others have nothing to rename
+        save = dict(save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler, meta=meta,
+                    by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        if get_world_size() > 1:
+            # Several processes take part (DeepSpeed writes one shard per rank into one folder) and
+            # each would pick its own temporary name: write under the final name; the pointer and
+            # the removal of old checkpoints still come only after it.
+            runner.save_checkpoint(self.out_dir, ckpt_filename, self.file_client_args, **save)
+        else:
+            with atomic_path(self.last_ckpt) as tmp:
+                runner.save_checkpoint(self.out_dir, os.path.basename(tmp), self.file_client_args, **save)
         if not is_main_process():
             return
         write_text_atomic(os.path.join(runner.work_dir, "last_checkpoint"), self.last_ckpt)
