@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from typing import Iterator
@@ -63,8 +64,6 @@ def atomic_path(path: str) -> Iterator[str]:
 
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        import shutil
-
         shutil.rmtree(path)
     else:
         os.remove(path)

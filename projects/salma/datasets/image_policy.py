@@ -18,9 +18,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -101,17 +103,12 @@ def to_rgb(image: Image.Image, where: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: str | bytes, *, where: str | None = None, orient: bool = False) -> Image.Image:
-    """Decode an image file (path) or its bytes as 8-bit RGB under the policy; every failure is a
-    DataError naming ``where`` (default: the path)."""
-    where = where or (source if isinstance(source, str) else "image")
+@contextlib.contextmanager
+def decode_errors(where: str) -> Iterator[None]:
+    """PIL's failures inside the block as the DataErrors every reader reports, naming ``where``:
+    a missing file, an image over the budget, a file that is not a decodable image."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            check_pixels(*image.size, where)
-            image.load()
-            if orient:
-                image = ImageOps.exif_transpose(image)
-            return to_rgb(image, where)
+        yield
     except DataError:
         raise
     except FileNotFoundError as err:
@@ -120,3 +117,15 @@ def open_image(source: str | bytes, *, where: str | None = None, orient: bool = 
         raise bomb_error(err, where) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{where}: cannot decode image ({err})", reason="corrupt_image") from err
+
+
+def open_image(source: str | bytes, *, where: str | None = None, orient: bool = False) -> Image.Image:
+    """Decode an image file (path) or its bytes as 8-bit RGB under the policy; every failure is a
+    DataError naming ``where`` (default: the path)."""
+    where = where or (source if isinstance(source, str) else "image")
+    with decode_errors(where), Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        check_pixels(*image.size, where)
+        image.load()
+        if orient:
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image, where)

@@ -18,11 +18,11 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
-from .image_policy import bomb_error, check_pixels, open_image
+from .image_policy import check_pixels, decode_errors, open_image
 
 # (x / 255 - mean) / std as one multiply-subtract: x * _SCALE - _OFFSET.
 _SCALE = (1.0 / (255.0 * torch.tensor(IMAGENET_STD, dtype=torch.float32))).view(3, 1, 1)
@@ -49,18 +49,9 @@ def load_image(path: str, *, orient: bool = False) -> Image.Image:
 def image_size(path: str) -> tuple[int, int]:
     """(width, height) of an image file from its header, without decoding the pixels; the same
     DataErrors as :func:`load_image` for a missing or unreadable file."""
-    try:
-        with Image.open(path) as image:
-            check_pixels(*image.size, path)
-            return image.size
-    except DataError:
-        raise
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: image file not found", reason="missing_image") from err
-    except Image.DecompressionBombError as err:
-        raise bomb_error(err, path) from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot decode image ({err})", reason="corrupt_image") from err
+    with decode_errors(path), Image.open(path) as image:
+        check_pixels(*image.size, path)
+        return image.size
 
 
 def common_frame_size(sizes: Mapping[str, tuple[int, int]], *, context: str = "") -> tuple[int, int]:

@@ -3,9 +3,10 @@ the strict cIoU / gIoU, and the mmengine metric for validation during training.
 
 Every sentence is its own generation prompt (the reader's ``meta['prompts']``, expanded by
 ``salma_eval_collate``); the model answers, and the mask of the answer's first ``[SEG]`` is the
-prediction. The image is encoded once for all its sentences (vision tower, SAM-2, prior). A sentence without ``[SEG]`` counts as an empty prediction (its GT area enters the
-union: the strict numbers); the Sa2VA-style lenient numbers (such sentences skipped) are reported
-next to them, labelled ``*_lenient``. Numbers are percentages.
+prediction. The image is encoded once for all its sentences (vision tower, SAM-2, prior). A
+sentence without ``[SEG]`` counts as an empty prediction (its GT area enters the union: the strict
+numbers); the Sa2VA-style lenient numbers (such sentences skipped) are reported next to them,
+labelled ``*_lenient``. Numbers are percentages.
 
 Each sentence's contribution is kept as a :class:`~.metrics.RESAccumulator` state vector, so the
 split's numbers are sums of per-sentence records: independent of how items were spread over ranks

@@ -33,7 +33,8 @@ from .video import LLM_FRAME_MASKS, PROPAGATION_MODES, TRACKER_DECODERS
 # sam_pixel_stats is optional: exports written before it existed normalise with 'imagenet'.
 READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
               "sam_image_size", "system", "max_length", "sam_pixel_stats")
-REQUIRED_READER_KEYS = READER_KEYS[:-1]
+OPTIONAL_READER_KEYS = ("sam_pixel_stats",)
+REQUIRED_READER_KEYS = tuple(k for k in READER_KEYS if k not in OPTIONAL_READER_KEYS)
 # The evaluation's test_options that decide how a video is predicted (llm_frame_masks is optional:
 # exports written before it existed predict with its default, 'language').
 VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder", "llm_frame_masks")

@@ -390,14 +390,16 @@ class VideoLLaVASAMModel(BaseModel):
             regions = self._regions_of(data, b)
             # prompt_masks only for rows with regions: generate's 4 positional arguments stay the contract.
             extra = {} if regions is None else {"prompt_masks": regions}
-            new_tokens, hidden = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens,
-                                                    image_features=features, return_hidden=True, **extra)
+            frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
+            decodes = frames is not None or keep_queries  # only then are the [SEG] states read
+            generated = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens,
+                                           image_features=features, return_hidden=decodes, **extra)
+            new_tokens, hidden = generated if decodes else (generated, None)
             new_tokens = self._until_eos(new_tokens[0])
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=False)
-            frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
             meta = data["meta"][b] if data.get("meta") is not None else {}
             result = {"text": text, "meta": meta}
-            if frames is not None or keep_queries:
+            if decodes:
                 queries = self._answer_queries(prompt, expr_ids, new_tokens, hidden)
                 if keep_queries:
                     result["queries"] = queries

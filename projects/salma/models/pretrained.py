@@ -21,6 +21,8 @@ import torch
 from mmengine.logging import MMLogger
 from safetensors.torch import load_file
 
+from ..datasets.io import read_json
+from ..datasets.tokenizer import build_tokenizer
 from .convert.sa2va import is_sa2va_folder
 from .export_format import CONFIG_NAME, WEIGHTS_KEY, WEIGHTS_NAME, check_weights_file, read_config
 from .sa2va_release import init_from_release, release_submodule_cfgs
@@ -32,8 +34,6 @@ WARMUP_STATE = ("aux_loss_scale",)  # the aux-loss warm-up's scale: the training
 
 def is_salma_export(folder: str) -> bool:
     """A folder written by ``SALMAModel.save_pretrained`` (``config.json`` with format 'salma')."""
-    from ..datasets.io import read_json
-
     path = os.path.join(str(folder), "config.json")
     return os.path.isfile(path) and read_json(path).get("format") == "salma"
 
@@ -94,8 +94,6 @@ def init_from_export(model, folder: str) -> None:
 
 def check_export_tokenizer(folder: str, tokenizer) -> None:
     """The model's tokenizer must map every token as the export's does (the embeddings' rows)."""
-    from ..datasets.tokenizer import build_tokenizer
-
     exported = build_tokenizer(dict(type="load_pretrained_tokenizer", path=str(folder))).get_vocab()
     ours = tokenizer.get_vocab()
     if exported != ours:

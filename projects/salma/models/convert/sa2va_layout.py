@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ...datasets.io import read_json
+from ..export_format import CONFIG_MAX_BYTES, CONFIG_MAX_DEPTH
 from .common import CheckpointMismatchError, RenameRule, load_safetensors_folder, rename_keys, safetensors_weight_map
 
 SA2VA_ARCHITECTURE = "Sa2VAChatModel"
@@ -34,7 +35,7 @@ _PARTS: dict[str, tuple[str, list[RenameRule]]] = {
 
 def read_user_json(path: Path) -> dict:
     """A folder's config.json through the project's JSON reader (file named; size and depth bounded)."""
-    return read_json(str(path), expect=dict, max_bytes=16 << 20, max_depth=32)
+    return read_json(str(path), expect=dict, max_bytes=CONFIG_MAX_BYTES, max_depth=CONFIG_MAX_DEPTH)
 
 
 def is_sa2va_config(config_dict: Mapping) -> bool:
