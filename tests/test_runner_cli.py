@@ -1,6 +1,7 @@
 """apply_cli's ``deepspeed=`` argument: ``zero2`` is the repository's JSON wherever the job starts;
 an explicit path is the user's, relative to the current directory. Several CPU processes: what
 ``prepare_cpu_processes`` changes in a config (the launched runs are in test_distributed.py)."""
+import importlib.util
 import json
 import os.path as osp
 
@@ -9,6 +10,7 @@ from mmengine.config import Config
 
 from projects.salma.engine import dist
 from projects.salma.engine.runner import apply_cli
+from projects.salma.testing import free_port
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -74,3 +76,57 @@ def test_join_process_group_refuses_what_it_cannot_do(monkeypatch):
         dist.join_process_group("slurm")
     dist.join_process_group("none")  # one process: nothing to join
     assert not dist.torch_dist.is_initialized()
+
+
+# ------------------------------------------------------------------ leaving the group
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"salma_tool_{name}", osp.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def torchrun_env(monkeypatch):
+    """torchrun's variables for a world of one on this machine."""
+    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
+                           WORLD_SIZE="1").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(dist.torch.cuda, "is_available", lambda: False)
+    yield
+    if dist.torch_dist.is_initialized():
+        dist.torch_dist.destroy_process_group()
+
+
+def test_leave_process_group_waits_for_every_rank_then_leaves(torchrun_env, monkeypatch):
+    dist.join_process_group("pytorch")
+    barriers = []
+    monkeypatch.setattr(dist.torch_dist, "barrier", lambda *a, **k: barriers.append(dist.torch_dist.is_initialized()))
+    dist.leave_process_group()
+    assert barriers == [True] and not dist.torch_dist.is_initialized()
+    dist.leave_process_group()  # one process, or already left: nothing to do
+    assert barriers == [True]
+
+
+@pytest.mark.parametrize("tool", ["train", "test"])
+def test_launched_tools_leave_the_process_group_before_they_exit(tool, torchrun_env, monkeypatch, tmp_path):
+    """A process that exits still in a gloo group can abort in interpreter shutdown (SIGABRT,
+    'terminate called without an active exception': gloo's threads still hold tensors), which
+    torchrun reports as the run failing after its last checkpoint was written."""
+    module = load_tool(tool)
+    joined = []
+
+    def work(*args, **kwargs):  # what the runner / evaluation does first: join torchrun's group
+        dist.join_process_group("pytorch")
+        joined.append(dist.torch_dist.is_initialized())
+        return {}
+
+    config = tmp_path / "cfg.py"
+    config.write_text("model = dict()\n")
+    if tool == "train":
+        monkeypatch.setattr(module, "build_runner", lambda cfg: type("Runner", (), {"train": work})())
+    else:
+        monkeypatch.setattr(module, "run_evaluation", work)
+    module.main([str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path / "work")]
+                + (["--checkpoint", "none"] if tool == "test" else []))
+    assert joined == [True] and not dist.torch_dist.is_initialized()

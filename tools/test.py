@@ -11,6 +11,7 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
+from projects.salma.engine.dist import leave_process_group
 from projects.salma.engine.runner import load_config
 from projects.salma.evaluation.runner import run_evaluation
 
@@ -41,9 +42,11 @@ def main(argv=None):
     cfg = load_config(args.config, args.cfg_options)
     work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0] + "_test")
-    return run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,
-                          split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show,
-                          allow_missing_weights=args.allow_missing_weights, attention_stats=args.attention_stats)
+    entries = run_evaluation(cfg, checkpoint=args.checkpoint, work_dir=work_dir, datasets=args.dataset,
+                             split=args.split, max_items=args.max_items, launcher=args.launcher, show=args.show,
+                             allow_missing_weights=args.allow_missing_weights, attention_stats=args.attention_stats)
+    leave_process_group()
+    return entries
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import argparse
 
 from mmengine.config import Config, DictAction
 
+from projects.salma.engine.dist import leave_process_group
 from projects.salma.engine.runner import apply_cli, build_runner
 
 
@@ -28,6 +29,7 @@ def main(argv=None):
                     config_path=args.config)
     runner = build_runner(cfg)
     runner.train()
+    leave_process_group()
     return runner
 
 

@@ -46,6 +46,20 @@ def join_process_group(launcher: str, *, backend: str = "nccl", timeout: float |
               f"{torch_dist.get_world_size()} (node rank {os.environ.get('GROUP_RANK', '?')})", logger="current")
 
 
+def leave_process_group() -> None:
+    """Wait for every rank, then leave the group; nothing when none was joined.
+
+    The launched tools call it last. A rank that exits still in a gloo group can abort in
+    interpreter shutdown (SIGABRT, "terminate called without an active exception": gloo's worker
+    threads still hold tensors), and torchrun then fails the whole run after its last checkpoint.
+    The barrier first: no rank leaves while rank 0 is still writing that checkpoint.
+    """
+    if not torch_dist.is_initialized():
+        return
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+
+
 def prepare_cpu_processes(cfg: Config) -> Config:
     """Make a training config with a launcher run as several CPU processes (no CUDA).
 
