@@ -84,7 +84,13 @@ SEED_MIX = [
 ] + [(f"osprey_{kind}", "OspreyDataset", 1) for kind in OSPREY_KINDS]
 
 
-@pytest.mark.parametrize("path", ["configs/SALMA-1B.py", "configs/Sa2VA-1B.py"])
+# SALMA and its Sa2VA baseline, per backbone (docs/backbones.md): the same data, decode rule and additions.
+SALMA_PAIRS = [("configs/SALMA-1B.py", "configs/Sa2VA-1B.py"),
+               ("configs/SALMA-InternVL3-2B.py", "configs/Sa2VA-InternVL3-2B.py")]
+SALMA_AND_BASELINES = [p for pair in SALMA_PAIRS for p in pair]
+
+
+@pytest.mark.parametrize("path", SALMA_AND_BASELINES)
 def test_training_mix_is_the_seeds_whole_mix(path):
     mix = Config.fromfile(path).train_dataset
     assert mix.type == "DatasetMix" and len(mix.datasets) == len(mix.repeats)
@@ -102,8 +108,9 @@ def test_training_mix_is_the_seeds_whole_mix(path):
     assert all(d.tokenizer == mix.datasets[0].tokenizer and d.max_length == 8192 for d in mix.datasets)
 
 
-def test_sa2va_baseline_turns_off_exactly_salma_additions():
-    salma, base = Config.fromfile("configs/SALMA-1B.py"), Config.fromfile("configs/Sa2VA-1B.py")
+@pytest.mark.parametrize("salma_path,base_path", SALMA_PAIRS)
+def test_sa2va_baseline_turns_off_exactly_salma_additions(salma_path, base_path):
+    salma, base = Config.fromfile(salma_path), Config.fromfile(base_path)
     assert base.model.grounding_encoder.enable_cma is False and base.model.grounding_encoder.mask_source == "none"
     assert base.model.loss_tmc_weight == 0 and base.model.loss_boundary_weight == 0
     assert base.model.mllm == salma.model.mllm and base.optim_wrapper == salma.optim_wrapper
@@ -162,7 +169,7 @@ def test_salma_1b_evaluates_every_benchmark_of_the_seed_tables():
     assert Config.fromfile("configs/Sa2VA-1B.py").test_datasets == Config.fromfile("configs/SALMA-1B.py").test_datasets
 
 
-@pytest.mark.parametrize("path", ["configs/SALMA-1B.py", "configs/Sa2VA-1B.py"])
+@pytest.mark.parametrize("path", SALMA_AND_BASELINES)
 def test_video_evaluation_samples_the_llm_frames_uniformly_by_default(path):
     """Sa2VA-i's uniform LLM frames are the default; 'first' (Sa2VA's protocol) is one option away."""
     from projects.salma.evaluation.runner import resolve_runs
@@ -241,3 +248,73 @@ def test_tiny_ablation_rows_flip_one_thing_each_and_end_at_the_tiny_synthetic_co
         a, b = flat(cfgs[previous].to_dict()), flat(cfgs[name].to_dict())
         changed = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
         assert changed == {f"model.{k}": v for k, v in TINY_FLIPS[name].items()}, name
+
+
+# ------------------------------------------------------------------ InternVL3-2B (docs/backbones.md)
+INTERNVL3 = "configs/SALMA-InternVL3-2B.py"
+
+
+def test_salma_internvl3_2b_is_salma_1b_with_sa2va_in30_2b_settings():
+    """Everything SALMA-1B sets (CMA/MBA, losses, decode rule, data, schedule) but the backbone's
+    path and architecture and Sa2VA's in30_2b accumulation (8, sa2va_in30_2b.py:37); LoRA r128 /
+    alpha 256, embeddings + LM head trained, lr 4e-5, batch 2, max_length 8192 and the qwen_chat
+    template are the same in both (sa2va_in30_2b.py:31-42, 79-86)."""
+    salma_1b, cfg = Config.fromfile("configs/SALMA-1B.py"), Config.fromfile(INTERNVL3)
+    a, b = flat(salma_1b.to_dict()), flat(cfg.to_dict())
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    backbone = {"internvl_path", "model.mllm.model_path", "tokenizer.path", "model.mllm.tokenizer.path",
+                "accumulative_counts", "optim_wrapper.accumulative_counts"}
+    assert changed - {k for k in changed if k.startswith("internvl3_2b_arch.")} == backbone | {"train_dataset.datasets",
+                                                                                              "train_dataloader.dataset.datasets"}
+    assert (cfg.accumulative_counts, cfg.optim_wrapper.accumulative_counts, cfg.train_dataloader.batch_size) == (8, 8, 2)
+    mllm = cfg.model.mllm
+    assert (mllm.llm_lora.r, mllm.llm_lora.lora_alpha, mllm.llm_lora.lora_dropout) == (128, 256, 0.05)
+    assert mllm.trainable_embeddings and mllm.freeze_llm and mllm.freeze_visual_encoder
+    assert cfg.optim_wrapper.optimizer.lr == 4e-5 and cfg.max_length == 8192
+    assert cfg.model.grounding_encoder == salma_1b.model.grounding_encoder
+    assert cfg.model.grounding_encoder.mask_token == "best_iou" and cfg.custom_hooks == salma_1b.custom_hooks
+    # the readers differ from SALMA-1B's in their tokenizer only: InternVL3-2B's, the model's
+    for ours, theirs in zip(cfg.train_dataset.datasets, salma_1b.train_dataset.datasets, strict=True):
+        assert ours.tokenizer == mllm.tokenizer and {**ours, "tokenizer": theirs.tokenizer} == theirs
+    assert cfg.train_dataloader.dataset == cfg.train_dataset
+    assert cfg.test_datasets == salma_1b.test_datasets and cfg.test_options == salma_1b.test_options
+    assert cfg.internvl3_2b_arch.text_config.model_type == "qwen2"
+
+
+def test_internvl3_2b_path_comes_from_the_user(monkeypatch):
+    """SALMA_INTERNVL3_PATH (or model.mllm.model_path) names the folder; no absolute default."""
+    for path in (INTERNVL3, "configs/Sa2VA-InternVL3-2B.py"):
+        monkeypatch.delenv("SALMA_INTERNVL3_PATH", raising=False)
+        default = Config.fromfile(path)
+        assert default.model.mllm.model_path == "checkpoints/InternVL3-2B"
+        monkeypatch.setenv("SALMA_INTERNVL3_PATH", "/somewhere/InternVL3-2B")
+        cfg = Config.fromfile(path)
+        assert cfg.model.mllm.model_path == cfg.model.mllm.tokenizer.path == "/somewhere/InternVL3-2B"
+        assert {d.tokenizer.path for d in cfg.train_dataset.datasets} == {"/somewhere/InternVL3-2B"}
+
+
+def test_internvl3_2b_architecture_builds_at_real_size_on_the_meta_device():
+    """internvl3_2b_arch (random-weight builds): InternViT-300M + Qwen2.5-1.5B, about 2.09B parameters."""
+    import torch
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    arch = Config.fromfile(INTERNVL3).internvl3_2b_arch.to_dict()
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration(InternVLConfig(**arch))
+    assert 2.05e9 < sum(p.numel() for p in model.parameters()) < 2.12e9
+    assert model.config.image_seq_length == 256 and model.config.text_config.num_hidden_layers == 28
+
+
+def test_ablation_rows_apply_on_the_internvl3_2b_baseline():
+    """The rows of configs/ablations flip backbone-free keys: applied in order on the InternVL3-2B
+    baseline they end at SALMA-InternVL3-2B, as on the 1B they end at SALMA-1B."""
+    chain = ["configs/Sa2VA-1B.py"] + [f"configs/ablations/{row}.py" for row in
+                                       ("1_cma_no_mba", "2_mba_gate", "3_topk_routing", "4_tmc", "5_boundary")]
+    model = flat(Config.fromfile("configs/Sa2VA-InternVL3-2B.py").model.to_dict())
+    for prev, row in zip(chain, chain[1:]):
+        before, after = flat(Config.fromfile(prev).model.to_dict()), flat(Config.fromfile(row).model.to_dict())
+        delta = {k: after[k] for k in after if before.get(k) != after[k]}
+        assert not any(k.startswith("mllm.") for k in delta), row
+        model.update(delta)
+    assert model == flat(Config.fromfile(INTERNVL3).model.to_dict())
+    assert Config.fromfile(chain[-1]).custom_hooks == Config.fromfile(INTERNVL3).custom_hooks
