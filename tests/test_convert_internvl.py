@@ -1,4 +1,4 @@
-"""InternVL2.5 original remote-code layout <-> native InternVLForConditionalGeneration.
+"""InternVL2.5 / 3 / 3.5 original remote-code layout <-> native InternVLForConditionalGeneration.
 
 A tiny random native model is written in the original layout (fused qkv, >= 2 safetensors shards
 with an index, original-style config.json) by the inverse mapping, read back by ``load_internvl``,
@@ -23,6 +23,8 @@ from transformers import (
     InternVLVisionConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from projects.salma.models.convert.common import CheckpointMismatchError, load_safetensors_folder, save_sharded_safetensors
@@ -54,18 +56,26 @@ def _tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _tiny_native(
-    variant: str, image_token_id: int, *, tie: bool = False, vocab: int = VOCAB, template: str = "internvl2_5"
+    variant: str, image_token_id: int, *, tie: bool = False, vocab: int = VOCAB, template: str = "internvl2_5",
+    llm: str = "qwen2",
 ) -> InternVLForConditionalGeneration:
     qk_norm, norm_type, qkv_bias = VARIANTS[variant]
     vision = InternVLVisionConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64,
         patch_size=16, use_qk_norm=qk_norm, norm_type=norm_type, attention_bias=qkv_bias,
     )
-    text = Qwen2Config(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-        vocab_size=vocab, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
-        tie_word_embeddings=tie,
-    )
+    if llm == "qwen2":  # InternVL2.5-1B/4B, InternVL3 (Qwen2.5): q/k/v biases, dynamic RoPE as 2.5 ships it
+        text = Qwen2Config(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            vocab_size=vocab, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6},
+            tie_word_embeddings=tie,
+        )
+    else:  # InternVL3.5 (Qwen3): per-head RMS q/k norms, no biases, head_dim given (not hidden / heads = 16)
+        text = Qwen3Config(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+            intermediate_size=128, vocab_size=vocab, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+            tie_word_embeddings=tie,
+        )
     config = InternVLConfig(  # 64 px / 16 px patches = 4x4, pixel shuffle 0.5 -> 2x2 = 4 tokens
         vision_config=vision, text_config=text, image_token_id=image_token_id, image_seq_length=4,
         downsample_ratio=0.5, tie_word_embeddings=tie, template=template,
@@ -327,3 +337,113 @@ def test_cli_original_to_native_folder(tok, tmp_path):
     loaded = load_internvl(tmp_path / "hf")
     inputs = _inputs(tok)
     torch.testing.assert_close(_logits(loaded, inputs), _logits(native, inputs), rtol=0, atol=0)
+
+
+# --- InternVL3 (Qwen2.5) and InternVL3.5 (Qwen3) ----------------------------------------------
+
+# (ViT variant, LLM): InternVL3-1B..14B are InternViT-300M + Qwen2.5 (InternVL3-38B/78B: InternViT-6B);
+# InternVL3.5-1B..38B are InternViT-300M/6B + Qwen3.
+FAMILY = {"internvl3": ("vit300m", "qwen2"), "internvl3_5": ("vit300m", "qwen3"), "internvl3_5_vit6b": ("vit6b", "qwen3")}
+
+
+def _qwen3_layer_keys(i: int) -> set[str]:
+    """One Qwen3 decoder layer's keys under the remote code's ``language_model`` (an
+    ``AutoModelForCausalLM.from_config(llm_config)``, i.e. Qwen3ForCausalLM): OpenGVLab's layout."""
+    p = f"language_model.model.layers.{i}"
+    return ({f"{p}.self_attn.{n}.weight" for n in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")}
+            | {f"{p}.mlp.{n}.weight" for n in ("gate_proj", "up_proj", "down_proj")}
+            | {f"{p}.input_layernorm.weight", f"{p}.post_attention_layernorm.weight"})
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY))
+def test_internvl3_family_original_layout_loads_with_identical_logits(family, tok, tmp_path):
+    variant, llm = FAMILY[family]
+    native = _tiny_native(variant, tok.convert_tokens_to_ids("<IMG_CONTEXT>"), llm=llm)
+    folder = _original_folder(tmp_path, native, tok)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["llm_config"]["architectures"] == [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[llm]]
+    keys = set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"])
+    llm_keys = {k for k in keys if k.startswith("language_model.")}
+    if llm == "qwen3":
+        assert config["llm_config"]["head_dim"] == 24
+        assert llm_keys == (_qwen3_layer_keys(0) | _qwen3_layer_keys(1)
+                            | {"language_model.model.embed_tokens.weight", "language_model.model.norm.weight",
+                               "language_model.lm_head.weight"})
+    loaded = load_internvl(folder)
+    assert loaded.config.text_config.model_type == llm and type(loaded.config.text_config) is type(native.config.text_config)
+    inputs = _inputs(tok)
+    torch.testing.assert_close(_logits(loaded, inputs), _logits(native, inputs), rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_internvl3_5_llm_weights_run_in_the_remote_codes_own_llm_class(tok, tmp_path):
+    """Independent of the inverse mapping: the folder's ``language_model.*`` weights, loaded strictly into
+    the class the remote code builds from ``llm_config`` (Qwen3ForCausalLM), give the text logits of the
+    converted native model."""
+    native = _tiny_native("vit300m", tok.convert_tokens_to_ids("<IMG_CONTEXT>"), llm="qwen3")
+    folder = _original_folder(tmp_path, native, tok)
+    llm_config = dict(json.loads((folder / "config.json").read_text())["llm_config"])
+    llm_config.pop("architectures")
+    reference = Qwen3ForCausalLM(Qwen3Config(**llm_config)).eval()
+    weights = {k[len("language_model."):]: v for k, v in load_safetensors_folder(folder).items()
+               if k.startswith("language_model.")}
+    reference.load_state_dict(weights, strict=True)
+    ids = torch.tensor([tok.convert_tokens_to_ids("<|im_start|> w10 w11 w12 <|im_end|> w13".split())])
+    loaded = load_internvl(folder)
+    torch.testing.assert_close(loaded(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["internvl3", "internvl3_5"])
+def test_internvl3_family_tied_embeddings_roundtrip(family, tok, tmp_path):
+    variant, llm = FAMILY[family]
+    native = _tiny_native(variant, tok.convert_tokens_to_ids("<IMG_CONTEXT>"), llm=llm, tie=True)
+    folder = _original_folder(tmp_path, native, tok)
+    assert "language_model.lm_head.weight" not in load_safetensors_folder(folder)
+    loaded = load_internvl(folder)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.language_model.embed_tokens.weight.data_ptr()
+    inputs = _inputs(tok)
+    torch.testing.assert_close(_logits(loaded, inputs), _logits(native, inputs), rtol=0, atol=0)
+
+
+def test_internvl3_5_native_hf_folder_loads_directly(tok, tmp_path):
+    """The '-hf' checkpoints (transformers' own layout, text_config model_type 'qwen3')."""
+    native = _tiny_native("vit300m", tok.convert_tokens_to_ids("<IMG_CONTEXT>"), llm="qwen3")
+    native.save_pretrained(tmp_path / "hf")
+    loaded = load_internvl(tmp_path / "hf")
+    assert loaded.config.text_config.model_type == "qwen3" and loaded.config.text_config.head_dim == 24
+    inputs = _inputs(tok)
+    torch.testing.assert_close(_logits(loaded, inputs), _logits(native, inputs), rtol=0, atol=0)
+
+
+# The llm_config fields InternVL3.5's config.json carries for its Qwen3 LLM (values of a tiny one):
+# head_dim given, no rope_scaling, the remote code's training-time entries.
+INTERNVL3_5_LLM = {
+    "_name_or_path": "Qwen/Qwen3-1.7B", "architectures": ["Qwen3ForCausalLM"], "attention_bias": False,
+    "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 24, "hidden_act": "silu",
+    "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 40960,
+    "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": 4, "num_hidden_layers": 2,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": False,
+    "use_sliding_window": False, "vocab_size": VOCAB, "_attn_implementation_autoset": True,
+}
+
+
+def test_internvl3_5_llm_config_converts():
+    config = json.loads(json.dumps(INTERNVL2_5_1B))
+    config["llm_config"] = dict(INTERNVL3_5_LLM)
+    native = internvl_config_from_original(config, image_token_id=5)
+    text = native.text_config
+    assert isinstance(text, Qwen3Config) and text.head_dim == 24 and text.use_cache is True
+    assert text.rope_parameters["rope_theta"] == 1000000 and text.rope_parameters["rope_type"] == "default"
+    assert native.template == "internvl2_5" and native.image_seq_length == 256
+    assert internvl_config_from_original(internvl_config_to_original(native), 5).to_dict() == native.to_dict()
+
+
+@pytest.mark.parametrize("arch", ["InternLM2ForCausalLM", "Qwen3MoeForCausalLM", "GptOssForCausalLM", "Phi3ForCausalLM"])
+def test_other_llms_are_refused_by_name(arch):
+    """InternVL2.5-2B/8B/26B (InternLM2, fused wqkv), InternVL3.5-30B-A3B/241B-A28B (Qwen3 MoE),
+    InternVL3.5-GPT-OSS-20B-A4B and Phi-3 (Mini-InternVL) are not converted."""
+    config = json.loads(json.dumps(INTERNVL2_5_1B))
+    config["llm_config"]["architectures"] = [arch]
+    with pytest.raises(ValueError, match=rf"LLM {arch} is not supported \(supported: .*Qwen3ForCausalLM"):
+        internvl_config_from_original(config, image_token_id=151667)

@@ -1,10 +1,13 @@
-"""InternVL2.5 in its original remote-code layout (``InternVLChatModel``) <-> transformers'
-native ``InternVLForConditionalGeneration``.
+"""InternVL2.5 / 3 / 3.5 in their original remote-code layout (``InternVLChatModel``) <->
+transformers' native ``InternVLForConditionalGeneration``.
 
-Original layout (e.g. OpenGVLab/InternVL2_5-1B): ``config.json`` with ``llm_config`` (Qwen2) and
+Original layout (e.g. OpenGVLab/InternVL2_5-1B, InternVL3-2B, InternVL3_5-2B): ``config.json`` with
+``llm_config`` (Qwen2 for 2.5-1B/4B and InternVL3, Qwen3 for InternVL3.5) and
 ``vision_config`` (InternViT), sharded safetensors with ``vision_model.*`` (one FUSED ``attn.qkv``
 per layer), ``mlp1.{0,1,3}`` (LayerNorm, Linear, GELU, Linear), ``language_model.model.*`` and
-``language_model.lm_head.weight``. The native layout splits qkv into ``q_proj`` / ``k_proj`` /
+``language_model.lm_head.weight`` (the remote code builds its LLM with
+``AutoModelForCausalLM.from_config(llm_config)``, so these are that class's own keys; Qwen3 adds
+``self_attn.q_norm`` / ``k_norm``). The native layout splits qkv into ``q_proj`` / ``k_proj`` /
 ``v_proj`` and renames the rest (as transformers' ``convert_internvl_weights_to_hf.py`` does, which
 is not shipped in the wheel and loads the original through remote code; here the safetensors are
 read directly). The tokenizer files stay in the folder; the caller loads them with
@@ -29,6 +32,7 @@ from transformers import (
     InternVLVisionConfig,
     LlamaConfig,
     Qwen2Config,
+    Qwen3Config,
 )
 
 from ...constants import IMG_CONTEXT_TOKEN
@@ -61,9 +65,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 # LLMs whose original keys (``language_model.model.*``, ``language_model.lm_head``) are already the
-# native text model's keys. InternLM2-based InternVL2.5 (2B / 8B / 26B) fuses ``wqkv`` and is not
-# supported here; SALMA uses the Qwen2-based 1B / 4B.
-_LLM_CONFIGS = {"Qwen2ForCausalLM": Qwen2Config, "LlamaForCausalLM": LlamaConfig}
+# native text model's keys: Qwen2 (InternVL2.5-1B/4B, InternVL3 on Qwen2.5), Qwen3 (dense InternVL3.5),
+# Llama. Not supported, refused by name: InternLM2 (InternVL2.5-2B/8B/26B: fused ``wqkv``), Qwen3-MoE
+# (InternVL3.5-30B-A3B / 241B-A28B: per-expert keys), GPT-OSS (InternVL3.5-GPT-OSS-20B-A4B), Phi-3.
+_LLM_CONFIGS = {"Qwen2ForCausalLM": Qwen2Config, "Qwen3ForCausalLM": Qwen3Config, "LlamaForCausalLM": LlamaConfig}
+_LLM_ARCHITECTURES = {config.model_type: arch for arch, config in _LLM_CONFIGS.items()}  # native -> original
 
 # llm_config entries that only the remote code or the original training stack read.
 _LLM_CONFIG_DROP = ("_name_or_path", "auto_map", "moe_config", "attn_implementation", "_attn_implementation_autoset")
@@ -201,7 +207,10 @@ def internvl_config_to_original(config: InternVLConfig) -> dict:
     if config.vision_feature_select_strategy != "default":
         raise ValueError("the original layout always drops the CLS token (vision_feature_select_strategy='default')")
     llm = tc.to_dict()
-    llm["architectures"] = [{"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[tc.model_type]]
+    if tc.model_type not in _LLM_ARCHITECTURES:
+        raise ValueError(f"text_config model_type {tc.model_type!r} has no original layout here "
+                         f"(supported: {sorted(_LLM_ARCHITECTURES)})")
+    llm["architectures"] = [_LLM_ARCHITECTURES[tc.model_type]]
     # the original configs predate ``rope_parameters``: rope_theta + rope_scaling (as InternVL2.5 ships)
     rope = dict(llm.pop("rope_parameters", None) or {})
     llm["rope_theta"] = rope.pop("rope_theta", 10000.0)
