@@ -439,10 +439,11 @@ def test_internvl3_5_llm_config_converts():
     assert internvl_config_from_original(internvl_config_to_original(native), 5).to_dict() == native.to_dict()
 
 
-@pytest.mark.parametrize("arch", ["InternLM2ForCausalLM", "Qwen3MoeForCausalLM", "GptOssForCausalLM", "Phi3ForCausalLM"])
+@pytest.mark.parametrize("arch", ["InternLM2ForCausalLM", "InternLM3ForCausalLM", "Qwen3MoeForCausalLM",
+                                  "GptOssForCausalLM", "Phi3ForCausalLM"])
 def test_other_llms_are_refused_by_name(arch):
-    """InternVL2.5-2B/8B/26B (InternLM2, fused wqkv), InternVL3.5-30B-A3B/241B-A28B (Qwen3 MoE),
-    InternVL3.5-GPT-OSS-20B-A4B and Phi-3 (Mini-InternVL) are not converted."""
+    """InternVL2.5-2B/8B/26B (InternLM2, fused wqkv), InternVL3-9B (InternLM3), InternVL3.5-30B-A3B /
+    241B-A28B (Qwen3 MoE), InternVL3.5-GPT-OSS-20B-A4B and Phi-3 (Mini-InternVL) are not converted."""
     config = json.loads(json.dumps(INTERNVL2_5_1B))
     config["llm_config"]["architectures"] = [arch]
     with pytest.raises(ValueError, match=rf"LLM {arch} is not supported \(supported: .*Qwen3ForCausalLM"):

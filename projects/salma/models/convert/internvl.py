@@ -66,8 +66,9 @@ __all__ = [
 
 # LLMs whose original keys (``language_model.model.*``, ``language_model.lm_head``) are already the
 # native text model's keys: Qwen2 (InternVL2.5-1B/4B, InternVL3 on Qwen2.5), Qwen3 (dense InternVL3.5),
-# Llama. Not supported, refused by name: InternLM2 (InternVL2.5-2B/8B/26B: fused ``wqkv``), Qwen3-MoE
-# (InternVL3.5-30B-A3B / 241B-A28B: per-expert keys), GPT-OSS (InternVL3.5-GPT-OSS-20B-A4B), Phi-3.
+# Llama. Not supported, refused by name: InternLM2 (InternVL2.5-2B/8B/26B: fused ``wqkv``), InternLM3
+# (InternVL3-9B), Qwen3-MoE (InternVL3.5-30B-A3B / 241B-A28B: per-expert keys), GPT-OSS
+# (InternVL3.5-GPT-OSS-20B-A4B), Phi-3.
 _LLM_CONFIGS = {"Qwen2ForCausalLM": Qwen2Config, "Qwen3ForCausalLM": Qwen3Config, "LlamaForCausalLM": LlamaConfig}
 _LLM_ARCHITECTURES = {config.model_type: arch for arch, config in _LLM_CONFIGS.items()}  # native -> original
 
