@@ -19,8 +19,9 @@ def test_collate_mixed_batch(build_data, data_cfgs, tiny_tokenizer):
     out = FUNCTIONS.get("salma_collate")(samples)
     assert set(out) == {"data", "data_samples"} and out["data_samples"] is None
     b = out["data"]
-    assert set(b) == {"input_ids", "attention_mask", "labels", "expr_ids", "pixel_values", "g_pixel_values",
-                      "masks", "prompt_masks", "meta"}
+    assert set(b) == {"input_ids", "attention_mask", "labels", "expr_ids", "pixel_values", "image_grid_thw",
+                      "g_pixel_values", "masks", "prompt_masks", "meta"}
+    assert b["image_grid_thw"] is None  # InternVL tiles have no patch grid
     L = max(len(s["input_ids"]) for s in samples)
     for key, dtype in [("input_ids", torch.long), ("labels", torch.long), ("expr_ids", torch.long),
                        ("attention_mask", torch.bool)]:

@@ -7,6 +7,13 @@ IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
+# Qwen-VL image placeholders (Qwen2.5-VL, Qwen3-VL): <|vision_start|> + one <|image_pad|> per merged
+# 2x2 patch group + <|vision_end|>.
+QWEN_VISION_START = "<|vision_start|>"
+QWEN_VISION_END = "<|vision_end|>"
+QWEN_IMAGE_PAD = "<|image_pad|>"
+QWEN_VISION_TOKENS = (QWEN_VISION_START, QWEN_VISION_END, QWEN_IMAGE_PAD)
+
 # Qwen2.5 chat markers (InternVL2.5-1B's LLM).
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"

@@ -26,7 +26,8 @@ from .encode import EncodedConversation, encode_conversation
 from .errors import DataError, SkipLog, check_on_error
 from .templates import REASONING_SUFFIX, fill_template
 from .tokenizer import build_tokenizer
-from .transforms import check_sam_pixel_stats, internvl_pixel_values, stack_normalized
+from .transforms import check_sam_pixel_stats, stack_normalized
+from .vision_inputs import VisionInput, build_vision_inputs
 
 _TOKENIZERS: dict[str, PreTrainedTokenizerBase] = {}
 
@@ -54,6 +55,8 @@ class SalmaDataset(Dataset):
         system: system message ('' = none, as Sa2VA).
         image_size: InternVL tile size; image_seq_length: ``<IMG_CONTEXT>`` tokens per tile.
         min_dynamic_patch, max_dynamic_patch, use_thumbnail: InternVL dynamic tiling.
+        vision: the LLM family's image inputs (:mod:`.vision_inputs`): None (InternVL's tiles with
+            the arguments above) or ``dict(family='qwen_vl', ...)`` (Qwen2.5-VL / Qwen3-VL).
         sam_image_size: SAM-2 input size.
         sam_pixel_stats: SAM-2 input normalisation, ``'imagenet'`` (training and SALMA's models) or
             ``'sa2va_release'`` (Sa2VA's released inference: bf16 statistics; ``transforms``).
@@ -78,6 +81,7 @@ class SalmaDataset(Dataset):
         use_thumbnail: bool = True,
         sam_image_size: int = 1024,
         sam_pixel_stats: str = "imagenet",
+        vision: dict | None = None,
         on_error: str = "raise",
         max_skip_attempts: int = 16,
         seed: int = 0,
@@ -96,6 +100,9 @@ class SalmaDataset(Dataset):
         self.use_thumbnail = use_thumbnail
         self.sam_image_size = sam_image_size
         self.sam_pixel_stats = check_sam_pixel_stats(sam_pixel_stats)
+        self.vision = build_vision_inputs(vision, image_size=image_size, image_seq_length=image_seq_length,
+                                          min_dynamic_patch=min_dynamic_patch, max_dynamic_patch=max_dynamic_patch,
+                                          use_thumbnail=use_thumbnail)
         self.on_error = check_on_error(on_error)
         self.max_skip_attempts = max_skip_attempts
         self.seed = seed
@@ -110,11 +117,6 @@ class SalmaDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.get_sample(index)
-
-    @property
-    def max_tiles(self) -> int:
-        """InternVL tiles of the largest tiling (length estimate of an image of unknown size)."""
-        return self.max_dynamic_patch + int(self.use_thumbnail and self.max_dynamic_patch > 1)
 
     @property
     def lengths(self) -> list[int]:
@@ -183,10 +185,20 @@ class SalmaDataset(Dataset):
             except DataError as err:
                 self.index_error(err)
 
-    def image_inputs(self, image: Image.Image) -> torch.Tensor:
-        """InternVL tiles of one image: (n_tiles, 3, image_size, image_size)."""
-        return internvl_pixel_values(image, image_size=self.image_size, min_num=self.min_dynamic_patch,
-                                     max_num=self.max_dynamic_patch, use_thumbnail=self.use_thumbnail)
+    def image_inputs(self, image: Image.Image) -> VisionInput:
+        """The LLM's input of one image in this reader's family (InternVL: its tiles)."""
+        return self.vision.image(image)
+
+    def video_inputs(self, frames: Sequence[Image.Image]) -> VisionInput:
+        """The LLM's input of a video's frames (InternVL: one tile per frame)."""
+        return self.vision.video(frames)
+
+    def check_regions_supported(self, source: str) -> None:
+        """Visual prompts need a fixed grid of vision tokens per tile (InternVL); refused otherwise."""
+        if not self.vision.regions_supported:
+            raise ValueError(f"{source}: visual prompts (regions) need InternVL's fixed token grid per tile; the "
+                             f"{self.vision.family} family's dynamic resolution has none (vision.family="
+                             f"{self.vision.family!r})")
 
     def sam_inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """SAM-2 input (T, 3, G, G): direct resize, see :func:`transforms.sam_pixel_values`."""
@@ -222,7 +234,8 @@ class SalmaDataset(Dataset):
                source: str) -> EncodedConversation:
         return encode_conversation(turns, self.tokenizer, max_length=self.max_length, system=self.system,
                                    objects_per_turn=objects_per_turn, image_tokens=image_tokens,
-                                   drop_turns=self.mode == "train", source=source)
+                                   drop_turns=self.mode == "train", source=source,
+                                   context_token=self.vision.context_token)
 
     def eval_prompts(self, turns: Sequence[Turn], *, prefix: str, image_tokens: int, source: str) -> list[dict]:
         """Stand-alone inference prompt of each turn (image tokens + its question, no answer).
@@ -239,14 +252,17 @@ class SalmaDataset(Dataset):
             question = turn.question if k == 0 else prefix + turn.question
             enc = encode_conversation([Turn(question, None, spans)], self.tokenizer, max_length=self.max_length,
                                       system=self.system, objects_per_turn=[0], image_tokens=image_tokens,
-                                      drop_turns=False, source=f"{source} (prompt {k})")
+                                      drop_turns=False, source=f"{source} (prompt {k})",
+                                      context_token=self.vision.context_token)
             prompts.append({"input_ids": enc.input_ids, "expr_ids": enc.expr_ids})
         return prompts
 
-    def make_sample(self, enc: EncodedConversation, *, pixel_values: torch.Tensor | None,
+    def make_sample(self, enc: EncodedConversation, *, vision: VisionInput | None,
                     g_pixel_values: torch.Tensor | None, masks: np.ndarray | torch.Tensor | None,
                     meta: dict, prompt_masks: torch.Tensor | None = None) -> dict:
         """The per-sample dict (collate's input); checks the ``[SEG]`` / mask count once more.
+
+        ``vision``: the LLM's image input (:meth:`image_inputs` / :meth:`video_inputs`), None for text.
 
         ``prompt_masks``: bool (n_regions, g, g) visual-prompt cells of the last tile
         (``datasets.visual_prompts``), or None for a sample without regions.
@@ -261,7 +277,8 @@ class SalmaDataset(Dataset):
             "input_ids": enc.input_ids,  # (L,)
             "labels": enc.labels,  # (L,)
             "expr_ids": enc.expr_ids,  # (L,)
-            "pixel_values": pixel_values,  # (n_tiles, 3, S, S) | None
+            "pixel_values": None if vision is None else vision.pixel_values,  # (n_tiles, 3, S, S) | (n_patches, D_p)
+            "image_grid_thw": None if vision is None else vision.grid_thw,  # Qwen-VL (n_images, 3) | None
             "g_pixel_values": g_pixel_values,  # (T, 3, G, G) | None
             "masks": masks,  # (n_obj, T, H, W) uint8 | None
             "prompt_masks": prompt_masks,  # (n_regions, g, g) bool | None

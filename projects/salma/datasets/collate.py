@@ -8,7 +8,10 @@ mode)``), where ``batch`` is::
     labels          LongTensor (B, L), IGNORE_INDEX on non-answer tokens and padding (not shifted)
     expr_ids        LongTensor (B, L), -1 padded
     pixel_values    FloatTensor (N_tiles_total, 3, S, S): every sample's InternVL tiles in batch
-                    order, or None when no sample has an image
+                    order, or None when no sample has an image. Qwen-VL: (N_patches_total, D_p),
+                    every sample's patch rows in batch order (``datasets.vision_inputs``)
+    image_grid_thw  Qwen-VL: LongTensor (N_images_total, 3), each image's patch grid in batch order
+                    (a video: one row per frame); None for InternVL and without images
     g_pixel_values  list (B) of FloatTensor (T_b, 3, G, G) | None (samples without masks)
     masks           list (B) of uint8 Tensor (n_obj_b, T_b, H_b, W_b) | None
     prompt_masks    list (B) of BoolTensor (n_regions_b, g, g) | None: visual prompts (issue 12). The
@@ -53,12 +56,14 @@ def salma_collate(instances: Sequence[dict], pad_token_id: int | None = None) ->
     lengths = torch.tensor([len(x["input_ids"]) for x in instances])
     attention_mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
     tiles = [x["pixel_values"] for x in instances if x["pixel_values"] is not None]
+    grids = [x["image_grid_thw"] for x in instances if x.get("image_grid_thw") is not None]
     batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": _pad([x["labels"] for x in instances], IGNORE_INDEX),
         "expr_ids": _pad([x["expr_ids"] for x in instances], -1),
         "pixel_values": torch.cat(tiles) if tiles else None,
+        "image_grid_thw": torch.cat(grids) if grids else None,
         "g_pixel_values": [x["g_pixel_values"] for x in instances],
         "masks": [x["masks"] for x in instances],
         "prompt_masks": [x.get("prompt_masks") for x in instances],
@@ -84,6 +89,7 @@ def expand_eval_sample(sample: dict) -> list[dict]:
             "labels": torch.full_like(prompt["input_ids"], IGNORE_INDEX),
             "expr_ids": prompt["expr_ids"],
             "pixel_values": sample["pixel_values"],
+            "image_grid_thw": sample.get("image_grid_thw"),
             "g_pixel_values": sample["g_pixel_values"],
             "masks": None,
             "prompt_masks": sample.get("prompt_masks"),

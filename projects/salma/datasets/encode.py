@@ -46,6 +46,7 @@ def encode_conversation(
     image_tokens: int = 0,
     drop_turns: bool = True,
     source: str = "",
+    context_token: str = IMG_CONTEXT_TOKEN,
 ) -> EncodedConversation:
     """Encode ``turns`` within ``max_length`` tokens.
 
@@ -55,7 +56,8 @@ def encode_conversation(
     Args:
         objects_per_turn: masks the sample has for each turn; the kept ``[SEG]`` ids must match
             their sum (default: trust the answers' ``[SEG]`` count).
-        image_tokens: ``<IMG_CONTEXT>`` ids the sample must contain (all in the first turn).
+        image_tokens: image placeholder ids the sample must contain (all in the first turn).
+        context_token: the placeholder (InternVL ``<IMG_CONTEXT>``, Qwen-VL ``<|image_pad|>``).
         drop_turns: False for evaluation items, which must keep every sentence.
         source: names the sample in errors (``"<file>: <id>"``).
     """
@@ -109,10 +111,10 @@ def encode_conversation(
             f"(an expression or question containing '{SEG_TOKEN}'?)",
             reason="seg_mismatch",
         )
-    img_found = int((input_ids_t == tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)).sum())
+    img_found = int((input_ids_t == tokenizer.convert_tokens_to_ids(context_token)).sum())
     if img_found != image_tokens:
         raise DataError(
-            f"{source}: {img_found} {IMG_CONTEXT_TOKEN} tokens but the images need {image_tokens}",
+            f"{source}: {img_found} {context_token} tokens but the images need {image_tokens}",
             reason="image_token_mismatch",
         )
     return EncodedConversation(

@@ -27,7 +27,7 @@ from .chat import ExprSpan, Turn
 from .errors import DataError
 from .io import expect, field, read_json, safe_path
 from .masks import decode_segmentation
-from .templates import GCG_QUESTIONS, image_token_string
+from .templates import GCG_QUESTIONS
 from .transforms import load_image
 
 
@@ -93,7 +93,7 @@ class GCGDataset(SalmaDataset):
         for item in self.checked_records(self._read_records(), self._parse):
             self.items.append(item)
             # Unknown image size: count the largest tiling (lengths only steer batching).
-            self.modality_lengths.append(self.max_tiles * self.image_seq_length + 60 + 2 * len(item["caption"].split())
+            self.modality_lengths.append(self.vision.image_tokens() + 60 + 2 * len(item["caption"].split())
                                          + 8 * len(item["phrases"]))
         if self.filtered:
             MMLogger.get_current_instance().info(f"{self.name}: {self.data_file}: filtered {dict(self.filtered)}")
@@ -151,13 +151,13 @@ class GCGDataset(SalmaDataset):
         path = os.path.join(self.image_folder, item["file_name"])
         image = load_image(path)
         width, height = image.size
-        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
+        vision = self.image_inputs(image)
         question = GCG_QUESTIONS[0] if self.mode == "eval" else GCG_QUESTIONS[rng.integers(len(GCG_QUESTIONS))]
         answer, phrase_spans = tag_caption(item["caption"], item["spans"])
-        prefix = image_token_string(len(pixel_values), self.image_seq_length)
+        prefix = vision.prefix
         n_obj = len(item["spans"])
         source = f"{self.data_file}: {item['file_name']}"
-        image_tokens = len(pixel_values) * self.image_seq_length
+        image_tokens = vision.num_tokens
         turn = Turn(prefix + question, answer, phrase_spans)
         enc = self.encode([turn], objects_per_turn=[n_obj], image_tokens=image_tokens, source=source)
         masks = np.stack([
@@ -170,7 +170,7 @@ class GCGDataset(SalmaDataset):
         if self.mode == "eval":  # one prompt; its answer should ground every phrase
             meta["prompts"] = self.eval_prompts([turn], prefix=prefix, image_tokens=image_tokens, source=source)
             meta["prompt_objects"] = [list(range(n_obj))]
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=self.sam_inputs([image]),
+        return self.make_sample(enc, vision=vision, g_pixel_values=self.sam_inputs([image]),
                                 masks=masks, meta=meta)
 
 

@@ -42,9 +42,9 @@ from .encode import encode_conversation
 from .frames import (FRAME_EXTENSIONS, VIDEO_EXTENSIONS, ImageFrames, ImageInput, SamFrames,  # noqa: F401
                      VideoFrames, as_rgb_image, open_video)
 from .ref_vos import sample_frame_indices
-from .templates import (EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression,
-                        image_token_string, video_token_string)
-from .transforms import load_image, stack_normalized
+from .templates import EVAL_ANSWER, EVAL_SEG_QUESTION, EVAL_VIDEO_SEG_QUESTION, clean_expression
+from .transforms import load_image
+from .vision_inputs import VisionInput
 from .visual_prompts import (box_to_mask, check_region_cells, last_tile_layout, named_regions, region_cells,
                              region_prompt, token_grid, untag_regions)
 
@@ -97,23 +97,23 @@ class InferenceReader(SalmaDataset):
         ``regions``, one question about them per text (as ``OspreyDataset``; ``template`` unused).
         ``history``: earlier (question, answer) turns of a chat that one verbatim text continues."""
         image = as_rgb_image(image)
-        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
-        prefix = image_token_string(len(pixel_values), self.image_seq_length)
-        image_tokens = len(pixel_values) * self.image_seq_length
+        vision = self.image_inputs(image)
+        prefix, image_tokens = vision.prefix, vision.num_tokens
         meta = {"orig_size": (image.height, image.width)}
         if not regions:
             turns = self._turns(texts, prefix, EVAL_SEG_QUESTION, template)
-            return self._item(turns, prefix, image_tokens, pixel_values, self.sam_inputs([image]), meta, history)
+            return self._item(turns, prefix, image_tokens, vision, self.sam_inputs([image]), meta, history)
+        self.check_regions_supported("regions")
         masks = np.stack([as_region_mask(r, image.height, image.width, name=f"region {k + 1}")
                           for k, r in enumerate(regions)])  # (n_regions, H, W)
-        layout = last_tile_layout(image.width, image.height, n_tiles=len(pixel_values), use_thumbnail=self.use_thumbnail,
+        layout = last_tile_layout(image.width, image.height, n_tiles=len(vision.pixel_values), use_thumbnail=self.use_thumbnail,
                                   min_num=self.min_dynamic_patch, max_num=self.max_dynamic_patch,
                                   image_size=self.image_size)
         cells = region_cells(masks, grid=token_grid(self.image_seq_length), layout=layout)  # (n_regions, g, g)
         counts = check_region_cells(cells, source="regions")
         prefix += region_prompt(counts)
         turns = self._region_turns(texts, prefix, len(counts))
-        item = self._item(turns, prefix, image_tokens + sum(counts), pixel_values, self.sam_inputs([image]), meta,
+        item = self._item(turns, prefix, image_tokens + sum(counts), vision, self.sam_inputs([image]), meta,
                           history)
         item["prompt_masks"] = cells
         return item
@@ -133,13 +133,12 @@ class InferenceReader(SalmaDataset):
         frame_indices = sample_frame_indices(len(video), self.num_frames, self.frame_sampling, rng)
         loaded = {t: video.image(t) for t in sorted(set(frame_indices))}
         images = [loaded[t] for t in frame_indices]
-        pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S)
-        prefix = video_token_string(len(frame_indices), self.image_seq_length)
+        vision = self.video_inputs(images)  # InternVL: (K, 3, S, S), one tile per frame
+        prefix = vision.prefix
         turns = self._turns(texts, prefix, EVAL_VIDEO_SEG_QUESTION, template)
         meta = {"orig_size": (height, width), "frame_indices": frame_indices, "sam_frame_indices": frame_indices,
                 "n_frames": len(video), "frame_names": list(video.names)}
-        item = self._item(turns, prefix, len(frame_indices) * self.image_seq_length, pixel_values,
-                          self.sam_inputs(images), meta, history)
+        item = self._item(turns, prefix, vision.num_tokens, vision, self.sam_inputs(images), meta, history)
         item["sam_frames"] = SamFrames(video, self.sam_image_size, stats=self.sam_pixel_stats)
         return item
 
@@ -174,7 +173,7 @@ class InferenceReader(SalmaDataset):
             turns.append(Turn((prefix if k == 0 else "") + text, None))
         return turns
 
-    def _item(self, turns: list[Turn], prefix: str, image_tokens: int, pixel_values, g_pixel_values,
+    def _item(self, turns: list[Turn], prefix: str, image_tokens: int, vision: VisionInput, g_pixel_values,
               meta: dict, history: Sequence[tuple[str, str]] = ()) -> dict:
         """The item dict ``expand_eval_sample`` reads (no GT, no teacher-forced conversation)."""
         if history:
@@ -182,7 +181,8 @@ class InferenceReader(SalmaDataset):
         else:
             prompts = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source="inference input")
         return {
-            "pixel_values": pixel_values,  # (n_tiles, 3, S, S)
+            "pixel_values": vision.pixel_values,  # InternVL (n_tiles, 3, S, S), Qwen-VL (n_patches, D_p)
+            "image_grid_thw": vision.grid_thw,  # Qwen-VL (n_images, 3) | None
             "g_pixel_values": g_pixel_values,  # (T, 3, G, G)
             "masks": None,
             "meta": {"dataset": self.name, "index": 0, "pad_token_id": self.tokenizer.pad_token_id, **meta,
@@ -202,5 +202,6 @@ class InferenceReader(SalmaDataset):
                         Turn(turns[0].question[len(prefix):], None)]
         enc = encode_conversation(conversation, self.tokenizer, max_length=self.max_length, system=self.system,
                                   objects_per_turn=[t.answer.count(SEG_TOKEN) for t in earlier] + [0],
-                                  image_tokens=image_tokens, drop_turns=False, source="inference input (chat)")
+                                  image_tokens=image_tokens, drop_turns=False, source="inference input (chat)",
+                                  context_token=self.vision.context_token)
         return [{"input_ids": enc.input_ids, "expr_ids": enc.expr_ids}]

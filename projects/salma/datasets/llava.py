@@ -14,7 +14,6 @@ from .base import SalmaDataset
 from .chat import Turn
 from .errors import DataError
 from .io import expect, field, read_json, safe_path
-from .templates import image_token_string
 from .transforms import load_image
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -40,7 +39,7 @@ class LLaVADataset(SalmaDataset):
             self.items.append((rec.get("id", i), rec.get("image"), turns))
             words = sum(len(t.question.split()) + len(t.answer.split()) for t in turns)
             # Unknown image size: estimate with the largest tiling (lengths only steer batching).
-            self.modality_lengths.append(self.max_tiles * self.image_seq_length + words if rec.get("image") else -words)
+            self.modality_lengths.append(self.vision.image_tokens() + words if rec.get("image") else -words)
 
     def _turns(self, rec: dict, i: int) -> list[Turn]:
         where = f"{self.data_file}: record {i}"
@@ -69,13 +68,12 @@ class LLaVADataset(SalmaDataset):
 
     def prepare(self, index: int, rng: np.random.Generator) -> dict:
         sample_id, image_name, turns = self.items[index]
-        pixel_values, paths, orig_size, image_tokens = None, [], None, 0
+        vision, paths, orig_size, image_tokens = None, [], None, 0
         if image_name:
             path = os.path.join(self.image_folder, image_name)
             image = load_image(path)
-            pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
-            image_tokens = len(pixel_values) * self.image_seq_length
-            prefix = image_token_string(len(pixel_values), self.image_seq_length)
+            vision = self.image_inputs(image)
+            image_tokens, prefix = vision.num_tokens, vision.prefix
             first = turns[0].question
             first = (first.replace(IMAGE_PLACEHOLDER, prefix.rstrip("\n"), 1) if IMAGE_PLACEHOLDER in first
                      else prefix + first)
@@ -85,4 +83,4 @@ class LLaVADataset(SalmaDataset):
         enc = self.encode(turns, objects_per_turn=[0] * len(turns), image_tokens=image_tokens,
                           source=f"{self.data_file}: id {sample_id}")
         meta = {"index": index, "sample_id": sample_id, "image_paths": paths, "orig_size": orig_size}
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=None, masks=None, meta=meta)
+        return self.make_sample(enc, vision=vision, g_pixel_values=None, masks=None, meta=meta)

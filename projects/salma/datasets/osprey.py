@@ -30,8 +30,8 @@ from .chat import Turn, conversation_pairs
 from .errors import DataError
 from .io import expect, field, read_json, safe_path
 from .masks import decode_segmentation
-from .templates import SHORT_ANSWER_SUFFIX, VP_DESCRIPTION_QUESTIONS, image_token_string
-from .transforms import load_image, num_tiles
+from .templates import SHORT_ANSWER_SUFFIX, VP_DESCRIPTION_QUESTIONS
+from .transforms import load_image
 from .visual_prompts import (check_region_cells, last_tile_layout, region_cells, region_prompt, token_grid,
                              untag_regions)
 
@@ -59,15 +59,13 @@ class OspreyDataset(SalmaDataset):
         self.data_file = os.path.join(data_root, data_file)
         folders = [image_folder] if isinstance(image_folder, str) else list(image_folder)
         self.image_folders = [os.path.join(data_root, f) for f in folders]
+        self.check_regions_supported(self.data_file)
         self.grid = token_grid(self.image_seq_length)
         for item in self.checked_records(read_json(self.data_file, expect=list, what="(Osprey records)"), self._parse):
             self.items.append(item)
-            tiles = num_tiles(item["width"], item["height"], min_num=self.min_dynamic_patch,
-                              max_num=self.max_dynamic_patch, image_size=self.image_size,
-                              use_thumbnail=self.use_thumbnail)
             words = sum(len(q.split()) + len(a.split()) for q, a in item["pairs"])
             # Region tokens are unknown before decoding: count a quarter of the grid per region.
-            self.modality_lengths.append(tiles * self.image_seq_length + len(item["segmentations"]) * self.grid ** 2 // 4
+            self.modality_lengths.append(self.vision.image_tokens(item["width"], item["height"]) + len(item["segmentations"]) * self.grid ** 2 // 4
                                          + 2 * words + 20 * len(item["pairs"]))
 
     def _parse(self, rec: dict, i: int) -> dict:
@@ -123,13 +121,13 @@ class OspreyDataset(SalmaDataset):
         masks = np.stack([decode_segmentation(s, height, width, source=f"{source} region{k + 1}")
                           for k, s in enumerate(item["segmentations"])])  # (n_regions, H, W)
 
-        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
-        layout = last_tile_layout(width, height, n_tiles=len(pixel_values), use_thumbnail=self.use_thumbnail,
+        vision = self.image_inputs(image)  # (n_tiles, 3, S, S)
+        layout = last_tile_layout(width, height, n_tiles=len(vision.pixel_values), use_thumbnail=self.use_thumbnail,
                                   min_num=self.min_dynamic_patch, max_num=self.max_dynamic_patch,
                                   image_size=self.image_size)
         cells = region_cells(masks, grid=self.grid, layout=layout)  # (n_regions, g, g)
         counts = check_region_cells(cells, source=source)
-        prefix = image_token_string(len(pixel_values), self.image_seq_length) + region_prompt(counts)
+        prefix = vision.prefix + region_prompt(counts)
 
         pairs = item["pairs"]
         if self.kind == "detail_description":
@@ -137,10 +135,10 @@ class OspreyDataset(SalmaDataset):
             pairs = [(templates[0 if self.mode == "eval" else rng.integers(len(templates))]
                       .replace("<region>", f"region{k + 1}"), answer) for k, (_, answer) in enumerate(pairs)]
         turns = [Turn((prefix if k == 0 else "") + q, a) for k, (q, a) in enumerate(pairs)]
-        image_tokens = len(pixel_values) * self.image_seq_length + sum(counts)
+        image_tokens = vision.num_tokens + sum(counts)
         enc = self.encode(turns, objects_per_turn=[0] * len(turns), image_tokens=image_tokens, source=source)
         meta = {"index": index, "sample_id": f"{item['file_name']}#{item['record']}", "image_paths": [path],
                 "orig_size": (height, width), "n_regions": len(counts), "region_tokens": counts,
                 "questions": self.questions(turns[: enc.num_turns], prefix)}
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=None, masks=None, meta=meta,
+        return self.make_sample(enc, vision=vision, g_pixel_values=None, masks=None, meta=meta,
                                 prompt_masks=cells)

@@ -29,8 +29,8 @@ from .frames import ImageFrames, SamFrames, VideoFrames
 from .io import expect, field, load_pickle, read_json, safe_name
 from .masks import decode_rle
 from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_VIDEO_SEG_QUESTION, VIDEO_SEG_QUESTIONS,
-                        clean_expression, video_token_string)
-from .transforms import common_frame_size, load_image, stack_normalized
+                        clean_expression)
+from .transforms import common_frame_size, load_image
 
 _TURN_OVERHEAD = 30
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -154,7 +154,7 @@ class RefVOSDataset(SalmaDataset):
             self.items.append({"vid": vid, "frames": frames, "exps": exps})
             n_exp = len(exps) if self.mode == "eval" else min(len(exps), self.num_expressions_per_sample)
             words = sum(len(e["exp"].split()) for e in exps[:n_exp])
-            self.modality_lengths.append(self.num_frames * (self.image_seq_length + 8) + n_exp * _TURN_OVERHEAD
+            self.modality_lengths.append(self.num_frames * (self.vision.frame_tokens() + 8) + n_exp * _TURN_OVERHEAD
                                          + 2 * words)
 
     def _check_video(self, vid: str, video: dict) -> tuple[list[str], dict]:
@@ -237,14 +237,14 @@ class RefVOSDataset(SalmaDataset):
             width, height = common_frame_size({self.frame_path(vid, frames[f]): im.size for f, im in loaded.items()},
                                               context=f" (video {vid})")
         images = [loaded[f] for f in frame_indices]
-        pixel_values = stack_normalized(images, self.image_size)  # (K, 3, S, S): one tile per frame
+        vision = self.video_inputs(images)  # InternVL: (K, 3, S, S), one tile per frame
         g_pixel_values = self.sam_inputs([loaded[f] for f in sam_indices])  # (T, 3, G, G)
 
-        prefix = video_token_string(len(images), self.image_seq_length)
+        prefix = vision.prefix
         turns = self.seg_turns([e["exp"] for e in exps], prefix=prefix, templates=templates, answers=answers,
                                rng=turn_rng)
         source = f"{self.expression_file}: video {vid}"
-        image_tokens = len(images) * self.image_seq_length
+        image_tokens = vision.num_tokens
         enc = self.encode(turns, objects_per_turn=[1] * len(turns), image_tokens=image_tokens, source=source)
         exps = exps[: enc.num_turns]
         masks = None
@@ -271,8 +271,7 @@ class RefVOSDataset(SalmaDataset):
             meta["frame_names"] = list(frames)
             meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=image_tokens, source=source)
             meta["prompt_objects"] = [[k] for k in range(len(exps))]
-        sample = self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=g_pixel_values, masks=masks,
-                                  meta=meta)
+        sample = self.make_sample(enc, vision=vision, g_pixel_values=g_pixel_values, masks=masks, meta=meta)
         if video is not None:
             sample["sam_frames"] = SamFrames(video, self.sam_image_size, stats=self.sam_pixel_stats)
             sample["gt_frames"] = None if self.mask_dict is None else FrameGT(self, vid, exps, height, width)

@@ -22,9 +22,8 @@ from .base import SalmaDataset
 from .errors import DataError
 from .io import field, load_pickle, read_json, safe_path
 from .masks import decode_segmentation
-from .templates import (ANSWER_LIST, EVAL_ANSWER, EVAL_SEG_QUESTION, SEG_QUESTIONS, clean_expression,
-                        image_token_string)
-from .transforms import load_image, num_tiles
+from .templates import ANSWER_LIST, EVAL_ANSWER, EVAL_SEG_QUESTION, SEG_QUESTIONS, clean_expression
+from .transforms import load_image
 
 # Tokens per turn besides the expression (template, answer, chat markers): for length estimates.
 _TURN_OVERHEAD = 30
@@ -83,16 +82,14 @@ class RefCOCODataset(SalmaDataset):
             image_refs = sorted(by_image[image_id], key=lambda r: r["ref_id"])
             self.items.append((image_id, image_refs))
             info = self.images[image_id]
-            tiles = num_tiles(info["width"], info["height"], min_num=self.min_dynamic_patch,
-                              max_num=self.max_dynamic_patch, image_size=self.image_size,
-                              use_thumbnail=self.use_thumbnail)
+            image_tokens = self.vision.image_tokens(info["width"], info["height"])
             if self.mode == "train":
                 n_turns = min(self.num_classes_per_sample, len(image_refs))
                 words = n_turns * max(len(s.split()) for r in image_refs for _, s in r["sentences"])
             else:
                 sents = [s for r in image_refs for _, s in r["sentences"]]
                 n_turns, words = len(sents), sum(len(s.split()) for s in sents)
-            self.modality_lengths.append(tiles * self.image_seq_length + n_turns * _TURN_OVERHEAD + 2 * words)
+            self.modality_lengths.append(image_tokens + n_turns * _TURN_OVERHEAD + 2 * words)
 
     def _add_instance(self, kind: str, k: int, rec: dict, records: dict) -> None:
         """One COCO image (file name and size) or annotation (segmentation) record, checked."""
@@ -159,13 +156,13 @@ class RefCOCODataset(SalmaDataset):
             chosen = [(ref, sent) for ref in image_refs for sent in ref["sentences"]]
             templates, answers, turn_rng = (EVAL_SEG_QUESTION,), (EVAL_ANSWER,), None
 
-        pixel_values = self.image_inputs(image)  # (n_tiles, 3, S, S)
-        prefix = image_token_string(len(pixel_values), self.image_seq_length)
+        vision = self.image_inputs(image)
+        prefix = vision.prefix
         turns = self.seg_turns([sent for _, (_, sent) in chosen], prefix=prefix, templates=templates,
                                answers=answers, rng=turn_rng)
         source = f"{self.refs_path}: image_id {image_id}"
         enc = self.encode(turns, objects_per_turn=[1] * len(turns),
-                          image_tokens=len(pixel_values) * self.image_seq_length, source=source)
+                          image_tokens=vision.num_tokens, source=source)
         chosen = chosen[: enc.num_turns]
 
         decoded: dict[int, np.ndarray] = {}
@@ -190,8 +187,7 @@ class RefCOCODataset(SalmaDataset):
             "questions": self.questions(turns[: enc.num_turns], prefix),
         }
         if self.mode == "eval":
-            meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=len(pixel_values) *
-                                                self.image_seq_length, source=source)
+            meta["prompts"] = self.eval_prompts(turns, prefix=prefix, image_tokens=vision.num_tokens, source=source)
             meta["prompt_objects"] = [[k] for k in range(len(chosen))]
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=self.sam_inputs([image]),
+        return self.make_sample(enc, vision=vision, g_pixel_values=self.sam_inputs([image]),
                                 masks=masks, meta=meta)

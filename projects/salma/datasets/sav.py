@@ -29,8 +29,7 @@ from .frames import VideoFileFrames
 from .io import expect, field, read_json, safe_path
 from .masks import decode_rle
 from .ref_vos import RefVOSDataset, _exp_key, sample_frame_indices
-from .templates import ANSWER_LIST, SAV_LONG_QUESTION, VIDEO_SEG_QUESTIONS, clean_expression, video_token_string
-from .transforms import stack_normalized
+from .templates import ANSWER_LIST, SAV_LONG_QUESTION, VIDEO_SEG_QUESTIONS, clean_expression
 from .video_files import VideoEndedEarly, frame_reference, read_video_frames
 
 EXPRESSION_MODES = ("long", "short", "long_short")
@@ -92,7 +91,7 @@ class SAVDataset(SalmaDataset):
             self.items.append(item)
             n_obj = min(len(item["objects"]), self.num_objects_per_sample)
             words = max(len(o["long"].split()) for o in item["objects"])
-            self.modality_lengths.append(num_frames * (self.image_seq_length + 8) + n_obj * (40 + 2 * words))
+            self.modality_lengths.append(num_frames * (self.vision.frame_tokens() + 8) + n_obj * (40 + 2 * words))
 
     def _parse_video(self, vid: str, video: dict) -> dict:
         """Index entry of one video; a bad object is dropped and counted (or raised) on its own."""
@@ -155,10 +154,11 @@ class SAVDataset(SalmaDataset):
             templates = VIDEO_SEG_QUESTIONS
         else:
             texts, templates = [o["long"] for o in objects], (SAV_LONG_QUESTION,)
-        prefix = video_token_string(len(frames), self.image_seq_length)
+        vision = self.video_inputs(frames)  # InternVL: (K, 3, S, S), one tile per frame
+        prefix = vision.prefix
         turns = self.seg_turns(texts, prefix=prefix, templates=templates, answers=ANSWER_LIST,
                                rng=None if self.mode == "eval" else rng)
-        enc = self.encode(turns, objects_per_turn=[1] * len(turns), image_tokens=len(frames) * self.image_seq_length,
+        enc = self.encode(turns, objects_per_turn=[1] * len(turns), image_tokens=vision.num_tokens,
                           source=f"{self.expression_file}: video {item['vid']}")
         kept = enc.num_turns
         meta = {"index": index, "sample_id": item["vid"], "video_id": item["vid"], "video_path": item["video"],
@@ -166,8 +166,7 @@ class SAVDataset(SalmaDataset):
                 "image_paths": [frame_reference(item["video"], t) for t in video_indices],
                 "orig_size": (height, width), "obj_ids": [o["obj"] for o in objects[:kept]],
                 "expressions": texts[:kept], "questions": self.questions(turns[:kept], prefix)}
-        return self.make_sample(enc, pixel_values=stack_normalized(frames, self.image_size),  # (K, 3, S, S)
-                                g_pixel_values=self.sam_inputs(frames), masks=masks[:kept], meta=meta)
+        return self.make_sample(enc, vision=vision, g_pixel_values=self.sam_inputs(frames), masks=masks[:kept], meta=meta)
 
 
 @DATASETS.register_module()

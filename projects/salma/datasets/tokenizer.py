@@ -16,11 +16,14 @@ from ..constants import (
     IMG_END_TOKEN,
     IMG_START_TOKEN,
     PAD_TOKEN,
+    QWEN_VISION_TOKENS,
     SPECIAL_TOKENS,
 )
 from ..registry import FUNCTIONS
 
 _BASE_SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN]
+# The vision placeholders a family's real tokenizer has besides the chat markers.
+_FAMILY_TOKENS = {"internvl": (), "qwen_vl": QWEN_VISION_TOKENS}
 
 _TINY_CORPUS = """system user assistant You are a helpful assistant.
 Please segment the object in this image. Can you segment it? What is it in this image?
@@ -32,14 +35,21 @@ There are frames sampled from a video. Describe the image in detail.
 
 
 @FUNCTIONS.register_module()
-def build_tiny_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    """Train a deterministic byte-level BPE on a small fixed corpus (no files, no network)."""
+def build_tiny_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = (),
+                         family: str = "internvl") -> PreTrainedTokenizerFast:
+    """Train a deterministic byte-level BPE on a small fixed corpus (no files, no network).
+
+    ``family``: whose vision placeholders it knows besides InternVL's (``'qwen_vl'``: Qwen-VL's
+    ``<|vision_start|>``, ``<|vision_end|>``, ``<|image_pad|>``, as special tokens after the others).
+    """
+    if family not in _FAMILY_TOKENS:
+        raise ValueError(f"family must be one of {sorted(_FAMILY_TOKENS)}, got {family!r}")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=_BASE_SPECIAL_TOKENS,
+        special_tokens=_BASE_SPECIAL_TOKENS + list(_FAMILY_TOKENS[family]),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

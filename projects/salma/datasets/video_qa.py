@@ -20,8 +20,6 @@ from .base import SalmaDataset
 from .chat import Turn, conversation_pairs
 from .errors import DataError
 from .io import expect, field, read_json, safe_path
-from .templates import video_token_string
-from .transforms import stack_normalized
 from .video_files import frame_reference, resolve_video_path, sample_video_frames
 
 VIDEO_PLACEHOLDERS = ("<video>", "<image>")
@@ -67,7 +65,7 @@ class VideoQADataset(SalmaDataset):
         for item in self.checked_records(records, self._parse):
             self.items.append(item)
             words = sum(len(q.split()) + len(a.split()) for q, a in item["pairs"])
-            self.modality_lengths.append(num_frames * (self.image_seq_length + 8) + 2 * words + 20 * len(item["pairs"]))
+            self.modality_lengths.append(num_frames * (self.vision.frame_tokens() + 8) + 2 * words + 20 * len(item["pairs"]))
 
     def _parse(self, rec: dict, i: int) -> dict:
         where = f"{self.data_file}: record {i}"
@@ -85,13 +83,13 @@ class VideoQADataset(SalmaDataset):
         frame_rng = None if self.mode == "eval" else rng
         frames, indices, n_frames = sample_video_frames(
             path, lambda n: segment_frame_indices(n, self.num_frames, frame_rng))
-        pixel_values = stack_normalized(frames, self.image_size)  # (K, 3, S, S): one tile per frame
-        prefix = video_token_string(len(frames), self.image_seq_length)
+        vision = self.video_inputs(frames)  # InternVL: (K, 3, S, S), one tile per frame
+        prefix = vision.prefix
         turns = [Turn((prefix if k == 0 else "") + q, a) for k, (q, a) in enumerate(item["pairs"])]
-        enc = self.encode(turns, objects_per_turn=[0] * len(turns), image_tokens=len(frames) * self.image_seq_length,
+        enc = self.encode(turns, objects_per_turn=[0] * len(turns), image_tokens=vision.num_tokens,
                           source=f"{self.data_file}: id {item['id']}")
         meta = {"index": index, "sample_id": item["id"], "video_path": path, "frame_indices": indices,
                 "num_video_frames": n_frames, "image_paths": [frame_reference(path, t) for t in indices],
                 "orig_size": (frames[0].height, frames[0].width),
                 "questions": self.questions(turns[: enc.num_turns], prefix)}
-        return self.make_sample(enc, pixel_values=pixel_values, g_pixel_values=None, masks=None, meta=meta)
+        return self.make_sample(enc, vision=vision, g_pixel_values=None, masks=None, meta=meta)
