@@ -572,7 +572,7 @@ def test_generation_states_equal_the_teacher_forced_states(model):
     model = model.eval()
     data = make_batch(model, [(1, 1)], with_answer=False, **SIZES)
     prompt = data["input_ids"][0][data["attention_mask"][0].bool()][None]
-    tiles = model._tiles_of(data, 0)
+    tiles = model.mllm.row_vision(data, 0)["pixel_values"]
     new_tokens, hidden = model.mllm.generate(prompt, torch.ones_like(prompt), tiles, 8, return_hidden=True)
     answer = model.tokenizer.decode(new_tokens[0], skip_special_tokens=False)
     assert answer.startswith("Sure, [SEG]") and new_tokens[0, -1] == model.tokenizer.eos_token_id

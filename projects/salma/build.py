@@ -96,11 +96,24 @@ def build_model(cfg: Config, checkpoint: str, device: torch.device, seed: int = 
 
 
 def model_input_sizes(model) -> dict[str, int]:
-    """The reader settings a model fixes: InternVL's tile size and tokens per tile, SAM-2's input size."""
+    """The reader settings a model fixes: InternVL's tile size and tokens per tile, SAM-2's input
+    size (Qwen-VL: SAM-2's only; its patch settings are the readers' ``vision``, see
+    :func:`check_vision_family`)."""
+    if model.mllm.vision_family != "internvl":
+        return {"sam_image_size": int(model.grounding_encoder.image_size)}
     vision = model.mllm.model.config.vision_config
     size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
     return {"image_size": int(size), "image_seq_length": int(model.mllm.model.config.image_seq_length),
             "sam_image_size": int(model.grounding_encoder.image_size)}
+
+
+def check_vision_family(model, reader_cfg: dict, where: str) -> None:
+    """A reader's vision inputs must be of the model's MLLM family (``datasets.vision_inputs``)."""
+    wanted = model.mllm.vision_family
+    given = (reader_cfg.get("vision") or {}).get("family", "internvl")
+    if given != wanted:
+        raise ValueError(f"{where}: the reader's vision.family is {given!r} but the model's MLLM takes {wanted!r} "
+                         "inputs; set the dataset's vision= as the config's training readers do")
 
 
 # ---------------------------------------------------------------------------------------------------

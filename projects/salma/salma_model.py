@@ -404,6 +404,10 @@ def as_salma_model(cfg: Config, model, *, source: dict | None = None) -> SALMAMo
     """The exported form of a built (and loaded) ``model``: LoRA merged in place, the evaluation's
     tracker, the config recording architecture, reader settings and video options."""
     model_cfg = plain(cfg.model)
+    if model_cfg["mllm"]["type"] != "InternVLMLLM":
+        raise NotImplementedError(f"export of a {model_cfg['mllm']['type']} model: the export format records an "
+                                  "InternVL config only; evaluate and infer from the training checkpoint "
+                                  "(tools/test.py) until it records the Qwen-VL family")
     grounding = model_cfg["grounding_encoder"]
     options = EvalOptions.from_config(cfg).updated({"tracker_offload": False})  # an export keeps no offload setting
     merged = merge_lora(model.mllm.language_model)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .constants import IGNORE_INDEX, IM_END, IM_START, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SEG_TOKEN
-from .models.mllm import InternVLMLLM
+from .models.mllm import InternVLMLLM, QwenVLMLLM
 
 EXPRESSION = "the red circle on the left"
 
@@ -127,10 +127,10 @@ FORCING_BIAS = 1e4  # added to one logit per step: far above any logit of a real
 
 @contextlib.contextmanager
 def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_BIAS) -> Iterator[None]:
-    """Test helper (never used by the package): while active, every ``InternVLMLLM.generate``
-    call runs the real greedy generation (the model's forward with its image tiles, KV cache,
-    ``suppress_tokens``, eos handling) with ``bias`` added to one LM-head logit per step, so that
-    it emits ``answer`` and then eos.
+    """Test helper (never used by the package): while active, every ``generate`` call of an MLLM
+    (``InternVLMLLM``, ``QwenVLMLLM``) runs the real greedy generation (the model's forward with its
+    image inputs, KV cache, suppressed tokens, eos handling) with ``bias`` added to one LM-head
+    logit per step, so that it emits ``answer`` and then eos.
 
     A random tiny LLM rarely emits ``[SEG]``; without this a predict test takes the empty path
     (no mask) and passes without testing the masks.
@@ -139,7 +139,7 @@ def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_B
         answer: the answer text, or a function of each row's decoded prompt giving its answer.
         bias: what is added to the logit of the token to emit.
     """
-    original = InternVLMLLM.generate
+    originals = {cls: cls.generate for cls in (InternVLMLLM, QwenVLMLLM)}
 
     def generate(self, input_ids, attention_mask, pixel_values=None, max_new_tokens=32, **kwargs):
         tokenizer = self.tokenizer
@@ -149,24 +149,27 @@ def forced_answer(answer: str | Callable[[str], str], *, bias: float = FORCING_B
             targets.append(tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
         step = 0
 
-        def bias_next_token(module, args, kwargs, output):
+        def bias_next_token(module, args, output):
             nonlocal step
-            for b, ids in enumerate(targets):  # logits (B, T, V): the last position predicts the next token
-                output.logits[b, -1, ids[min(step, len(ids) - 1)]] += bias
+            for b, ids in enumerate(targets):  # (B, T, V) or (B, V): the last position predicts the next token
+                row = output[b] if output.dim() == 2 else output[b, -1]
+                row[ids[min(step, len(ids) - 1)]] += bias
             step += 1
             return output
 
-        handle = self.model.register_forward_hook(bias_next_token, with_kwargs=True)
+        handle = self.model.lm_head.register_forward_hook(bias_next_token)  # generation's only LM-head calls
         try:
-            return original(self, input_ids, attention_mask, pixel_values, max_new_tokens, **kwargs)
+            return originals[type(self)](self, input_ids, attention_mask, pixel_values, max_new_tokens, **kwargs)
         finally:
             handle.remove()
 
-    InternVLMLLM.generate = generate
+    for cls in originals:
+        cls.generate = generate
     try:
         yield
     finally:
-        InternVLMLLM.generate = original
+        for cls, original in originals.items():
+            cls.generate = original
 
 
 def assert_nontrivial_masks(masks, what: str = "masks") -> None:

@@ -45,7 +45,8 @@ from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get
 from mmengine.logging import MMLogger, print_log
 from tqdm import tqdm
 
-from ..build import EvalOptions, build_model, build_tracker, memory_weights_of, model_input_sizes, plain
+from ..build import (EvalOptions, build_model, build_tracker, check_vision_family, memory_weights_of,
+                     model_input_sizes, plain)
 from ..checkpoint import checkpoint_fingerprint
 from ..datasets.base import SalmaDataset
 from ..datasets.errors import DataError
@@ -125,6 +126,7 @@ def complete_dataset_cfg(run: EvalRun, model_cfg: dict, model) -> dict:
         raise ValueError(f"{run.name}: evaluation must see every item (on_error='raise'), the config says "
                          f"{cfg['on_error']!r}")
     cfg.setdefault("tokenizer", model_cfg["mllm"]["tokenizer"])
+    check_vision_family(model, cfg, run.name)
     for key, value in model_input_sizes(model).items():
         if cfg.setdefault(key, value) != value:
             raise ValueError(f"{run.name}: dataset {key}={cfg[key]} but the model expects {value}")

@@ -23,7 +23,7 @@ from ..constants import PHRASE_END, PHRASE_START
 from ..registry import MODELS
 from .grounding import FrameFeatures, SAM2GroundingRunner
 from .losses import boundary_loss, masked_avg_pool, point_sampled_mask_losses, tmc_loss
-from .mllm import InternVLMLLM
+from .mllm import MultimodalLLM
 from .pretrained import init_from_pretrained, pretrained_submodule_cfgs
 
 
@@ -65,17 +65,19 @@ class FrameCache:
 
 
 class TileCache:
-    """InternVL's vision features of the last tiles tensor seen (same rules as :class:`FrameCache`):
+    """The MLLM's vision features of the last image inputs seen (same rules as :class:`FrameCache`):
     the prompts of one item share their image, so the vision tower runs once for all of them."""
 
     def __init__(self) -> None:
         self.tiles: torch.Tensor | None = None
-        self.features: torch.Tensor | None = None
+        self.features = None
 
-    def features_of(self, mllm, tiles: torch.Tensor) -> torch.Tensor:
-        """(N_tiles, 3, S, S) -> (N_tiles, T, D), computed unless these are the last tiles seen."""
+    def features_of(self, mllm, vision: dict):
+        """``mllm.image_features(**vision)`` (InternVL tiles (N_tiles, 3, S, S) -> (N_tiles, T, D)),
+        computed unless ``vision['pixel_values']`` are the last seen."""
+        tiles = vision["pixel_values"]
         if self.tiles is None or not _same_frames(self.tiles, tiles):
-            self.tiles, self.features = tiles, mllm.image_features(tiles)
+            self.tiles, self.features = tiles, mllm.image_features(**vision)
         return self.features
 
 
@@ -130,7 +132,7 @@ class VideoLLaVASAMModel(BaseModel):
     """SALMA: InternVL2.5 + LoRA emitting ``[SEG]``, SAM-2 with Mask-Biased CMA, TMC + boundary losses.
 
     Args:
-        mllm: config of ``InternVLMLLM``.
+        mllm: config of an MLLM (``InternVLMLLM``, ``QwenVLMLLM``; the interface: ``models.mllm.base``).
         grounding_encoder: config of ``SAM2GroundingRunner``.
         loss_llm_weight: weight of the LLM next-token CE.
         loss_mask_weight / loss_dice_weight: point-sampled BCE / Dice weights.
@@ -169,7 +171,7 @@ class VideoLLaVASAMModel(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor)
         if pretrained is not None:
             mllm, grounding_encoder = pretrained_submodule_cfgs(pretrained, mllm, grounding_encoder)
-        self.mllm: InternVLMLLM = MODELS.build(mllm)
+        self.mllm: MultimodalLLM = MODELS.build(mllm)
         self.grounding_encoder: SAM2GroundingRunner = MODELS.build(grounding_encoder)
         in_dim, out_dim = self.mllm.hidden_size, self.grounding_encoder.hidden_dim
         self.text_hidden_fcs = nn.Sequential(
@@ -248,7 +250,7 @@ class VideoLLaVASAMModel(BaseModel):
     def compute_loss(self, data: dict) -> dict[str, torch.Tensor]:
         hidden, loss_llm = self.mllm(
             data["input_ids"], data["attention_mask"], data.get("pixel_values"), data["labels"],
-            prompt_masks=data.get("prompt_masks"),
+            prompt_masks=data.get("prompt_masks"), image_grid_thw=data.get("image_grid_thw"),
         )
         losses = {"loss_llm": loss_llm * self.loss_llm_weight}
 
@@ -385,11 +387,14 @@ class VideoLLaVASAMModel(BaseModel):
             keep = data["attention_mask"][b].bool()
             prompt = data["input_ids"][b][keep][None]  # (1, L_b) without padding
             expr_ids = data["expr_ids"][b][keep]
-            pixel_values = self._tiles_of(data, b)
-            features = None if pixel_values is None else cache.tiles.features_of(self.mllm, pixel_values)
+            vision = self.mllm.row_vision(data, b)  # this row's pixel_values (and Qwen-VL's image_grid_thw)
+            features = None if vision is None else cache.tiles.features_of(self.mllm, vision)
             regions = self._regions_of(data, b)
             # prompt_masks only for rows with regions: generate's 4 positional arguments stay the contract.
             extra = {} if regions is None else {"prompt_masks": regions}
+            if vision is not None and vision.get("image_grid_thw") is not None:
+                extra["image_grid_thw"] = vision["image_grid_thw"]
+            pixel_values = None if vision is None else vision["pixel_values"]
             frames = data["g_pixel_values"][b] if data.get("g_pixel_values") is not None else None
             decodes = frames is not None or keep_queries  # only then are the [SEG] states read
             generated = self.mllm.generate(prompt, torch.ones_like(prompt), pixel_values, max_new_tokens,
@@ -408,14 +413,6 @@ class VideoLLaVASAMModel(BaseModel):
                     result.update(self.decode_frames(queries, frames, size, cache.frames))
             results.append(result)
         return results
-
-    def _tiles_of(self, data: dict, row: int) -> torch.Tensor | None:
-        """The InternVL tiles of one row, located by counting image-context tokens (less region cells)."""
-        if data.get("pixel_values") is None:
-            return None
-        counts = self.mllm.tile_counts(data["input_ids"], data.get("prompt_masks"))
-        start = sum(counts[:row])
-        return data["pixel_values"][start : start + counts[row]] if counts[row] else None
 
     @staticmethod
     def _regions_of(data: dict, row: int) -> list[torch.Tensor] | None:

@@ -1,13 +1,9 @@
-"""The multimodal LLM: transformers' native InternVL, frozen, with LoRA on the language model.
+"""InternVL (2.5, 3, 3.5; transformers-native), frozen, with LoRA on the language model.
 
 It owns the tokenizer (with SALMA's special tokens added and the embeddings resized), runs the
 conversation, returns the LLM loss and the last hidden states (read at ``[SEG]`` positions by the
-top-level model), and generates answers for inference.
-
-Mixed precision (``torch_dtype='bfloat16'``): frozen weights stay bf16, trainable ones (LoRA, the
-embeddings and LM head) are fp32 master weights, because an AdamW step of ~4e-5 on a bf16 weight
-of ~0.02 rounds to nothing. The forward and ``generate`` autocast to ``torch_dtype``, so training
-(under the AMP optim wrapper) and prediction (no autocast of its own) compute alike, in bf16.
+top-level model), and generates answers for inference. The interface and the precision rules:
+:mod:`.base`.
 """
 from __future__ import annotations
 
@@ -15,22 +11,18 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
-from peft import LoraConfig, inject_adapter_in_model
-from torch import nn
 from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-from ..constants import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, SEG_TOKEN
-from ..datasets.tokenizer import build_tokenizer
-from ..registry import MODELS
-from .convert.common import DTYPES
-from .convert.internvl import load_internvl
-from .positions import check_position_init, init_internvit_positions
+from ...constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from ...registry import MODELS
+from ..convert.internvl import load_internvl
+from ..positions import check_position_init, init_internvit_positions
+from .base import MultimodalLLM, check_lora_args
 
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 @MODELS.register_module()
-class InternVLMLLM(nn.Module):
-    """InternVL2.5 (transformers-native) + LoRA + SALMA tokens.
+class InternVLMLLM(MultimodalLLM):
+    """InternVL (transformers-native) + LoRA + SALMA tokens.
 
     Args:
         tokenizer: tokenizer config dict (see ``datasets.tokenizer``), shared with the dataset.
@@ -52,6 +44,8 @@ class InternVLMLLM(nn.Module):
             see :func:`positions.init_internvit_positions`) or ``'zeros'`` (transformers' init: no position).
     """
 
+    vision_family = "internvl"  # the readers' inputs (``datasets.vision_inputs``)
+
     def __init__(
         self,
         *,
@@ -70,72 +64,35 @@ class InternVLMLLM(nn.Module):
         if (model_path is None) == (config is None):
             raise ValueError("give exactly one of model_path (pretrained) or config (random init)")
         check_position_init(vision_position_init, "vision_position_init")
-        if not freeze_llm and llm_lora is not None:
-            raise ValueError(
-                "mllm.freeze_llm=False (full fine-tuning) with mllm.llm_lora set: LoRA freezes every LLM weight but "
-                "its adapters, so the LLM would not train. Use freeze_llm=True with llm_lora (LoRA), or "
-                "freeze_llm=False with llm_lora=None (full fine-tuning)")
-        self.tokenizer = build_tokenizer(tokenizer)
-        self.compute_dtype = dtype = DTYPES[torch_dtype]
+        check_lora_args(freeze_llm, llm_lora)
+        self._init_tokenizer(tokenizer, torch_dtype)
         if model_path is not None:
-            self.model = load_internvl(model_path, dtype=dtype)
+            self.model = load_internvl(model_path, dtype=self.compute_dtype)
         else:
-            self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(dtype)
+            self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(self.compute_dtype)
             if vision_position_init == "sincos":
                 init_internvit_positions(self.model.model.vision_tower)
-        self._sync_tokens()
-
-        self.model.requires_grad_(True)
-        if freeze_visual_encoder:
-            self.model.model.vision_tower.requires_grad_(False)
-            self.model.model.multi_modal_projector.requires_grad_(False)
-        if freeze_llm:
-            self.language_model.requires_grad_(False)
-            self.model.lm_head.requires_grad_(False)
-        if llm_lora is not None:
-            lora = dict(llm_lora)
-            lora.setdefault("target_modules", list(DEFAULT_LORA_TARGETS))
-            inject_adapter_in_model(LoraConfig(**lora), self.language_model)  # new params: trainable
-        if freeze_llm and trainable_embeddings:
-            self.model.get_input_embeddings().requires_grad_(True)
-            self.model.lm_head.requires_grad_(True)
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.model.enable_input_require_grads()
-        if dtype != torch.float32:
-            self._keep_trainable_in_float32()
-
-    def _keep_trainable_in_float32(self) -> None:
-        """Trainable parameters become fp32 master weights; the embedding output is cast back to
-        ``compute_dtype``, so the residual stream stays as the pretrained model computes it."""
-        for param in self.model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
-        compute_dtype = self.compute_dtype
-        self.model.get_input_embeddings().register_forward_hook(lambda module, args, out: out.to(compute_dtype))
-
-    def _autocast(self, device: torch.device):
-        """Autocast to ``compute_dtype`` (fp32 master weights are cast per op, as under AMP)."""
-        return torch.autocast(device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
-
-    def _sync_tokens(self) -> None:
-        """Grow the embeddings if the tokenizer outgrew them; point the model at its image id.
-
-        Checkpoints often pad the vocabulary (InternVL2.5-1B: 151674 rows for 151665 tokens),
-        so the new tokens may already have rows: the embeddings are never shrunk.
-        """
-        if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
-            self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        self._grow_vocabulary()
         self.model.config.image_token_id = self.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-        self.seg_token_id = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        self._init_training(freeze_llm=freeze_llm, freeze_visual_encoder=freeze_visual_encoder, llm_lora=llm_lora,
+                            trainable_embeddings=trainable_embeddings, gradient_checkpointing=gradient_checkpointing)
 
     @property
-    def language_model(self) -> nn.Module:
+    def language_model(self) -> torch.nn.Module:
         return self.model.model.language_model
 
     @property
-    def hidden_size(self) -> int:
-        return self.model.config.text_config.hidden_size
+    def vision_modules(self) -> list[torch.nn.Module]:
+        return [self.model.model.vision_tower, self.model.model.multi_modal_projector]
+
+    def row_vision(self, data: dict, row: int) -> dict | None:
+        """Row ``row``'s tiles (``pixel_values``), located by counting image-context tokens (less
+        region cells); None without any."""
+        if data.get("pixel_values") is None:
+            return None
+        counts = self.tile_counts(data["input_ids"], data.get("prompt_masks"))
+        start = sum(counts[:row])
+        return {"pixel_values": data["pixel_values"][start : start + counts[row]]} if counts[row] else None
 
     # ------------------------------------------------------------------ inputs
     def tile_counts(self, input_ids: torch.Tensor, prompt_masks: Sequence[torch.Tensor | None] | None = None) -> list[int]:
@@ -155,10 +112,11 @@ class InternVLMLLM(nn.Module):
             counts.append((n_ctx - n_region) // per_tile)
         return counts
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
         """The vision tower + projector on every tile: (N_tiles, 3, S, S) -> (N_tiles, T, D). What
         :meth:`embed_inputs` scatters into the ``<IMG_CONTEXT>`` slots; computed once, it serves
         every prompt about the same image (``image_features=`` of :meth:`generate`)."""
+        _no_patch_grid(image_grid_thw)
         with self._autocast(pixel_values.device):
             return self.model.model.get_image_features(
                 pixel_values=pixel_values.to(self.model.dtype), return_dict=True).pooler_output
@@ -214,6 +172,7 @@ class InternVLMLLM(nn.Module):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         prompt_masks: Sequence[torch.Tensor | None] | None = None,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the conversation.
 
@@ -222,18 +181,12 @@ class InternVLMLLM(nn.Module):
         Returns the last hidden states (B, L, D) and the next-token CE over answer tokens
         (None without labels). The LM head runs only on supervised positions.
         """
+        _no_patch_grid(image_grid_thw)
         with self._autocast(input_ids.device):
             embeds = self.embed_inputs(input_ids, pixel_values, prompt_masks)
             hidden = self.model.model(inputs_embeds=embeds, attention_mask=attention_mask,
                                       use_cache=False).last_hidden_state  # (B, L, D)
-            if labels is None:
-                return hidden, None
-            targets = labels[:, 1:]
-            supervised = targets != IGNORE_INDEX  # (B, L-1)
-            logits = self.model.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
-        if logits.shape[0] == 0:
-            return hidden, logits.sum() * 0.0
-        return hidden, F.cross_entropy(logits.float(), targets[supervised])
+        return hidden, self.lm_loss(hidden, labels)
 
     @torch.no_grad()
     def generate(
@@ -245,6 +198,7 @@ class InternVLMLLM(nn.Module):
         *,
         prompt_masks: Sequence[torch.Tensor | None] | None = None,
         image_features: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
         return_hidden: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding; returns the new token ids (B, T_new), padded with the pad id.
@@ -257,6 +211,7 @@ class InternVLMLLM(nn.Module):
         on the same KV cache). A token's state is the one computed with it as *input*, the
         position ``[SEG]`` is read at in training (Sa2VA#67 is this off-by-one).
         """
+        _no_patch_grid(image_grid_thw)
         # An image placeholder in the answer would desynchronise image tokens and features.
         suppress = self.tokenizer.convert_tokens_to_ids([IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN])
         with self._autocast(input_ids.device):
@@ -285,3 +240,9 @@ class InternVLMLLM(nn.Module):
                 past_key_values=out.past_key_values, use_cache=True,
             ).last_hidden_state  # (B, 1, D): the last new token as input
         return new_tokens, torch.cat([*states, last], dim=1)
+
+
+def _no_patch_grid(image_grid_thw: torch.Tensor | None) -> None:
+    if image_grid_thw is not None:
+        raise ValueError("image_grid_thw given to InternVL, whose inputs are 448-px tiles: the batch was read with "
+                         "vision.family='qwen_vl' (datasets.vision_inputs); the readers and the MLLM must be of one family")
