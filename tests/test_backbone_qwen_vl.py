@@ -8,6 +8,7 @@ teacher-forced forward; ``predict`` takes the path that produces masks; eval and
 alike; each row finds its own images in a batch; visual prompts are refused by name.
 """
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,9 @@ from projects.salma.datasets.collate import salma_collate
 from projects.salma.datasets.synthetic import make_synthetic
 from projects.salma.registry import DATASETS, MODELS
 from projects.salma.testing import forced_answer
+from test_export import LLM_FRAMES, export_data_cfgs, exported, loaded, trained  # noqa: F401
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"qwen2.5-vl": "configs/tiny/salma_tiny_qwen_vl.py", "qwen3-vl": "configs/tiny/salma_tiny_qwen3_vl.py"}
 
 
@@ -106,8 +109,8 @@ def test_predict_gives_one_mask_per_seg_and_decodes_as_training_does(family):
     data = prediction_batch(rows)
     with forced_answer("Sure, [SEG]."):
         evaluated = model.eval().predict(data)
-        trained = model.train().predict(data)
-    for result, frames, t in zip(evaluated, (1, 2), trained):
+        in_training = model.train().predict(data)
+    for result, frames, t in zip(evaluated, (1, 2), in_training):
         assert result["text"] == "Sure, [SEG]."
         assert result["masks"].dtype == torch.bool and result["masks"].shape[:2] == (1, frames)
         assert result["masks"].any() and torch.isfinite(result["mask_logits"]).all()
@@ -156,14 +159,73 @@ def test_visual_prompts_are_refused_by_name(family, synth):
                             prompt_masks=[torch.ones(1, 2, 2, dtype=torch.bool)])
 
 
-def test_readers_of_another_family_and_the_export_are_refused_by_name(family):
+def test_readers_of_another_family_are_refused_by_name(family):
     from projects.salma.build import check_vision_family, model_input_sizes
-    from projects.salma.salma_model import as_salma_model
 
-    _, cfg, model, _, common = family
+    _, _, model, _, common = family
     check_vision_family(model, {"vision": common["vision"]}, "refcoco_val")  # the config's own readers pass
     with pytest.raises(ValueError, match="refcoco_val: the reader's vision.family is 'internvl' but the model's"):
         check_vision_family(model, {}, "refcoco_val")
     assert model_input_sizes(model) == {"sam_image_size": 128}
-    with pytest.raises(NotImplementedError, match="export of a QwenVLMLLM model"):
-        as_salma_model(cfg, model)
+
+
+# ------------------------------------------------------------------ export (the fixtures of test_export.py)
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def config_path(request, tmp_path_factory, export_data_cfgs):  # noqa: F811  (test_export's, on a Qwen-VL config)
+    """A tiny Qwen-VL config with evaluation readers of its family (what an export reads)."""
+    tiny = Config.fromfile(CONFIGS[request.param])
+    readers = {name: {**cfg, "tokenizer": tiny.tokenizer.to_dict(), "vision": tiny.vision.to_dict()}
+               for name, cfg in export_data_cfgs.items()}
+    test_datasets = {"refcoco": dict(task="res", dataset=readers["refcoco"]),
+                     "mevis": dict(task="ref_vos", dataset=readers["mevis"])}
+    test_options = dict(num_llm_frames=LLM_FRAMES, max_new_tokens=8)
+    path = tmp_path_factory.mktemp("config") / f"{request.param}_export.py"
+    base = str(ROOT / CONFIGS[request.param])
+    path.write_text(f"_base_ = [{base!r}]\ntest_datasets = {test_datasets!r}\ntest_options = {test_options!r}\n")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_export_then_from_pretrained_is_bit_identical_and_predicts_alike(exported, loaded):  # noqa: F811
+    import json
+    import os
+
+    import numpy as np
+
+    model, out = exported
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert "internvl" not in config and config["qwen_vl"]["model_type"] in ("qwen2_5_vl", "qwen3_vl")
+    assert config["inputs"]["vision"]["family"] == "qwen_vl"
+    assert type(loaded.model.mllm).__name__ == "QwenVLMLLM" and loaded.model.mllm.family == config["qwen_vl"]["model_type"]
+    ours, theirs = model.state_to_save(), loaded.state_to_save()
+    assert set(ours) == set(theirs) and not any("lora_" in k for k in theirs)
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+    image = np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)
+    with forced_answer("Sure, [SEG]."):
+        before = model.eval().predict(image=image, text="the circle")
+        after = loaded.predict(image=image, text="the circle")
+    assert after["text"] == "Sure, [SEG]." and after["masks"].shape == (1, 40, 52) and after["masks"].any()
+    assert torch.equal(torch.as_tensor(before["masks"]), torch.as_tensor(after["masks"]))
+
+
+@pytest.mark.slow
+def test_an_export_whose_sections_disagree_is_refused_with_each_key(exported):  # noqa: F811
+    import json
+    import os
+
+    from projects.salma.salma_model import SALMAConfig
+
+    data = json.load(open(os.path.join(exported[1], "config.json")))
+    SALMAConfig.from_dict(data)  # as written
+    bad = copy.deepcopy(data)
+    bad["inputs"]["vision"]["patch_size"] = 99
+    bad["inputs"]["vision"]["merge_sise"] = 2
+    with pytest.raises(ValueError, match=r"unknown key 'inputs.vision.merge_sise'"):
+        SALMAConfig.from_dict(bad)
+    del bad["inputs"]["vision"]["merge_sise"]
+    with pytest.raises(ValueError, match=r"inputs.vision.patch_size 99 != qwen_vl.vision_config.patch_size"):
+        SALMAConfig.from_dict(bad)
+    both = {**data, "internvl": {}}
+    with pytest.raises(ValueError, match=r"exactly one of \['internvl', 'qwen_vl'\]"):
+        SALMAConfig.from_dict(both)

@@ -185,8 +185,8 @@ def reader_settings(cfg: Config, model, *, sam_pixel_stats: str | None = None) -
     evaluation option of that name), when given, is every reader's, as in ``tools/test.py``."""
     defaults = inspect.signature(SalmaDataset.__init__).parameters
     settings = {k: defaults[k].default for k in READER_KEYS}
-    settings.update(model_input_sizes(model))
-    tied = ("image_size", "image_seq_length", "sam_image_size")
+    tied = model_input_sizes(model)  # InternVL: tile size and tokens per tile; every model: SAM-2's size
+    settings.update(tied)
     groups = _dataset_cfgs(cfg)
     readers = groups["eval"] or groups["train"]
     for key in READER_KEYS:
@@ -201,6 +201,7 @@ def reader_settings(cfg: Config, model, *, sam_pixel_stats: str | None = None) -
             settings[key] = value
     if sam_pixel_stats is not None:
         settings["sam_pixel_stats"] = sam_pixel_stats
+    check_vision_family(model, settings, "the readers")
     if groups["eval"]:
         differ = trained_otherwise(settings, groups["train"])
         if differ:
@@ -245,7 +246,10 @@ def merge_lora(module: nn.Module) -> list[str]:
 
 def build_exported_model(config, tokenizer) -> VideoLLaVASAMModel:
     """The predicting model of an export's ``SALMAConfig``: LoRA-free, frozen, weights left to the caller."""
-    mllm = dict(type="InternVLMLLM", tokenizer=tokenizer, config=config.internvl, llm_lora=None)
+    if config.internvl is not None:
+        mllm = dict(type="InternVLMLLM", tokenizer=tokenizer, config=config.internvl, llm_lora=None)
+    else:
+        mllm = dict(type="QwenVLMLLM", tokenizer=tokenizer, config=config.qwen_vl, llm_lora=None)
     grounding = dict(type="SAM2GroundingRunner", sam2=dict(config=config.sam2), **config.grounding)
     model = VideoLLaVASAMModel(mllm=mllm, grounding_encoder=grounding, max_expr_tokens=config.max_expr_tokens)
     model.mllm.model.tie_weights()  # no_init_weights skips transformers' init, where tying happens

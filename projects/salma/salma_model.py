@@ -44,7 +44,7 @@ from .datasets.io import read_json
 from .datasets.tokenizer import build_tokenizer
 from .models.convert.common import DTYPES, check_state_dict
 from .models.convert.sa2va import is_sa2va_folder
-from .models.export_checks import VIDEO_KEYS, check_salma_config
+from .models.export_checks import MLLM_KEYS, VIDEO_KEYS, check_salma_config
 from .models.export_format import (CONFIG_NAME, WEIGHTS_KEY, WEIGHTS_NAME, check_weights_file, read_config,  # noqa: F401
                                    weights_record)
 from .models.llava_sam2 import VideoLLaVASAMModel
@@ -63,14 +63,18 @@ class SALMAConfig:
     """Everything that rebuilds an exported model.
 
     Attributes:
-        internvl: ``InternVLConfig`` dict (vocabulary already grown for SALMA's tokens).
+        internvl: ``InternVLConfig`` dict (vocabulary already grown for SALMA's tokens), or None
+            for a Qwen-VL model; exactly one of ``internvl`` and ``qwen_vl`` is given (the other
+            is not written).
+        qwen_vl: ``Qwen2_5_VLConfig`` / ``Qwen3VLConfig`` dict (its ``model_type`` says which).
         sam2: ``Sam2Config`` dict.
         grounding: ``SAM2GroundingRunner`` arguments besides ``sam2``: enable_cma, cma, mask_source,
             mask_token (:func:`upgrade_grounding` reads exports written before it).
         max_expr_tokens: expression tokens per object given to CMA.
         inputs: reader settings (``SalmaDataset`` arguments): image_size, image_seq_length,
             min/max_dynamic_patch, use_thumbnail, sam_image_size, system, max_length, sam_pixel_stats
-            (optional: 'imagenet' when absent).
+            (optional: 'imagenet' when absent), vision (Qwen-VL's ``datasets.vision_inputs``
+            arguments; absent for InternVL, whose tiling the other keys give).
         video: num_llm_frames, llm_frame_sampling, propagation, tracker_decoder (the evaluation's
             ``test_options`` of the same names).
         tracker: ``Sam2VideoConfig`` dict of the memory tracker; None without memory propagation.
@@ -78,18 +82,20 @@ class SALMAConfig:
         source: provenance (config, checkpoint, merged LoRA layers), informative only.
     """
 
-    internvl: dict
     sam2: dict
     grounding: dict
     max_expr_tokens: int
     inputs: dict
     video: dict
+    internvl: dict | None = None
+    qwen_vl: dict | None = None
     tracker: dict | None = None
     max_new_tokens: int = 32
     source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+        body = {k: v for k, v in asdict(self).items() if k not in MLLM_KEYS or v is not None}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "config") -> SALMAConfig:
@@ -103,6 +109,8 @@ class SALMAConfig:
                          if f.name not in body and f.default is MISSING and f.default_factory is MISSING)
         if unknown or missing:
             raise ValueError(f"{source}: unknown keys {unknown}, missing keys {missing}")
+        if sum(body.get(k) is not None for k in MLLM_KEYS) != 1:
+            raise ValueError(f"{source}: exactly one of {list(MLLM_KEYS)} (the MLLM's config) must be given")
         if isinstance(body.get("grounding"), dict):
             body["grounding"] = upgrade_grounding(body["grounding"])
         check_salma_config(body, source=source)
@@ -404,21 +412,21 @@ def as_salma_model(cfg: Config, model, *, source: dict | None = None) -> SALMAMo
     """The exported form of a built (and loaded) ``model``: LoRA merged in place, the evaluation's
     tracker, the config recording architecture, reader settings and video options."""
     model_cfg = plain(cfg.model)
-    if model_cfg["mllm"]["type"] != "InternVLMLLM":
-        raise NotImplementedError(f"export of a {model_cfg['mllm']['type']} model: the export format records an "
-                                  "InternVL config only; evaluate and infer from the training checkpoint "
-                                  "(tools/test.py) until it records the Qwen-VL family")
     grounding = model_cfg["grounding_encoder"]
     options = EvalOptions.from_config(cfg).updated({"tracker_offload": False})  # an export keeps no offload setting
     merged = merge_lora(model.mllm.language_model)
     tracker = tracker_for(model, model_cfg, options)
+    family = {"internvl" if model.mllm.vision_family == "internvl" else "qwen_vl": model.mllm.model.config.to_dict()}
+    inputs = reader_settings(cfg, model, sam_pixel_stats=options.sam_pixel_stats)
+    if inputs.get("vision") is None:  # InternVL: the tiling keys are the whole story
+        inputs.pop("vision", None)
     config = SALMAConfig(
-        internvl=model.mllm.model.config.to_dict(),
+        **family,
         sam2=model.grounding_encoder.sam2.config.to_dict(),
         grounding={**{k: grounding[k] for k in ("enable_cma", "cma", "mask_source") if k in grounding},
                    "mask_token": model.grounding_encoder.mask_token},
         max_expr_tokens=model.max_expr_tokens,
-        inputs=reader_settings(cfg, model, sam_pixel_stats=options.sam_pixel_stats),
+        inputs=inputs,
         video={k: getattr(options, k) for k in VIDEO_KEYS},
         tracker=None if tracker is None else tracker.video.config.to_dict(),
         max_new_tokens=int(options.max_new_tokens),

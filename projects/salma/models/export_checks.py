@@ -21,32 +21,44 @@ import inspect
 from typing import Any
 
 import numpy as np
-from transformers import CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedConfig, Sam2Config, Sam2VideoConfig
+from transformers import (CONFIG_MAPPING, AutoConfig, InternVLConfig, PretrainedConfig, Qwen2_5_VLConfig, Qwen3VLConfig,
+                          Sam2Config, Sam2VideoConfig)
 
 from ..datasets.ref_vos import FRAME_SAMPLINGS, sample_frame_indices
 from ..datasets.transforms import SAM_PIXEL_STATS
+from ..datasets.vision_inputs import QwenVLPatches
 from .cma import CrossModalAttention2D
 from .grounding import MASK_SOURCES, MASK_TOKENS, SAM2GroundingRunner
 from .video import LLM_FRAME_MASKS, PROPAGATION_MODES, TRACKER_DECODERS
 
 # SalmaDataset arguments that decide what the model sees (tiling, tokens, template, SAM-2 input).
 # sam_pixel_stats is optional: exports written before it existed normalise with 'imagenet'.
+# vision is the readers' Qwen-VL scheme (datasets.vision_inputs), absent for InternVL.
 READER_KEYS = ("image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
-              "sam_image_size", "system", "max_length", "sam_pixel_stats")
-OPTIONAL_READER_KEYS = ("sam_pixel_stats",)
+              "sam_image_size", "system", "max_length", "sam_pixel_stats", "vision")
+OPTIONAL_READER_KEYS = ("sam_pixel_stats", "vision")
+# The MLLM's transformers config: one of these sections (the family's), the others not written.
+MLLM_KEYS = ("internvl", "qwen_vl")
+QWEN_VL_CONFIGS = {"qwen2_5_vl": Qwen2_5_VLConfig, "qwen3_vl": Qwen3VLConfig}
 REQUIRED_READER_KEYS = tuple(k for k in READER_KEYS if k not in OPTIONAL_READER_KEYS)
 # The evaluation's test_options that decide how a video is predicted (llm_frame_masks is optional:
 # exports written before it existed predict with its default, 'language').
 VIDEO_KEYS = ("num_llm_frames", "llm_frame_sampling", "propagation", "tracker_decoder", "llm_frame_masks")
 REQUIRED_VIDEO_KEYS = VIDEO_KEYS[:4]
 _VERSION_KEYS = ("transformers_version",)  # written by the exporting version only
+# Special-token ids every transformers config may carry (released Qwen3-VL text configs do, though
+# Qwen3VLTextConfig declares none of them).
+_TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def check_salma_config(body: dict, *, source: str) -> None:
     """Raise ValueError('<source>: problem; problem; ...') if ``body`` (the SALMAConfig fields)
     has unknown keys or sections that disagree with each other."""
     problems: list[str] = []
-    problems += unknown_config_keys(body["internvl"], InternVLConfig, "internvl")
+    if body.get("internvl") is not None:
+        problems += unknown_config_keys(body["internvl"], InternVLConfig, "internvl")
+    else:
+        problems += _check_qwen_vl(body["qwen_vl"], body["inputs"])
     problems += unknown_config_keys(body["sam2"], Sam2Config, "sam2")
     if body.get("tracker") is not None:
         problems += unknown_config_keys(body["tracker"], Sam2VideoConfig, "tracker")
@@ -66,7 +78,7 @@ def check_salma_config(body: dict, *, source: str) -> None:
 def _known_keys(cls: type[PretrainedConfig]) -> frozenset[str]:
     """Keys a ``cls`` writes (its defaults' ``to_dict``) or takes (its constructor's arguments)."""
     params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    return frozenset(set(cls().to_dict()) | params)
+    return frozenset(set(cls().to_dict()) | params | set(_TOKEN_ID_KEYS))
 
 
 def unknown_config_keys(data: Any, cls: type[PretrainedConfig], path: str) -> list[str]:
@@ -130,6 +142,24 @@ def _check_inputs(inputs: Any) -> list[str]:
     return problems
 
 
+def _check_qwen_vl(qwen_vl: Any, inputs: Any) -> list[str]:
+    """The Qwen-VL section and the readers' ``vision`` scheme it needs."""
+    model_type = qwen_vl.get("model_type") if isinstance(qwen_vl, dict) else None
+    if model_type not in QWEN_VL_CONFIGS:
+        return [f"qwen_vl.model_type {model_type!r} is not one of {sorted(QWEN_VL_CONFIGS)}"]
+    problems = unknown_config_keys(qwen_vl, QWEN_VL_CONFIGS[model_type], "qwen_vl")
+    vision = inputs.get("vision") if isinstance(inputs, dict) else None
+    if not isinstance(vision, dict) or vision.get("family") != "qwen_vl":
+        problems.append(f"inputs.vision must be the readers' Qwen-VL scheme (family 'qwen_vl'), got {vision!r}")
+        return problems
+    problems += _unknown(vision, {"family"} | _params(QwenVLPatches), "inputs.vision")
+    patch = (qwen_vl.get("vision_config") or {}).get("patch_size")
+    if vision.get("patch_size", 14) != patch:
+        problems.append(f"inputs.vision.patch_size {vision.get('patch_size', 14)} != qwen_vl.vision_config.patch_size "
+                        f"{patch}")
+    return problems
+
+
 def _check_video(video: Any, tracker: Any) -> list[str]:
     problems = _unknown(video, VIDEO_KEYS, "video", required=REQUIRED_VIDEO_KEYS)
     if problems:
@@ -159,8 +189,13 @@ def _pair(value: Any) -> tuple[int, int]:
 
 def _check_sizes(body: dict) -> list[str]:
     """The sizes several sections must agree on."""
+    problems = [] if body.get("internvl") is None else _check_tile_sizes(body["internvl"], body["inputs"])
+    return problems + _check_sam2_sizes(body)
+
+
+def _check_tile_sizes(internvl: dict, inputs: dict) -> list[str]:
+    """InternVL's tiles: the readers' tile size and tokens per tile are the model's."""
     problems = []
-    internvl, inputs = body["internvl"], body["inputs"]
     vision = internvl.get("vision_config") or {}
     (height, width), (patch_h, patch_w) = _pair(vision.get("image_size")), _pair(vision.get("patch_size"))
     ratio = internvl.get("downsample_ratio")
@@ -181,7 +216,13 @@ def _check_sizes(body: dict) -> list[str]:
     if (height, width) != (inputs["image_size"], inputs["image_size"]):
         problems.append(f"inputs.image_size {inputs['image_size']} (square tiles) != internvl.vision_config.image_size "
                         f"{height}x{width}")
-    sam2, tracker = body["sam2"], body.get("tracker")
+    return problems
+
+
+def _check_sam2_sizes(body: dict) -> list[str]:
+    """SAM-2's input size, and the tracker's, agree with the readers'."""
+    problems = []
+    inputs, sam2, tracker = body["inputs"], body["sam2"], body.get("tracker")
     sam_size = (sam2.get("prompt_encoder_config") or {}).get("image_size")
     backbone = ((sam2.get("vision_config") or {}).get("backbone_config") or {}).get("image_size")
     if backbone is not None and _pair(backbone) != (sam_size, sam_size):

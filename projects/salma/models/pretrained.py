@@ -56,7 +56,11 @@ def init_from_pretrained(model, folder: str) -> None:
 def export_submodule_cfgs(folder: str, mllm: dict, grounding_encoder: dict) -> tuple[dict, dict]:
     """InternVL and SAM-2 built from the export's architecture (random weights, loaded after)."""
     config = read_config(folder)
-    mllm = {**mllm, "model_path": None, "config": config["internvl"]}
+    section = "internvl" if config.get("internvl") is not None else "qwen_vl"
+    if (section == "internvl") != (mllm.get("type", "InternVLMLLM") == "InternVLMLLM"):
+        raise ValueError(f"model.pretrained={folder!r} is an export of a {section} model but model.mllm.type is "
+                         f"{mllm.get('type')!r}: fine-tune it with the config of its family")
+    mllm = {**mllm, "model_path": None, "config": config[section]}
     return mllm, {**grounding_encoder, "sam2": {"config": config["sam2"]}}
 
 
