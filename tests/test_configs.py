@@ -85,21 +85,41 @@ SEED_MIX = [
 
 
 # SALMA and its Sa2VA baseline, per backbone (docs/backbones.md): the same data, decode rule and additions.
-SALMA_PAIRS = [("configs/SALMA-1B.py", "configs/Sa2VA-1B.py"),
-               ("configs/SALMA-InternVL3-2B.py", "configs/Sa2VA-InternVL3-2B.py")]
+INTERNVL_PAIRS = [("configs/SALMA-1B.py", "configs/Sa2VA-1B.py"),
+                  ("configs/SALMA-InternVL3-2B.py", "configs/Sa2VA-InternVL3-2B.py")]
+# Qwen-VL: the same mix without the Osprey region sets (visual prompts need InternVL's token grid).
+QWEN_VL_PAIRS = [("configs/SALMA-Qwen2.5-VL-3B.py", "configs/Sa2VA-Qwen2.5-VL-3B.py"),
+                 ("configs/SALMA-Qwen3-VL-4B.py", "configs/Sa2VA-Qwen3-VL-4B.py")]
+SALMA_PAIRS = INTERNVL_PAIRS + QWEN_VL_PAIRS
 SALMA_AND_BASELINES = [p for pair in SALMA_PAIRS for p in pair]
+QWEN_VL_CONFIGS = [p for pair in QWEN_VL_PAIRS for p in pair]
+SEED_MIX_WITHOUT_REGIONS = [entry for entry in SEED_MIX if entry[1] != "OspreyDataset"]
 
 
-@pytest.mark.parametrize("path", SALMA_AND_BASELINES)
+@pytest.mark.parametrize("path", [p for pair in INTERNVL_PAIRS for p in pair])
 def test_training_mix_is_the_seeds_whole_mix(path):
     mix = Config.fromfile(path).train_dataset
-    assert mix.type == "DatasetMix" and len(mix.datasets) == len(mix.repeats)
     assert [(d.name, d.type, r) for d, r in zip(mix.datasets, mix.repeats)] == SEED_MIX
     entries = {d.name: d for d in mix.datasets}
     assert [entries[f"osprey_{k}"].kind for k in OSPREY_KINDS] == list(OSPREY_KINDS)
     assert all(entries[f"osprey_{k}"].data_file.endswith(f"Osprey-724K/osprey_{k}.json") for k in OSPREY_KINDS)
     assert [os.path.basename(f) for f in entries["osprey_conversation"].image_folder] == \
         ["train2014", "val2014", "train2017", "val2017"]
+    check_mix_entries(mix)
+
+
+@pytest.mark.parametrize("path", QWEN_VL_CONFIGS)
+def test_qwen_vl_training_mix_is_the_seeds_mix_without_the_region_sets(path):
+    """Osprey's visual prompts are refused under vision.family='qwen_vl' (as Sa2VA's Qwen configs
+    leave them out): the rest of the mix, entry by entry and repeat by repeat, is SALMA-1B's."""
+    mix = Config.fromfile(path).train_dataset
+    assert [(d.name, d.type, r) for d, r in zip(mix.datasets, mix.repeats)] == SEED_MIX_WITHOUT_REGIONS
+    check_mix_entries(mix)
+
+
+def check_mix_entries(mix):
+    assert mix.type == "DatasetMix" and len(mix.datasets) == len(mix.repeats)
+    entries = {d.name: d for d in mix.datasets}
     assert entries["psg"].data_file.endswith("OpenPsgGCG_train.json")
     assert entries["grandf"].data_file.endswith("GranDf_HA_GCG_train.json")
     assert entries["flickr"].data_file.endswith("flickr_mergedGT_GCG_train.json")
@@ -305,16 +325,186 @@ def test_internvl3_2b_architecture_builds_at_real_size_on_the_meta_device():
     assert model.config.image_seq_length == 256 and model.config.text_config.num_hidden_layers == 28
 
 
-def test_ablation_rows_apply_on_the_internvl3_2b_baseline():
-    """The rows of configs/ablations flip backbone-free keys: applied in order on the InternVL3-2B
-    baseline they end at SALMA-InternVL3-2B, as on the 1B they end at SALMA-1B."""
+@pytest.mark.parametrize("salma_path,base_path", SALMA_PAIRS[1:])
+def test_ablation_rows_apply_on_the_other_backbones_baselines(salma_path, base_path):
+    """The rows of configs/ablations flip backbone-free keys: applied in order on the InternVL3-2B,
+    Qwen2.5-VL-3B or Qwen3-VL-4B baseline they end at that SALMA config, as on the 1B they end at
+    SALMA-1B."""
     chain = ["configs/Sa2VA-1B.py"] + [f"configs/ablations/{row}.py" for row in
                                        ("1_cma_no_mba", "2_mba_gate", "3_topk_routing", "4_tmc", "5_boundary")]
-    model = flat(Config.fromfile("configs/Sa2VA-InternVL3-2B.py").model.to_dict())
+    model = flat(Config.fromfile(base_path).model.to_dict())
     for prev, row in zip(chain, chain[1:]):
         before, after = flat(Config.fromfile(prev).model.to_dict()), flat(Config.fromfile(row).model.to_dict())
         delta = {k: after[k] for k in after if before.get(k) != after[k]}
         assert not any(k.startswith("mllm.") for k in delta), row
         model.update(delta)
-    assert model == flat(Config.fromfile(INTERNVL3).model.to_dict())
-    assert Config.fromfile(chain[-1]).custom_hooks == Config.fromfile(INTERNVL3).custom_hooks
+    assert model == flat(Config.fromfile(salma_path).model.to_dict())
+    assert Config.fromfile(chain[-1]).custom_hooks == Config.fromfile(salma_path).custom_hooks
+
+
+# ------------------------------------------------------------------ Qwen2.5-VL-3B, Qwen3-VL-4B (docs/backbones.md)
+# (config, its env var, default folder, model_type, patch, statistics, per-GPU batch, arch key, parameters)
+QWEN_VL = {
+    "configs/SALMA-Qwen2.5-VL-3B.py": dict(env="SALMA_QWEN25VL_PATH", default="checkpoints/Qwen2.5-VL-3B-Instruct",
+                                           model_type="qwen2_5_vl", patch=14, stats="clip", batch=2,
+                                           arch="qwen2_5_vl_3b_arch", params=(3.74e9, 3.76e9)),
+    "configs/SALMA-Qwen3-VL-4B.py": dict(env="SALMA_QWEN3VL_PATH", default="checkpoints/Qwen3-VL-4B-Instruct",
+                                         model_type="qwen3_vl", patch=16, stats="half", batch=1,
+                                         arch="qwen3_vl_4b_arch", params=(4.42e9, 4.46e9)),
+}
+INTERNVL_TILE_KEYS = {"image_size", "image_seq_length", "min_dynamic_patch", "max_dynamic_patch"}
+
+
+@pytest.mark.parametrize("path", sorted(QWEN_VL))
+def test_salma_qwen_vl_is_salma_1b_with_sa2va_qwen_settings(path):
+    """Everything SALMA-1B sets (CMA/MBA, losses, decode rule, data, schedule) but the backbone
+    (QwenVLMLLM, its folder, the readers' vision inputs) and what Sa2VA's Qwen configs change:
+    accumulation 8 (sa2va_qwen25_3b.py:38 / sa2va_qwen3_4b.py:38) and, for Qwen3-VL-4B, batch 1
+    (sa2va_qwen3_4b.py:37). LoRA r128 / alpha 256, embeddings + LM head trained, lr 4e-5,
+    max_length 8192, qwen_chat without a system message and bf16 are the same in both."""
+    spec = QWEN_VL[path]
+    salma_1b, cfg = Config.fromfile("configs/SALMA-1B.py"), Config.fromfile(path)
+    a, b = flat(salma_1b.to_dict()), flat(cfg.to_dict())
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    expected = {"qwen_vl_path", "tokenizer.path", "model.mllm.type", "model.mllm.model_path", "model.mllm.tokenizer.path",
+                "accumulative_counts", "optim_wrapper.accumulative_counts", "internvl_tile_keys", "mix",
+                "train_dataset.datasets", "train_dataset.repeats", "train_dataloader.dataset.datasets",
+                "train_dataloader.dataset.repeats"}
+    if spec["batch"] != 2:
+        expected |= {"batch_size", "train_dataloader.batch_size", "train_dataloader.sampler.per_device_batch_size"}
+    own = {k for k in changed if k.startswith((f"{spec['arch']}.", "vision.", "test_datasets."))}
+    assert changed - own == expected
+    assert {k for k in own if k.startswith("test_datasets.")} == {
+        f"test_datasets.{name}.dataset.vision.{key}" for name in salma_1b.test_datasets for key in cfg.vision}
+    assert (cfg.accumulative_counts, cfg.optim_wrapper.accumulative_counts) == (8, 8)
+    assert cfg.train_dataloader.batch_size == cfg.train_dataloader.sampler.per_device_batch_size == spec["batch"]
+    mllm = cfg.model.mllm
+    assert mllm.type == "QwenVLMLLM" and mllm.torch_dtype == "bfloat16" and cfg.optim_wrapper.dtype == "bfloat16"
+    assert (mllm.llm_lora.r, mllm.llm_lora.lora_alpha, mllm.llm_lora.lora_dropout) == (128, 256, 0.05)
+    assert mllm.trainable_embeddings and mllm.freeze_llm and mllm.freeze_visual_encoder
+    assert cfg.optim_wrapper.optimizer.lr == 4e-5 and cfg.max_length == 8192
+    assert cfg.model.grounding_encoder == salma_1b.model.grounding_encoder
+    assert cfg.model.grounding_encoder.mask_token == "best_iou" and cfg.custom_hooks == salma_1b.custom_hooks
+    assert {k: v for k, v in cfg.model.items() if k != "mllm"} == {k: v for k, v in salma_1b.model.items() if k != "mllm"}
+    # the readers are SALMA-1B's (regions left out) with this model's tokenizer and vision inputs,
+    # without InternVL's tiling arguments
+    theirs = [d for d in salma_1b.train_dataset.datasets if d.type != "OspreyDataset"]
+    for ours, base in zip(cfg.train_dataset.datasets, theirs, strict=True):
+        assert ours.tokenizer == mllm.tokenizer and ours.vision == cfg.vision
+        assert {**ours, "tokenizer": base.tokenizer} == {k: v for k, v in {**base, "vision": cfg.vision}.items()
+                                                         if k not in INTERNVL_TILE_KEYS}
+    assert cfg.train_dataloader.dataset == cfg.train_dataset
+    assert cfg.test_options == salma_1b.test_options
+    for name, entry in salma_1b.test_datasets.items():
+        assert cfg.test_datasets[name] == {**entry, "dataset": {**entry.dataset, "vision": cfg.vision}}
+
+
+@pytest.mark.parametrize("path", sorted(QWEN_VL))
+def test_qwen_vl_vision_inputs_are_the_models_with_sa2va_pixel_bounds(path):
+    """Qwen2.5-VL: patch 14, CLIP statistics; Qwen3-VL: patch 16, statistics 0.5; both 2x2 merge,
+    temporal patch 2 and Sa2VA's bounds (projects/sa2va/datasets/base.py:73-77: images 512..2048 x
+    28^2 pixels, video frames 128..512 x 28^2, QwenVLPatches' defaults)."""
+    import inspect
+
+    from projects.salma.datasets.vision_inputs import QwenVLPatches, build_vision_inputs
+
+    spec, vision = QWEN_VL[path], Config.fromfile(path).vision.to_dict()
+    assert vision == dict(family="qwen_vl", patch_size=spec["patch"], merge_size=2, temporal_patch_size=2,
+                          min_pixels=512 * 28 * 28, max_pixels=2048 * 28 * 28, video_min_pixels=128 * 28 * 28,
+                          video_max_pixels=512 * 28 * 28, image_mean=spec["stats"], image_std=spec["stats"])
+    defaults = {k: p.default for k, p in inspect.signature(QwenVLPatches).parameters.items()}
+    assert all(vision[k] == defaults[k] for k in ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels"))
+    scheme = build_vision_inputs(vision)
+    assert isinstance(scheme, QwenVLPatches) and scheme.factor == 2 * spec["patch"]
+    assert scheme.image_tokens(896, 672) == 896 * 672 // scheme.factor ** 2  # within the bounds: kept
+    assert scheme.image_tokens(640, 480) >= 512 * 28 * 28 // scheme.factor ** 2 > 640 * 480 // scheme.factor ** 2
+
+
+@pytest.mark.parametrize("path", QWEN_VL_CONFIGS)
+def test_every_qwen_vl_reader_takes_the_qwen_vl_inputs(path):
+    """Training and evaluation readers alike: tools/test.py completes each evaluation reader and
+    refuses one whose vision.family is not the model's (build.check_vision_family)."""
+    from types import SimpleNamespace
+
+    from projects.salma.evaluation.runner import complete_dataset_cfg, resolve_runs
+
+    cfg = Config.fromfile(path)
+    assert cfg.model.mllm.type == "QwenVLMLLM"
+    assert all(d.vision.family == "qwen_vl" and d.type != "OspreyDataset" for d in cfg.train_dataset.datasets)
+    model = SimpleNamespace(mllm=SimpleNamespace(vision_family="qwen_vl"),
+                            grounding_encoder=SimpleNamespace(image_size=1024))
+    runs = resolve_runs(cfg)
+    assert len(runs) == 14
+    for run in runs:
+        reader = complete_dataset_cfg(run, cfg.model.to_dict(), model)
+        assert reader["vision"] == cfg.vision and reader["tokenizer"] == cfg.model.mllm.tokenizer, run.name
+        assert not INTERNVL_TILE_KEYS & set(reader), run.name
+    # the export's reader settings (tools/export.py) are these, and the training readers agree with them
+    from projects.salma.build import _dataset_cfgs, reader_settings, trained_otherwise
+
+    settings = reader_settings(cfg, model)
+    assert settings["vision"] == cfg.vision and settings["max_length"] == 8192 and settings["system"] == ""
+    assert trained_otherwise(settings, _dataset_cfgs(cfg)["train"]) == []
+    with pytest.raises(ValueError, match="vision.family is 'qwen_vl' but the model's MLLM takes 'internvl'"):
+        complete_dataset_cfg(runs[0], cfg.model.to_dict(), SimpleNamespace(
+            mllm=SimpleNamespace(vision_family="internvl"), grounding_encoder=SimpleNamespace(image_size=1024)))
+
+
+@pytest.mark.parametrize("path", QWEN_VL_CONFIGS)
+def test_qwen_vl_path_comes_from_the_user(path, monkeypatch):
+    """SALMA_QWEN25VL_PATH / SALMA_QWEN3VL_PATH name the folder of the model and of every reader's
+    tokenizer; the default is relative."""
+    spec = QWEN_VL[path.replace("Sa2VA-", "SALMA-")]
+    monkeypatch.delenv(spec["env"], raising=False)
+    default = Config.fromfile(path)
+    assert default.model.mllm.model_path == default.model.mllm.tokenizer.path == spec["default"]
+    assert not os.path.isabs(spec["default"])
+    monkeypatch.setenv(spec["env"], "/somewhere/qwen-vl")
+    cfg = Config.fromfile(path)
+    assert cfg.model.mllm.model_path == cfg.model.mllm.tokenizer.path == "/somewhere/qwen-vl"
+    assert {d.tokenizer.path for d in cfg.train_dataset.datasets} == {"/somewhere/qwen-vl"}
+    assert all(d.tokenizer == cfg.model.mllm.tokenizer for d in cfg.train_dataset.datasets)
+
+
+@pytest.mark.parametrize("path", sorted(QWEN_VL))
+def test_qwen_vl_architecture_builds_at_real_size_on_the_meta_device(path):
+    """The random-weight blocks (published config.json values) through QwenVLMLLM's own family
+    table: Qwen2.5-VL-3B-Instruct 3.75 B parameters, Qwen3-VL-4B-Instruct 4.44 B (tied embeddings)."""
+    import torch
+
+    from projects.salma.models.mllm.qwen_vl import FAMILIES
+
+    spec = QWEN_VL[path]
+    arch = Config.fromfile(path)[spec["arch"]].to_dict()
+    assert arch.pop("model_type") == spec["model_type"]
+    config_cls, model_cls = FAMILIES[spec["model_type"]]
+    with torch.device("meta"):
+        model = model_cls(config_cls(**arch))
+    low, high = spec["params"]
+    assert low < sum(p.numel() for p in model.parameters()) < high
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    text, vision = model.config.text_config, model.config.vision_config
+    assert text.num_hidden_layers == 36 and text.vocab_size == 151936 and vision.patch_size == spec["patch"]
+    assert vision.out_hidden_size == text.hidden_size
+    readers = Config.fromfile(path).vision  # the readers' patches are the tower's
+    assert (readers.patch_size, readers.merge_size, readers.temporal_patch_size) == \
+        (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
+
+
+@pytest.mark.parametrize("path", sorted(QWEN_VL))
+def test_qwen_vl_mllm_settings_build_the_wrapper_at_real_size_on_the_meta_device(path):
+    """The config's model.mllm (LoRA r128 on the seven projections, embeddings + LM head trained,
+    bf16) with its architecture block in place of the folder (and a tiny tokenizer): QwenVLMLLM
+    builds, with the LLM's width and the qwen_vl readers' family."""
+    import torch
+
+    spec, cfg = QWEN_VL[path], Config.fromfile(path)
+    mllm_cfg = dict(cfg.model.mllm.to_dict(), model_path=None, config=cfg[spec["arch"]].to_dict(),
+                    tokenizer=dict(type="build_tiny_tokenizer", family="qwen_vl"))
+    with torch.device("meta"):
+        mllm = MODELS.build(mllm_cfg)
+    assert mllm.family == spec["model_type"] and mllm.vision_family == "qwen_vl"
+    assert mllm.hidden_size == cfg[spec["arch"]].text_config.hidden_size
+    trainable = {n for n, p in mllm.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "embed_tokens" in n or "lm_head" in n for n in trainable)
+    assert not any(".visual." in n for n in trainable)
