@@ -39,9 +39,11 @@ def read_user_json(path: Path) -> dict:
 
 
 def is_sa2va_config(config_dict: Mapping) -> bool:
-    """Whether a config.json is a Sa2VA release (``Sa2VAChatModel``)."""
+    """Whether a config.json is a Sa2VA release (``Sa2VAChatModel``; or ``Sa2VAChatModelQwen``, the
+    Qwen-VL releases of :mod:`.sa2va_qwen`, whose ``model_type`` is ``sa2va_chat`` too)."""
     architectures = config_dict.get("architectures") or []
-    return SA2VA_ARCHITECTURE in architectures or config_dict.get("model_type") == SA2VA_MODEL_TYPE
+    return (SA2VA_ARCHITECTURE in architectures or "Sa2VAChatModelQwen" in architectures
+            or config_dict.get("model_type") == SA2VA_MODEL_TYPE)
 
 
 def is_sa2va_folder(path: str | Path) -> bool:
@@ -64,31 +66,44 @@ def read_sa2va_config(folder: str | Path) -> dict:
     return config
 
 
-def split_sa2va_keys(names: list[str], *, source: str) -> dict[str, dict[str, str]]:
-    """``{part: {folder key: key in the part's own layout}}`` for every key of a release folder.
+def sa2va_parts(config_dict: Mapping) -> dict[str, tuple[str, list[RenameRule]]]:
+    """The parts of a release of this config: InternVL's (``internvl``, ``sam2``,
+    ``text_hidden_fcs``) or, for a Qwen-VL release, :data:`.sa2va_qwen.QWEN_PARTS` (``qwen_vl``
+    in place of ``internvl``)."""
+    from .sa2va_qwen import QWEN_PARTS, is_sa2va_qwen_config
+
+    return QWEN_PARTS if is_sa2va_qwen_config(config_dict) else _PARTS
+
+
+def split_sa2va_keys(names: list[str], *, source: str,
+                     parts: Mapping[str, tuple[str, list[RenameRule]]] | None = None) -> dict[str, dict[str, str]]:
+    """``{part: {folder key: key in the part's own layout}}`` for every key of a release folder
+    (``parts``: :func:`sa2va_parts`; default InternVL's).
 
     Raises :class:`CheckpointMismatchError` naming every key that belongs to no part (a CMA weight,
     another model's key, a typo) and any two keys of a part that land on the same name."""
-    by_part: dict[str, list[str]] = {part: [] for part in _PARTS}
+    parts = _PARTS if parts is None else parts
+    by_part: dict[str, list[str]] = {part: [] for part in parts}
     unexpected = []
     for name in names:
-        part = next((p for p, (pattern, _) in _PARTS.items() if re.fullmatch(pattern, name)), None)
+        part = next((p for p, (pattern, _) in parts.items() if re.fullmatch(pattern, name)), None)
         if part is None:
             unexpected.append(name)
         else:
             by_part[part].append(name)
     if unexpected:
         raise CheckpointMismatchError(unexpected=unexpected, source=f"{source} (Sa2VA release layout)")
-    return {part: rename_keys(keys, _PARTS[part][1], source=source) for part, keys in by_part.items()}
+    return {part: rename_keys(keys, parts[part][1], source=source) for part, keys in by_part.items()}
 
 
 def read_sa2va_part(folder: str | Path, part: str) -> dict[str, torch.Tensor]:
-    """The tensors of one part ('internvl', 'sam2' or 'text_hidden_fcs') under its own layout's
-    names; only that part is read. Every key of the folder is checked first (:func:`split_sa2va_keys`)."""
-    if part not in _PARTS:
-        raise ValueError(f"part must be one of {sorted(_PARTS)}, got {part!r}")
-    read_sa2va_config(folder)
-    mapping = split_sa2va_keys(list(safetensors_weight_map(folder)), source=str(folder))[part]
+    """The tensors of one part ('internvl', 'sam2' or 'text_hidden_fcs'; a Qwen-VL release: 'qwen_vl'
+    in place of 'internvl') under its own layout's names; only that part is read. Every key of the
+    folder is checked first (:func:`split_sa2va_keys`)."""
+    parts = sa2va_parts(read_sa2va_config(folder))
+    if part not in parts:
+        raise ValueError(f"{folder}: a release of this kind has the parts {sorted(parts)}, not {part!r}")
+    mapping = split_sa2va_keys(list(safetensors_weight_map(folder)), source=str(folder), parts=parts)[part]
     tensors = load_safetensors_folder(folder, keys=mapping)
     return {mapping[k]: v for k, v in tensors.items()}
 
@@ -97,6 +112,11 @@ def sa2va_internvl_config(config_dict: Mapping, *, source: str = "config.json") 
     """The InternVL part of a ``Sa2VAChatConfig`` as InternVL's original config dict (what
     :func:`.internvl.internvl_config_from_original` reads). Sa2VA's own fields (``auto_map``,
     ``template``, ``pad2square``, ...) describe its remote code or its preprocessing, not weights."""
+    from .sa2va_qwen import is_sa2va_qwen_config
+
+    if is_sa2va_qwen_config(config_dict):
+        raise ValueError(f"{source}: a Sa2VA Qwen-VL release (Sa2VAChatModelQwen) has no InternVL part: build it "
+                         "with mllm.type='QwenVLMLLM' (projects/salma/models/convert/sa2va_qwen.py)")
     for key in ("use_backbone_lora", "use_llm_lora"):
         if config_dict.get(key):
             raise ValueError(
