@@ -154,11 +154,20 @@ def release_system_message(folder: str | Path) -> str:
     template = _chat_template(Path(folder))
     if template is None:
         return ""
+    from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    def raise_exception(message):  # what transformers gives chat templates
+        raise TemplateError(message)
+
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
     messages = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
-    text = env.from_string(template).render(messages=messages, add_generation_prompt=True)
+    try:
+        text = env.from_string(template).render(messages=messages, add_generation_prompt=True)
+    except TemplateError as err:
+        raise ValueError(f"{folder}: its chat template does not render a plain user turn ({err}); the baseline's "
+                         "system message is read from it") from err
     match = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n<\|im_start\|>user\n", text, flags=re.DOTALL)
     return match.group(1) if match else ""
 
