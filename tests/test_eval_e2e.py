@@ -356,7 +356,7 @@ def _dist_worker(rank: int, world: int, port: int, argv: list) -> None:
                       WORLD_SIZE=str(world))
     with forced_answer(answer_for):
         run_tool(*argv, "--launcher", "pytorch")
-    torch.distributed.destroy_process_group()
+    assert not torch.distributed.is_initialized()  # tools/test.py leaves the group before it returns
 
 
 def test_two_processes_give_the_one_process_numbers(data, full_run, tmp_path):

@@ -60,7 +60,7 @@ def _fake_model():
     from types import SimpleNamespace as NS
 
     config = NS(vision_config=NS(image_size=[128, 128]), image_seq_length=16)
-    return NS(mllm=NS(model=NS(config=config)), grounding_encoder=NS(image_size=128))
+    return NS(mllm=NS(model=NS(config=config), vision_family="internvl"), grounding_encoder=NS(image_size=128))
 
 
 def test_readers_get_eval_mode_the_model_sizes_and_the_llm_frames():

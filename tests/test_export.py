@@ -663,7 +663,7 @@ def test_chat_turn_is_asked_after_its_history(loaded, tiny_tokenizer):
     conversation (the image tokens open its first question); the [SEG] of an earlier answer stays
     in the prompt, and only the new answer's [SEG] is segmented."""
     image = np.random.default_rng(3).integers(0, 255, (60, 90, 3), dtype=np.uint8)
-    tiles = loaded.reader.image_inputs(Image.fromarray(image)).shape[0]
+    tiles = loaded.reader.image_inputs(Image.fromarray(image)).pixel_values.shape[0]
     prefix = image_token_string(tiles, loaded.reader.image_seq_length)
     expected = build_prompt("Segment the larger one.", system=loaded.reader.system,
                             history=[(prefix + HISTORY[0][0], HISTORY[0][1]), HISTORY[1]])
