@@ -16,6 +16,7 @@ from .common import CheckpointMismatchError, RenameRule, load_safetensors_folder
 SA2VA_ARCHITECTURE = "Sa2VAChatModel"
 SA2VA_MODEL_TYPE = "sa2va_chat"
 SA2VA_SAM2_PREFIX = "grounding_encoder.sam2_model."
+SA2VA_QWEN_ARCHITECTURE = "Sa2VAChatModelQwen"  # a Qwen-VL release (Sa2VA-Qwen2_5-VL-3B, Sa2VA-Qwen3-VL-4B)
 
 # part -> (which keys belong to it, how they are renamed for the part's reader)
 _SAM2 = re.escape(SA2VA_SAM2_PREFIX)
@@ -31,6 +32,33 @@ _PARTS: dict[str, tuple[str, list[RenameRule]]] = {
     ),
     "text_hidden_fcs": (r"text_hidden_fcs\..+", [RenameRule(r"text_hidden_fcs\.(.+)", r"\1")]),
 }
+
+
+# A Qwen-VL release's parts (the rest of its format: .sa2va_qwen): the MLLM part keeps the folder's
+# names (``model.`` + the native model's; older transformers' names renamed to them); SAM-2 and
+# text_hidden_fcs are the InternVL release's.
+QWEN_PARTS: dict[str, tuple[str, list[RenameRule]]] = {
+    "qwen_vl": (
+        r"model\..+",
+        [
+            RenameRule(r"model\.model\.(?:visual|language_model)\..+", r"\g<0>"),
+            RenameRule(r"model\.lm_head\..+", r"\g<0>"),
+            RenameRule(r"model\.visual\.(.+)", r"model.model.visual.\1"),  # transformers < 4.52
+            RenameRule(r"model\.model\.(.+)", r"model.model.language_model.\1"),  # transformers < 4.52
+        ],
+    ),
+    "sam2": _PARTS["sam2"],
+    "text_hidden_fcs": _PARTS["text_hidden_fcs"],
+}
+
+
+def is_sa2va_qwen_config(config_dict: Mapping) -> bool:
+    """Whether a Sa2VA config.json is a Qwen-VL release (``Sa2VAChatModelQwen``, or a ``sa2va_chat``
+    config with a ``text_config`` and no InternVL ``llm_config``)."""
+    if SA2VA_QWEN_ARCHITECTURE in (config_dict.get("architectures") or []):
+        return True
+    return (config_dict.get("model_type") == "sa2va_chat" and "text_config" in config_dict
+            and "llm_config" not in config_dict)
 
 
 def read_user_json(path: Path) -> dict:
@@ -68,10 +96,8 @@ def read_sa2va_config(folder: str | Path) -> dict:
 
 def sa2va_parts(config_dict: Mapping) -> dict[str, tuple[str, list[RenameRule]]]:
     """The parts of a release of this config: InternVL's (``internvl``, ``sam2``,
-    ``text_hidden_fcs``) or, for a Qwen-VL release, :data:`.sa2va_qwen.QWEN_PARTS` (``qwen_vl``
+    ``text_hidden_fcs``) or, for a Qwen-VL release, :data:`QWEN_PARTS` (``qwen_vl``
     in place of ``internvl``)."""
-    from .sa2va_qwen import QWEN_PARTS, is_sa2va_qwen_config
-
     return QWEN_PARTS if is_sa2va_qwen_config(config_dict) else _PARTS
 
 
@@ -112,8 +138,6 @@ def sa2va_internvl_config(config_dict: Mapping, *, source: str = "config.json") 
     """The InternVL part of a ``Sa2VAChatConfig`` as InternVL's original config dict (what
     :func:`.internvl.internvl_config_from_original` reads). Sa2VA's own fields (``auto_map``,
     ``template``, ``pad2square``, ...) describe its remote code or its preprocessing, not weights."""
-    from .sa2va_qwen import is_sa2va_qwen_config
-
     if is_sa2va_qwen_config(config_dict):
         raise ValueError(f"{source}: a Sa2VA Qwen-VL release (Sa2VAChatModelQwen) has no InternVL part: build it "
                          "with mllm.type='QwenVLMLLM' (projects/salma/models/convert/sa2va_qwen.py)")

@@ -36,7 +36,7 @@ trained ``Qwen2_5_VLForConditionalGeneration`` / ``Qwen3VLForConditionalGenerati
   call time) and the chat template (Qwen2.5-VL's adds ``You are a helpful assistant.`` as system
   message when none is given; Qwen3-VL's adds none).
 
-Which key is which part: :data:`QWEN_PARTS` (read by :mod:`.sa2va_layout`); the Qwen config for
+Which key is which part: :data:`.sa2va_layout.QWEN_PARTS`; the Qwen config for
 ``QwenVLMLLM``: :func:`sa2va_qwen_config`; the token check: :func:`check_qwen_release_tokens`.
 """
 from __future__ import annotations
@@ -51,9 +51,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ...constants import QWEN_VISION_TOKENS, SPECIAL_TOKENS
-from .common import RenameRule, check_state_dict, save_sharded_safetensors
+from .common import check_state_dict, save_sharded_safetensors
+from .internvl import token_ids_in_files
+from .sa2va import _write_added_tokens_v4
+from .sa2va_layout import (QWEN_PARTS, SA2VA_QWEN_ARCHITECTURE, is_sa2va_qwen_config, read_sa2va_part,  # noqa: F401
+                           read_user_json)
 
-SA2VA_QWEN_ARCHITECTURE = "Sa2VAChatModelQwen"
 SA2VA_QWEN_PIXELS = (512 * 28 * 28, 2048 * 28 * 28)  # modeling_sa2va_qwen.py: self.min_pixels / self.max_pixels
 SA2VA_QWEN_TOKENS = (*QWEN_VISION_TOKENS, *SPECIAL_TOKENS)  # the ids the folder's embedding rows follow
 # text_config.model_type -> the Qwen-VL family (QwenVLMLLM's config model_type)
@@ -68,39 +71,6 @@ _SA2VA_QWEN_AUTO_MAP = {  # what Sa2VA's exporter writes (recorded, never import
     "AutoModel": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
     "AutoModelForCausalLM": "modeling_sa2va_qwen.Sa2VAChatModelQwen",
 }
-
-# part -> (which keys belong to it, how they are renamed); the MLLM part keeps the folder's names
-# (``model.`` + the native model's), older transformers' names renamed to them.
-_SAM2 = re.escape("grounding_encoder.sam2_model.")
-QWEN_PARTS: dict[str, tuple[str, list[RenameRule]]] = {
-    "qwen_vl": (
-        r"model\..+",
-        [
-            RenameRule(r"model\.model\.(?:visual|language_model)\..+", r"\g<0>"),
-            RenameRule(r"model\.lm_head\..+", r"\g<0>"),
-            RenameRule(r"model\.visual\.(.+)", r"model.model.visual.\1"),  # transformers < 4.52
-            RenameRule(r"model\.model\.(.+)", r"model.model.language_model.\1"),  # transformers < 4.52
-        ],
-    ),
-    "sam2": (
-        rf"{_SAM2}.+",
-        [
-            RenameRule(rf"{_SAM2}(memory_encoder\.fuser\.layers\.\d+)\.g_weight", r"\1.gamma"),
-            RenameRule(rf"{_SAM2}(.+)", r"\1"),
-        ],
-    ),
-    "text_hidden_fcs": (r"text_hidden_fcs\..+", [RenameRule(r"text_hidden_fcs\.(.+)", r"\1")]),
-}
-
-
-def is_sa2va_qwen_config(config_dict: Mapping) -> bool:
-    """Whether a Sa2VA config.json is a Qwen-VL release (``Sa2VAChatModelQwen``, or a ``sa2va_chat``
-    config with a ``text_config`` and no InternVL ``llm_config``)."""
-    if SA2VA_QWEN_ARCHITECTURE in (config_dict.get("architectures") or []):
-        return True
-    return (config_dict.get("model_type") == "sa2va_chat" and "text_config" in config_dict
-            and "llm_config" not in config_dict)
-
 
 def sa2va_qwen_family(config_dict: Mapping, *, source: str = "config.json") -> str:
     """'qwen2_5_vl' or 'qwen3_vl', from ``text_config.model_type``; anything else is refused."""
@@ -136,8 +106,7 @@ def qwen_release_vision(folder: str | Path, config_dict: Mapping, *, source: str
     stats = {"image_mean": QWEN_DEFAULT_STATS[family], "image_std": QWEN_DEFAULT_STATS[family]}
     processor = Path(folder) / "preprocessor_config.json"
     if processor.is_file():
-        from .sa2va_layout import read_user_json
-
+    
         found = read_user_json(processor)
         stats.update({k: [float(x) for x in found[k]] for k in stats if k in found})
     low, high = SA2VA_QWEN_PIXELS
@@ -173,7 +142,6 @@ def release_system_message(folder: str | Path) -> str:
 
 
 def _chat_template(folder: Path) -> str | None:
-    from .sa2va_layout import read_user_json
 
     if (folder / "chat_template.jinja").is_file():
         return (folder / "chat_template.jinja").read_text(encoding="utf-8")
@@ -189,7 +157,6 @@ def check_qwen_release_tokens(folder: str | Path, config_dict: Mapping, tokenize
     """``tokenizer`` must give Qwen's vision tokens and Sa2VA's five the ids of the folder's own
     tokenizer files (which must agree with one another) and have no token beyond the folder's
     ``text_config.vocab_size`` embedding rows; ``ValueError`` naming the token otherwise."""
-    from .internvl import token_ids_in_files
 
     rows = int(config_dict["text_config"]["vocab_size"])
     for token in SA2VA_QWEN_TOKENS:
@@ -216,7 +183,6 @@ def load_qwen_part(folder: str | Path, qwen: nn.Module) -> None:
     """Load the folder's ``model.*`` into the Qwen-VL model ``qwen`` (``QwenVLMLLM.model``), strictly,
     named as in the folder. With LoRA injected (a SALMA training) the base weights are loaded under
     ``base_layer`` and the adapters stay fresh; a tied LM head is its embedding (one tensor)."""
-    from .sa2va_layout import read_sa2va_part
 
     state = read_sa2va_part(folder, "qwen_vl")
     targets, seen = {}, set()
@@ -248,7 +214,6 @@ def save_sa2va_qwen_layout(
     download). ``qwen`` is a ``Qwen2_5_VLForConditionalGeneration`` / ``Qwen3VLForConditionalGeneration``
     whose vocabulary is ``len(tokenizer)`` (Sa2VA's tokens already added); ``chat_template`` and
     ``preprocessor`` (``preprocessor_config.json``'s fields) stand for the processor's files."""
-    from .sa2va import _write_added_tokens_v4
 
     folder = Path(folder)
     config = qwen.config.to_dict()

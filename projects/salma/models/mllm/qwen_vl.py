@@ -61,6 +61,9 @@ class QwenVLMLLM(MultimodalLLM):
             (default 'qwen2_5_vl').
         freeze_llm, freeze_visual_encoder, llm_lora, trainable_embeddings, torch_dtype,
         gradient_checkpointing: as ``InternVLMLLM`` (the vision tower includes its merger).
+        untie_embeddings: give a tied LM head its own copy of the embeddings, so the two train
+            apart, as Sa2VA's ``modules_to_save=['lm_head', 'embed_tokens']`` does (the shipped
+            Qwen-VL configs; :meth:`MultimodalLLM._init_training`).
     """
 
     vision_family = "qwen_vl"  # the readers' inputs (``datasets.vision_inputs``)
@@ -77,6 +80,7 @@ class QwenVLMLLM(MultimodalLLM):
         trainable_embeddings: bool = True,
         torch_dtype: str = "float32",
         gradient_checkpointing: bool = False,
+        untie_embeddings: bool = False,
     ) -> None:
         super().__init__()
         if (model_path is None) == (config is None):
@@ -104,7 +108,8 @@ class QwenVLMLLM(MultimodalLLM):
         self.model.config.image_token_id, self.model.config.vision_start_token_id = ids[0], ids[1]
         self.vision_token_ids = ids
         self._init_training(freeze_llm=freeze_llm, freeze_visual_encoder=freeze_visual_encoder, llm_lora=llm_lora,
-                            trainable_embeddings=trainable_embeddings, gradient_checkpointing=gradient_checkpointing)
+                            trainable_embeddings=trainable_embeddings, gradient_checkpointing=gradient_checkpointing,
+                            untie_embeddings=untie_embeddings)
 
     @property
     def family(self) -> str:
@@ -260,7 +265,7 @@ class QwenVLMLLM(MultimodalLLM):
 def _folder_family(folder: str) -> str:
     path = os.path.join(folder, "config.json")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             model_type = json.load(f).get("model_type")
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read the model's config ({err})") from err
