@@ -79,7 +79,10 @@ qwen3_vl_4b_arch = dict(
     tie_word_embeddings=True,
 )
 
-model = dict(mllm=dict(type="QwenVLMLLM", tokenizer=tokenizer, model_path=qwen_vl_path))
+# The LM head is tied to the embeddings in this checkpoint; Sa2VA trains both through peft's
+# modules_to_save=['lm_head', 'embed_tokens'] (:88), which wraps each in its own copy: they train
+# apart. untie_embeddings gives the LM head its copy (models/mllm/base.py).
+model = dict(mllm=dict(type="QwenVLMLLM", tokenizer=tokenizer, model_path=qwen_vl_path, untie_embeddings=True))
 
 # ------------------------------------------------------------------ data: SALMA-1B's, read with this model's inputs
 batch_size = 1

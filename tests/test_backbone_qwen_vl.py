@@ -229,3 +229,26 @@ def test_an_export_whose_sections_disagree_is_refused_with_each_key(exported):  
     both = {**data, "internvl": {}}
     with pytest.raises(ValueError, match=r"exactly one of \['internvl', 'qwen_vl'\]"):
         SALMAConfig.from_dict(both)
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_a_tied_lm_head_trains_apart_only_when_untied(untie):
+    """Qwen2.5-VL-3B and Qwen3-VL-4B tie the LM head to the embeddings; Sa2VA's peft
+    modules_to_save copies each, so they train apart (untie_embeddings=True, the shipped configs)."""
+    cfg = Config.fromfile(CONFIGS["qwen2.5-vl"])
+    cfg.model.mllm.config.tie_word_embeddings = True
+    cfg.model.mllm.config.text_config.tie_word_embeddings = True
+    cfg.model.mllm.untie_embeddings = untie
+    torch.manual_seed(0)
+    mllm = MODELS.build(cfg.model).mllm
+    embed, head = mllm.model.get_input_embeddings().weight, mllm.model.lm_head.weight
+    assert (embed is head) != untie and torch.equal(embed, head)
+    assert embed.requires_grad and head.requires_grad
+    assert mllm.model.config.tie_word_embeddings != untie
+    ids = torch.tensor([[40, 41, 42, 43]])  # text tokens (the special ones, placeholders among them, come first)
+    _, loss = mllm(ids, torch.ones_like(ids), labels=ids)
+    loss.backward()
+    with torch.no_grad():
+        for p in {id(embed): embed, id(head): head}.values():
+            p -= 0.1 * p.grad
+    assert torch.equal(embed, head) != untie

@@ -65,8 +65,18 @@ class MultimodalLLM(nn.Module):
         self.compute_dtype = DTYPES[torch_dtype]
 
     def _init_training(self, *, freeze_llm: bool, freeze_visual_encoder: bool, llm_lora: dict | None,
-                       trainable_embeddings: bool, gradient_checkpointing: bool) -> None:
-        """Freeze, add LoRA, keep trainable weights fp32 (see the module docstring)."""
+                       trainable_embeddings: bool, gradient_checkpointing: bool,
+                       untie_embeddings: bool = False) -> None:
+        """Freeze, add LoRA, keep trainable weights fp32 (see the module docstring).
+
+        ``untie_embeddings``: a model whose LM head is its input embedding (Qwen2.5-VL-3B,
+        Qwen3-VL-4B) gets an LM head of its own, a copy, so the two train apart, as Sa2VA's
+        ``modules_to_save=['lm_head', 'embed_tokens']`` does (peft wraps each in its own copy).
+        """
+        if untie_embeddings and self.model.config.get_text_config().tie_word_embeddings:
+            self.model.lm_head.weight = nn.Parameter(self.model.get_input_embeddings().weight.detach().clone())
+            self.model.config.tie_word_embeddings = False
+            self.model.config.get_text_config().tie_word_embeddings = False
         self.model.requires_grad_(True)
         if freeze_visual_encoder:
             for module in self.vision_modules:
