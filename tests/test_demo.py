@@ -77,3 +77,29 @@ def test_short_demo_beats_the_union_baseline(tmp_path):
     assert json.load(open(eval_dir / "summary.json"))
     assert os.listdir(eval_dir / "refcoco_synth" / "val" / "vis")
     assert json.load(open(os.path.join(export, "config.json")))  # the trained model, exported
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["qwen2.5-vl", "qwen3-vl"])
+def test_the_demo_runs_end_to_end_on_another_backbone(tmp_path, backbone):
+    """--backbone: the family's tiny twin trains, is evaluated through tools/test.py's path (its readers
+    in the family's inputs) and exports; a few iterations, so the scores are only finite, not good."""
+    data = prepare_demo_data(str(tmp_path / "synthetic"), 0, num_images=8, num_val_images=3, num_videos=2,
+                             num_val_videos=1)
+    export = str(tmp_path / "work" / "export")
+    report = run_demo(CONFIG, str(tmp_path / "work"), data, max_iters=4, export_dir=export, backbone=backbone)
+    assert report["backbone"] == backbone
+    config = json.load(open(os.path.join(export, "config.json")))
+    assert "qwen_vl" in config and config["inputs"]["vision"]["family"] == "qwen_vl"
+    res, video = report["scores"]["refcoco_synth/val"], report["scores"]["mevis_synth/valid_u"]
+    assert res["model"]["n_sentences"] > 0 and 0.0 <= res["model"]["cIoU"] <= 100.0
+    assert video["model"]["n_videos"] == 1 and 0.0 <= video["model"]["J&F"] <= 100.0
+
+
+def test_an_unknown_backbone_is_refused_by_name():
+    from mmengine.config import Config
+
+    from projects.salma.demo import use_backbone
+
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        use_backbone(Config.fromfile(CONFIG), "llava")

@@ -41,6 +41,37 @@ DEMO_DATA = dict(num_images=3000, num_val_images=100, num_videos=100, num_val_vi
 DATA_RECORD = "demo_data.json"
 
 
+# tools/demo_cpu.py --backbone: the tiny twin of each MLLM family (its model.mllm, tokenizer and
+# the readers' vision inputs); SAM-2, CMA/MBA, the losses, data and schedule stay the demo config's.
+BACKBONES = {
+    "internvl2.5": None,  # the demo config's own (configs/tiny/salma_tiny.py)
+    "internvl3.5": "configs/tiny/salma_tiny_internvl35.py",
+    "qwen2.5-vl": "configs/tiny/salma_tiny_qwen_vl.py",
+    "qwen3-vl": "configs/tiny/salma_tiny_qwen3_vl.py",
+}
+
+
+def use_backbone(cfg: Config, name: str) -> Config:
+    """``cfg`` with the MLLM of the tiny config ``BACKBONES[name]``: its ``model.mllm`` and
+    ``tokenizer``, and its ``vision`` (None: InternVL's tiles) on every reader of the training mix,
+    the validation set and ``test_datasets``."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {name!r}")
+    if BACKBONES[name] is None:
+        return cfg
+    family = Config.fromfile(BACKBONES[name])
+    vision = family.get("vision")
+    cfg.model.mllm = family.model.mllm
+    cfg.tokenizer = family.tokenizer
+    readers = [*cfg.train_dataloader.dataset.datasets, *[run.dataset for run in cfg.test_datasets.values()]]
+    if cfg.get("val_dataset") is not None:
+        readers.append(cfg.val_dataset)
+    for reader in readers:
+        reader.tokenizer = family.tokenizer
+        reader.vision = vision
+    return cfg
+
+
 def set_schedule(cfg: Config, max_iters: int) -> None:
     """Stretch the tiny config's iteration schedule (warm-up, cosine, checkpoint) to ``max_iters``."""
     warmup = max(1, int(cfg.warmup_ratio * max_iters))
@@ -165,15 +196,16 @@ def prepare_demo_data(root: str, seed: int, **overrides) -> str:
 
 
 def run_demo(config: str, work_dir: str, data_root: str, max_iters: int | None = None, seed: int = 0,
-             cfg_options: dict | None = None, export_dir: str | None = None) -> dict:
+             cfg_options: dict | None = None, export_dir: str | None = None, backbone: str = "internvl2.5") -> dict:
     """Train ``config`` on the synthetic data in ``data_root``, evaluate it and the baselines, and
-    export the trained model to ``export_dir`` (a ``SALMAModel`` folder) when given.
+    export the trained model to ``export_dir`` (a ``SALMAModel`` folder) when given. ``backbone``:
+    the MLLM family's tiny twin (:data:`BACKBONES`, :func:`use_backbone`).
 
     Deterministic on one machine: ``torch.use_deterministic_algorithms`` through mmengine's
     ``randomness.deterministic``, and the model is evaluated in eval mode (no LoRA dropout).
     """
     os.environ["SALMA_SYNTH_ROOT"] = data_root
-    cfg = load_config(config, cfg_options)
+    cfg = use_backbone(load_config(config, cfg_options), backbone)
     if max_iters is not None:
         set_schedule(cfg, max_iters)
     cfg.randomness = dict(seed=seed, deterministic=True)
@@ -184,7 +216,7 @@ def run_demo(config: str, work_dir: str, data_root: str, max_iters: int | None =
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     checkpoint = os.path.join(work_dir, f"iter_{cfg.train_cfg.max_iters}.pth")
     scores = evaluate_with_baselines(cfg, model, os.path.join(work_dir, "eval"), checkpoint)
-    report = {"seed": seed, "train_minutes": train_minutes, "iterations": cfg.train_cfg.max_iters,
+    report = {"seed": seed, "backbone": backbone, "train_minutes": train_minutes, "iterations": cfg.train_cfg.max_iters,
               "checkpoint": checkpoint, "scores": scores}
     if export_dir is not None:
         export_model(cfg, checkpoint, export_dir)
