@@ -47,19 +47,31 @@ def _sample(tokenizer, n_obj: int, n_frames: int, image_tokens: int, with_answer
     return torch.tensor(ids), torch.tensor(labels), torch.tensor(expr)
 
 
-def real_size_model_cfg(cfg, *, llm_dtype: str | None = None):
-    """``cfg.model`` at SALMA-1B's real size with random weights and no files (benchmarks, the GPU
-    check): InternVL2.5-1B's architecture (``cfg.internvl2_5_1b_arch``, from
-    ``configs/_base_/models/salma_1b.py``), SAM-2.1 hiera-large, and the tiny tokenizer (its ids fit
-    the real vocabulary). ``llm_dtype`` overrides the config's InternVL dtype."""
+def real_size_model_cfg(cfg, *, llm_dtype: str | None = None, arch: str | None = None):
+    """``cfg.model`` at real size with random weights and no files (benchmarks, the GPU check): the
+    MLLM architecture block ``cfg[arch]`` (default: the config's own, the one ``*_arch`` block it
+    defines beyond InternVL2.5-1B's ``internvl2_5_1b_arch`` of ``configs/_base_/models/salma_1b.py``),
+    SAM-2.1 hiera-large, and the tiny tokenizer of the MLLM's family (its ids fit the real
+    vocabulary). ``llm_dtype`` overrides the config's MLLM dtype."""
     model_cfg = copy.deepcopy(cfg.model)
+    arch = arch or own_arch(cfg)
     model_cfg.mllm.model_path = None
-    model_cfg.mllm.config = copy.deepcopy(cfg.internvl2_5_1b_arch)
+    model_cfg.mllm.config = copy.deepcopy(cfg[arch])
     if llm_dtype is not None:
         model_cfg.mllm.torch_dtype = llm_dtype
-    model_cfg.mllm.tokenizer = dict(type="build_tiny_tokenizer")
+    family = "qwen_vl" if model_cfg.mllm.type == "QwenVLMLLM" else "internvl"
+    model_cfg.mllm.tokenizer = dict(type="build_tiny_tokenizer", family=family)
     model_cfg.grounding_encoder.sam2 = dict(size="large")
     return model_cfg
+
+
+def own_arch(cfg) -> str:
+    """The name of the MLLM architecture block a config defines for random-weight builds."""
+    blocks = sorted(k for k in cfg if k.endswith("_arch"))
+    own = [k for k in blocks if k != "internvl2_5_1b_arch"] or [k for k in blocks]
+    if len(own) != 1:
+        raise ValueError(f"{cfg.filename}: cannot tell the MLLM architecture block among {blocks}; name it (arch=)")
+    return own[0]
 
 
 def make_batch(model, samples: list[tuple[int, int]], **kwargs) -> dict:
