@@ -40,6 +40,18 @@ from ..convert.common import DTYPES
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def build_random(factory, dtype: torch.dtype) -> nn.Module:
+    """``factory()`` (a randomly initialised transformers model) with its tensors created in ``dtype``
+    and then cast to it (buffers too), so a real-size bf16 build never holds an fp32 copy."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = factory()
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(dtype)
+
+
 def check_lora_args(freeze_llm: bool, llm_lora: dict | None) -> None:
     if not freeze_llm and llm_lora is not None:
         raise ValueError(

@@ -17,7 +17,7 @@ from ...constants import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
 from ...registry import MODELS
 from ..convert.internvl import load_internvl
 from ..positions import check_position_init, init_internvit_positions
-from .base import MultimodalLLM, check_lora_args
+from .base import MultimodalLLM, build_random, check_lora_args
 
 
 @MODELS.register_module()
@@ -69,7 +69,8 @@ class InternVLMLLM(MultimodalLLM):
         if model_path is not None:
             self.model = load_internvl(model_path, dtype=self.compute_dtype)
         else:
-            self.model = InternVLForConditionalGeneration(InternVLConfig(**config)).to(self.compute_dtype)
+            self.model = build_random(lambda: InternVLForConditionalGeneration(InternVLConfig(**config)),
+                                      self.compute_dtype)
             if vision_position_init == "sincos":
                 init_internvit_positions(self.model.model.vision_tower)
         self._grow_vocabulary()

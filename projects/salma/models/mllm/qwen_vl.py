@@ -32,7 +32,7 @@ from transformers import (
 
 from ...constants import QWEN_IMAGE_PAD, QWEN_VISION_END, QWEN_VISION_START
 from ...registry import MODELS
-from .base import MultimodalLLM, check_lora_args
+from .base import MultimodalLLM, build_random, check_lora_args
 
 FAMILIES = {
     "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
@@ -97,7 +97,7 @@ class QwenVLMLLM(MultimodalLLM):
             if family not in FAMILIES:
                 raise ValueError(f"mllm.config.model_type must be one of {sorted(FAMILIES)}, got {family!r}")
             config_cls, model_cls = FAMILIES[family]
-            self.model = model_cls(config_cls(**config)).to(self.compute_dtype)
+            self.model = build_random(lambda: model_cls(config_cls(**config)), self.compute_dtype)
         self._grow_vocabulary()
         ids = self.tokenizer.convert_tokens_to_ids([QWEN_IMAGE_PAD, QWEN_VISION_START, QWEN_VISION_END])
         unknown = [t for t, i in zip((QWEN_IMAGE_PAD, QWEN_VISION_START, QWEN_VISION_END), ids)
