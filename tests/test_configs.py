@@ -367,7 +367,8 @@ def test_salma_qwen_vl_is_salma_1b_with_sa2va_qwen_settings(path):
     a, b = flat(salma_1b.to_dict()), flat(cfg.to_dict())
     changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
     expected = {"qwen_vl_path", "tokenizer.path", "model.mllm.type", "model.mllm.model_path", "model.mllm.tokenizer.path",
-                "accumulative_counts", "optim_wrapper.accumulative_counts", "internvl_tile_keys", "mix",
+                "model.mllm.untie_embeddings", "accumulative_counts", "optim_wrapper.accumulative_counts",
+                "internvl_tile_keys", "mix",
                 "train_dataset.datasets", "train_dataset.repeats", "train_dataloader.dataset.datasets",
                 "train_dataloader.dataset.repeats"}
     if spec["batch"] != 2:
@@ -382,6 +383,7 @@ def test_salma_qwen_vl_is_salma_1b_with_sa2va_qwen_settings(path):
     assert mllm.type == "QwenVLMLLM" and mllm.torch_dtype == "bfloat16" and cfg.optim_wrapper.dtype == "bfloat16"
     assert (mllm.llm_lora.r, mllm.llm_lora.lora_alpha, mllm.llm_lora.lora_dropout) == (128, 256, 0.05)
     assert mllm.trainable_embeddings and mllm.freeze_llm and mllm.freeze_visual_encoder
+    assert mllm.untie_embeddings  # Sa2VA's modules_to_save copies the tied lm_head and embed_tokens apart (:88)
     assert cfg.optim_wrapper.optimizer.lr == 4e-5 and cfg.max_length == 8192
     assert cfg.model.grounding_encoder == salma_1b.model.grounding_encoder
     assert cfg.model.grounding_encoder.mask_token == "best_iou" and cfg.custom_hooks == salma_1b.custom_hooks
