@@ -88,16 +88,23 @@ def check_release_tokens(folder: str | Path, tokenizer: PreTrainedTokenizerBase)
     another), and has no token beyond the folder's embedding rows. Raises ``ValueError`` naming the
     token otherwise: a ``[SEG]`` read through another row would decode nonsense silently."""
     config = read_sa2va_config(folder)
-    rows = int(config["llm_config"]["vocab_size"])
-    for token in SA2VA_TOKENS:
+    check_token_ids(folder, tokenizer, SA2VA_TOKENS, rows=int(config["llm_config"]["vocab_size"]),
+                    rows_key="llm_config.vocab_size")
+
+
+def check_token_ids(folder: str | Path, tokenizer: PreTrainedTokenizerBase, tokens, *, rows: int,
+                    rows_key: str) -> None:
+    """:func:`check_release_tokens` for ``tokens`` and a folder with ``rows`` embedding rows (its
+    config's ``rows_key``); shared by the InternVL and Qwen-VL releases."""
+    for token in tokens:
         by_file = token_ids_in_files(folder, token)
         if not by_file:
-            raise ValueError(f"{folder}: no tokenizer file defines {token!r} (a Sa2VA release adds it)")
+            raise ValueError(f"{folder}: no tokenizer file defines {token!r} (a Sa2VA release has it)")
         if len(set(by_file.values())) > 1:
             raise ValueError(f"{folder}: its tokenizer files disagree on the id of {token!r}: {by_file}")
         folder_id = next(iter(by_file.values()))
         if folder_id >= rows:
-            raise ValueError(f"{folder}: {token!r} has id {folder_id} but llm_config.vocab_size is {rows}")
+            raise ValueError(f"{folder}: {token!r} has id {folder_id} but {rows_key} is {rows}")
         ours = tokenizer.convert_tokens_to_ids(token)
         if ours != folder_id:
             raise ValueError(

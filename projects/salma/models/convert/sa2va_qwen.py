@@ -52,8 +52,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ...constants import QWEN_VISION_TOKENS, SPECIAL_TOKENS
 from .common import check_state_dict, save_sharded_safetensors
-from .internvl import token_ids_in_files
-from .sa2va import _write_added_tokens_v4
+from .sa2va import _write_added_tokens_v4, check_token_ids
 from .sa2va_layout import (QWEN_PARTS, SA2VA_QWEN_ARCHITECTURE, is_sa2va_qwen_config, read_sa2va_part,  # noqa: F401
                            read_user_json)
 
@@ -157,26 +156,8 @@ def check_qwen_release_tokens(folder: str | Path, config_dict: Mapping, tokenize
     """``tokenizer`` must give Qwen's vision tokens and Sa2VA's five the ids of the folder's own
     tokenizer files (which must agree with one another) and have no token beyond the folder's
     ``text_config.vocab_size`` embedding rows; ``ValueError`` naming the token otherwise."""
-
-    rows = int(config_dict["text_config"]["vocab_size"])
-    for token in SA2VA_QWEN_TOKENS:
-        by_file = token_ids_in_files(folder, token)
-        if not by_file:
-            raise ValueError(f"{folder}: no tokenizer file defines {token!r} (a Sa2VA Qwen-VL release has it)")
-        if len(set(by_file.values())) > 1:
-            raise ValueError(f"{folder}: its tokenizer files disagree on the id of {token!r}: {by_file}")
-        folder_id = next(iter(by_file.values()))
-        if folder_id >= rows:
-            raise ValueError(f"{folder}: {token!r} has id {folder_id} but text_config.vocab_size is {rows}")
-        ours = tokenizer.convert_tokens_to_ids(token)
-        if ours != folder_id:
-            raise ValueError(
-                f"{token!r} is id {ours} in the model's tokenizer but {folder_id} in {folder}'s tokenizer files (its "
-                f"embedding rows follow those ids): build the tokenizer from the release folder "
-                f"(dict(type='load_pretrained_tokenizer', path={str(folder)!r}))")
-    if len(tokenizer) > rows:
-        raise ValueError(f"the model's tokenizer has {len(tokenizer)} tokens but {folder} has {rows} embedding rows: "
-                         "build the tokenizer from the release folder")
+    check_token_ids(folder, tokenizer, SA2VA_QWEN_TOKENS, rows=int(config_dict["text_config"]["vocab_size"]),
+                    rows_key="text_config.vocab_size")
 
 
 def load_qwen_part(folder: str | Path, qwen: nn.Module) -> None:

@@ -17,7 +17,6 @@ refused.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,6 +30,7 @@ from transformers import (
 )
 
 from ...constants import QWEN_IMAGE_PAD, QWEN_VISION_END, QWEN_VISION_START
+from ...datasets.io import read_json
 from ...registry import MODELS
 from .base import MultimodalLLM, build_random, check_lora_args
 
@@ -264,11 +264,7 @@ class QwenVLMLLM(MultimodalLLM):
 
 def _folder_family(folder: str) -> str:
     path = os.path.join(folder, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            model_type = json.load(f).get("model_type")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read the model's config ({err})") from err
+    model_type = read_json(path, expect=dict, what="(a transformers model config)").get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(f"{path}: model_type {model_type!r} is not a Qwen-VL family this wrapper runs "
                          f"({sorted(FAMILIES)})")
